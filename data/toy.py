@@ -54,6 +54,18 @@ class GaussianMixture:
         x, y = self.sample(batch_size, generator, return_labels=True)
         return x, y
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one example."""
+        return self.shape
+
+    def state_dict(self) -> dict:
+        """Fresh draws every batch: no position to save."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore (see state_dict)."""
+
     # ---- Perturbed densities. ------------------------------------------------------------------------------------
     def _class_weights(self, y) -> Tensor:
         if y is None:

@@ -1,0 +1,42 @@
+"""Build networks and the score model from a config: the one place models/ reads config keys."""
+
+from __future__ import annotations
+
+from sde import SDE, make_sde
+
+from .score import ScoreModel
+
+
+def make_sde_from_config(cfg) -> SDE:
+    """The SDE named by cfg.sde (the discrete DDPM chain uses cfg.sde.N steps)."""
+    return make_sde(cfg.sde.name, beta_min=cfg.sde.beta_min, beta_max=cfg.sde.beta_max,
+                    sigma_min=cfg.sde.sigma_min, sigma_max=cfg.sde.sigma_max, N=cfg.sde.N)
+
+
+def data_shape(cfg) -> tuple[int, ...]:
+    """Shape of one example: [C, H, W] for images, [d] for toy vectors."""
+    if cfg.model.name == "mlp":
+        return (cfg.data.dim,)
+    return (cfg.data.num_channels, cfg.data.image_size, cfg.data.image_size)
+
+
+def make_net(cfg):
+    """The eps-network named by cfg.model.name."""
+    m = cfg.model
+    if m.name == "unet":
+        from .unet import UNet
+
+        return UNet(in_channels=cfg.data.num_channels, image_size=cfg.data.image_size,
+                    base_channels=m.base_channels, channel_mult=tuple(m.channel_mult),
+                    num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
+                    dropout=m.dropout, num_classes=m.num_classes)
+    if m.name == "mlp":
+        from .mlp import MLP
+
+        return MLP(dim=cfg.data.dim, hidden=m.hidden, depth=m.depth, num_classes=m.num_classes)
+    raise ValueError(f"unknown model {m.name!r}; valid: ['unet', 'mlp']")
+
+
+def make_score_model(cfg, sde: SDE | None = None) -> ScoreModel:
+    """ScoreModel(net, sde) as the config describes (on CPU; the driver moves it)."""
+    return ScoreModel(make_net(cfg), sde or make_sde_from_config(cfg), precision=cfg.model.precision)
