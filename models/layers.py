@@ -127,24 +127,25 @@ class AttentionBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve the spatial size with a stride-2 3x3 convolution."""
+    """Halve the spatial size with a stride-2 3x3 convolution (``with_conv=True``) or 2x2 average pooling."""
 
-    def __init__(self, *, channels: int):
+    def __init__(self, *, channels: int, with_conv: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1) if with_conv else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         """Downsample ``x`` [B, C, H, W] -> [B, C, H/2, W/2]; ``emb`` is accepted and ignored."""
-        return self.conv(x)
+        return self.conv(x) if self.conv is not None else F.avg_pool2d(x, 2)
 
 
 class Upsample(nn.Module):
-    """Double the spatial size with nearest-neighbour upsampling followed by a 3x3 convolution."""
+    """Double the spatial size with nearest-neighbour upsampling, followed by a 3x3 convolution if ``with_conv``."""
 
-    def __init__(self, *, channels: int):
+    def __init__(self, *, channels: int, with_conv: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1) if with_conv else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         """Upsample ``x`` [B, C, H, W] -> [B, C, 2H, 2W]; ``emb`` is accepted and ignored."""
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.conv(x) if self.conv is not None else x

@@ -59,6 +59,7 @@ class UNet(nn.Module):
         num_classes: int = 0,
         emb_dim: int | None = None,
         num_groups: int | None = None,
+        resample_with_conv: bool = True,
     ):
         super().__init__()
         if in_channels < 1:
@@ -92,7 +93,7 @@ class UNet(nn.Module):
                 self.down.append(nn.ModuleList(layers))
                 skip_channels.append(ch)
             if level != len(channel_mult) - 1:
-                self.down.append(nn.ModuleList([Downsample(channels=ch)]))
+                self.down.append(nn.ModuleList([Downsample(channels=ch, with_conv=resample_with_conv)]))
                 skip_channels.append(ch)
 
         self.mid = nn.ModuleList([
@@ -112,7 +113,7 @@ class UNet(nn.Module):
                 if res in attn_resolutions:
                     layers.append(AttentionBlock(channels=ch, num_heads=num_heads, num_groups=num_groups))
                 if level != 0 and i == num_res_blocks:
-                    layers.append(Upsample(channels=ch))
+                    layers.append(Upsample(channels=ch, with_conv=resample_with_conv))
                 self.up.append(nn.ModuleList(layers))
         assert not skip_channels
 

@@ -1,0 +1,138 @@
+"""Guided score functions: classifier-free guidance, classifier guidance, and inpainting by projection.
+
+All three live in the score function (or in a projection applied between sampler steps), so every sampler,
+which sees only `score_fn(x, t)` and an `sde`, runs them unchanged.
+
+- Classifier-free guidance (Ho & Salimans 2022, Eq. 6): one network trained with label dropout gives both
+  s(x, t | y) and s(x, t) = s(x, t | null); the guided score is w s(x, t | y) + (1 - w) s(x, t). Here w = 0 is
+  unconditional and w = 1 conditional (Ho & Salimans' w is our w - 1).
+- Classifier guidance (Dhariwal & Nichol 2021, Eq. 12; Song et al. 2021, Eq. 14): a classifier of noisy data
+  p_t(c | x_t) gives s(x, t) + lambda grad_x log p_t(y | x); with lambda = 1 and the exact classifier this is
+  exactly the conditional score s(x, t | y) (Bayes' rule).
+- Inpainting / imputation (Song et al. 2021, App. I.2): after every step the known part of x is replaced by
+  a fresh forward-perturbed copy of the known data, x = mask * perturb(x_known, t) + (1 - mask) * x.
+
+A noisy classifier is a network `classifier(x_in, noise_label) -> logits` with the same preconditioning as the
+score networks (`ScoreModel.eps`): x_in = x / sqrt(alpha^2 + sigma^2) and noise_label = log(sigma / alpha).
+`classifier_log_probs` is the only place that applies it, for training and for guidance alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sde import SDE, ScoreFn, append_dims, as_time
+
+Projection = Callable[[Tensor, Tensor], Tensor]  # project(x [B, *D], t [B]) -> x [B, *D]
+
+
+def check_guidance_labels(y: int | Tensor, num_classes: int, what: str = "model") -> Tensor:
+    """Class labels for guidance as a Long tensor (scalar or [B]); each must be a real class 0..num_classes-1."""
+    if num_classes <= 0:
+        raise ValueError(f"guidance needs a class-conditional {what}, but this {what} is unconditional "
+                         f"(num_classes=0); train one with model.num_classes > 0, or sample with label=-1")
+    y = torch.as_tensor(y)
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.ndim > 1:
+        raise ValueError(f"class labels must be an integer or an integer tensor [B], got {y.dtype} {list(y.shape)}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+        raise ValueError(f"class label {bad} out of range; allowed: 0..{num_classes - 1} ({num_classes} classes)")
+    return y.long()
+
+
+def _batch_labels(y: Tensor, x: Tensor) -> Tensor:
+    """Labels broadcast to x's batch [B] on x's device."""
+    y = y.to(x.device)
+    if y.ndim == 0:
+        return y.expand(x.shape[0])
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"got {y.shape[0]} class labels for a batch of {x.shape[0]}")
+    return y
+
+
+def cfg_score_fn(model: nn.Module, y: int | Tensor, scale: float) -> ScoreFn:
+    """Classifier-free guidance w s(x,t|y) + (1-w) s(x,t) (Ho & Salimans 2022, Eq. 6, with w = 1 + their w).
+
+    `model` is a class-conditional `ScoreModel`-like module: `model(x, t, y) -> score`, `.num_classes`, null
+    label = num_classes. One batched network call on [x; x] with labels [y; null] per score evaluation, so the
+    samplers' NFE counts stay one per call (w = 1 and w = 0 need only one half).
+    """
+    num_classes = int(getattr(model, "num_classes", 0))
+    y = check_guidance_labels(y, num_classes)
+    w = float(scale)
+
+    def score_fn(x: Tensor, t: Tensor) -> Tensor:
+        t, labels = as_time(t, x), _batch_labels(y, x)
+        null = torch.full_like(labels, num_classes)
+        if w == 1.0:
+            return model(x, t, labels)
+        if w == 0.0:
+            return model(x, t, null)
+        score_cond, score_uncond = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
+        return w * score_cond + (1 - w) * score_uncond
+
+    return score_fn
+
+
+def classifier_log_probs(classifier: nn.Module, sde: SDE, x: Tensor, t: Tensor | float) -> Tensor:
+    """log p_t(c | x_t) [B, C] of a noisy classifier, with the score networks' preconditioning (see module doc)."""
+    t = as_time(t, x)
+    alpha, sigma = sde.marginal(t)
+    c_in = append_dims(torch.rsqrt(alpha**2 + sigma**2), x.ndim)
+    noise_label = torch.log(sigma) - torch.log(alpha)
+    return F.log_softmax(classifier(c_in * x, noise_label), dim=-1)
+
+
+def classifier_score_fn(score_fn: ScoreFn, classifier: nn.Module, sde: SDE, y: int | Tensor,
+                        scale: float) -> ScoreFn:
+    """Classifier guidance s(x,t) + lambda grad_x log p_t(y | x) (Dhariwal & Nichol 2021; Song et al. 2021, Eq. 14).
+
+    `classifier(x_in, noise_label) -> logits` must be trained on `sde`'s perturbed data (training/classifier.py);
+    its `num_classes` attribute, if present, bounds the labels. Gradients are taken even under torch.no_grad().
+    """
+    y = check_guidance_labels(y, int(getattr(classifier, "num_classes", 1 << 30)), what="classifier")
+    lam = float(scale)
+
+    def guided(x: Tensor, t: Tensor) -> Tensor:
+        t, labels = as_time(t, x), _batch_labels(y, x)
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            log_probs = classifier_log_probs(classifier, sde, x_in, t.detach())
+            if labels.numel() and int(labels.max()) >= log_probs.shape[-1]:
+                raise ValueError(f"class label {int(labels.max())} out of range for a classifier of "
+                                 f"{log_probs.shape[-1]} classes")
+            selected = log_probs.gather(1, labels[:, None]).sum()
+            grad = torch.autograd.grad(selected, x_in)[0]
+        return score_fn(x, t) + lam * grad.to(x.dtype)
+
+    return guided
+
+
+def check_same_sde(score_sde: dict, classifier_sde: dict) -> None:
+    """Raise ValueError unless the classifier was trained on the score model's SDE (both as `SDE.config()`)."""
+    keys = sorted(set(score_sde) | set(classifier_sde))
+    diff = [f"{k}: score model {score_sde.get(k)!r} vs classifier {classifier_sde.get(k)!r}"
+            for k in keys if score_sde.get(k) != classifier_sde.get(k)]
+    if diff:
+        raise ValueError("the classifier was trained on a different SDE than the score model, so its gradient "
+                         "is not grad log p_t(y | x) of this diffusion (" + "; ".join(diff) + ")")
+
+
+def inpaint_projection(sde: SDE, x_known: Tensor, mask: Tensor,
+                       generator: torch.Generator | None = None) -> Projection:
+    """Replace the known part by a perturbed copy of the data: x = m perturb(x_known, t) + (1-m) x (Song et al.
+    2021, App. I.2). `mask` is 1 on known entries and broadcasts against x_known; fresh noise at every call."""
+    if not torch.all((mask == 0) | (mask == 1)):
+        raise ValueError("inpainting mask must hold only 0 (unknown) and 1 (known)")
+    mask = mask.to(x_known.dtype)
+
+    def project(x: Tensor, t: Tensor) -> Tensor:
+        t = as_time(t, x)
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return mask * sde.perturb(x_known, t, noise) + (1 - mask) * x
+
+    return project

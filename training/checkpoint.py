@@ -1,0 +1,270 @@
+"""Crash-safe checkpoints: atomic writes, sha256 sidecars, `weights_only=True` loads, and rebuilding a ScoreModel.
+
+Layout: ``<workdir>/checkpoints/ckpt_000500.pt`` plus ``ckpt_000500.pt.sha256`` (``sha256sum -c`` format).
+A checkpoint is written to a temp file in the same folder, fsynced, renamed over its final name (``os.replace``)
+and the folder fsynced; then its sidecar is written the same way. A checkpoint COUNTS only when the sidecar exists
+and matches the file, so a save killed at any moment leaves every earlier checkpoint valid. Old checkpoints are
+deleted only after the new one has been re-read from disk and its hash checked. Every load checks the hash and
+uses ``torch.load(..., weights_only=True)``: no pickled code ever runs, and there is no fallback to unsafe loading.
+Torch 2.13 honours ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` only when a call site leaves ``weights_only`` unset, so
+the explicit ``weights_only=True`` here wins (tests/test_checkpoint.py checks this in a subprocess).
+Contents are tensors and plain data only; the config is a JSON string and is never executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CKPT_DIR = "checkpoints"
+FORMAT = "scoresde-checkpoint-v1"
+_NAME = re.compile(r"^ckpt_(\d{6,})\.pt$")
+SLOW_SAVE_ENV = "SCORESDE_TEST_SLOW_SAVE"  # test hook: seconds to sleep between writing and renaming
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, incomplete, corrupt, unsafe or incompatible (the message names the file)."""
+
+
+# ---- Paths. ----------------------------------------------------------------------------------------------------------
+def checkpoint_dir(workdir: str | os.PathLike) -> Path:
+    """The folder holding a work dir's checkpoints."""
+    return Path(workdir) / CKPT_DIR
+
+
+def checkpoint_path(workdir: str | os.PathLike, step: int) -> Path:
+    """Path of the checkpoint written after `step` optimiser steps."""
+    return checkpoint_dir(workdir) / f"ckpt_{step:06d}.pt"
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """Path of the sha256 sidecar of a checkpoint file."""
+    return Path(f"{path}.sha256")
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The step number in a checkpoint's file name."""
+    match = _NAME.match(Path(path).name)
+    if match is None:
+        raise CheckpointError(f"{path} is not named like a checkpoint (ckpt_XXXXXX.pt)")
+    return int(match.group(1))
+
+
+def list_checkpoints(workdir: str | os.PathLike) -> list[Path]:
+    """Checkpoint files of a work dir (complete or not), oldest first."""
+    folder = checkpoint_dir(workdir)
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.iterdir() if _NAME.match(p.name) and p.is_file()]
+    return sorted(files, key=checkpoint_step)
+
+
+# ---- Integrity. ------------------------------------------------------------------------------------------------------
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's contents, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def recorded_sha256(path: str | os.PathLike) -> str:
+    """The sha256 recorded in a checkpoint's sidecar (raises CheckpointError if there is none)."""
+    side = sidecar_path(path)
+    try:
+        text = side.read_text().split()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} is incomplete: no sha256 sidecar {side.name} "
+                              f"(the save was interrupted, or the file was copied without it)") from None
+    if not text or not re.fullmatch(r"[0-9a-f]{64}", text[0]):
+        raise CheckpointError(f"checkpoint sidecar {side} is malformed (expected '<sha256>  {Path(path).name}')")
+    return text[0]
+
+
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Raise CheckpointError (naming the file) unless the file exists, is non-empty and matches its sidecar."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    expected = recorded_sha256(path)
+    actual = sha256_file(path)
+    if actual != expected:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: sha256 {actual[:16]}... does not match "
+                              f"the recorded {expected[:16]}... ({path.stat().st_size} bytes)")
+
+
+def latest_checkpoint(workdir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint of a work dir that passes verification (bad ones are skipped with a warning, kept)."""
+    for path in reversed(list_checkpoints(workdir)):
+        try:
+            verify_checkpoint(path)
+            return path
+        except CheckpointError as err:
+            logger.warning("skipping %s; falling back to an earlier checkpoint", err)
+    return None
+
+
+# ---- Writing. --------------------------------------------------------------------------------------------------------
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, slow: float = 0.0) -> None:
+    """Write bytes to a temp file in the same folder, fsync, rename onto `path`, fsync the folder."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            half = len(data) // 2
+            f.write(data[:half])
+            if slow > 0:  # test hook: a kill now leaves a half-written temp file
+                f.flush()
+                print(f"[test hook] slow save: {path.name} half written", flush=True)
+                time.sleep(slow)
+            f.write(data[half:])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _existing_valid(path: Path) -> bool:
+    """True if a valid checkpoint is already at `path`; an invalid one is renamed to `<name>.corrupt-<time>`
+    (evidence is kept, never deleted) so the new checkpoint can take its place."""
+    if not path.exists():
+        return False
+    try:
+        verify_checkpoint(path)
+        return True
+    except CheckpointError as err:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        logger.warning("%s; moving it to %s before writing a new one", err, aside.name)
+        os.replace(path, aside)
+        if sidecar_path(path).exists():
+            os.replace(sidecar_path(path), sidecar_path(aside))
+        return False
+
+
+def save_checkpoint(workdir: str | os.PathLike, step: int, state: dict, keep: int = 3) -> Path:
+    """Atomically write `state` (tensors and plain data) as the step-`step` checkpoint, verify it, prune to `keep`."""
+    folder = checkpoint_dir(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".ckpt_*.tmp"):  # temp files of killed saves (single writer per work dir)
+        stale.unlink(missing_ok=True)
+    path = checkpoint_path(workdir, step)
+    if _existing_valid(path):  # the step determines the training state, and a valid file is never rewritten
+        logger.info("checkpoint %s already exists and is valid; not rewriting it", path.name)
+        return path
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    data = buffer.getvalue()
+    digest = sha256_bytes(data)
+    slow = float(os.environ.get(SLOW_SAVE_ENV, "0") or 0)
+    sidecar_path(path).unlink(missing_ok=True)  # an orphaned sidecar must not vouch for the new file
+    atomic_write_bytes(path, data, slow)
+    atomic_write_bytes(sidecar_path(path), f"{digest}  {path.name}\n".encode())
+    verify_checkpoint(path)  # re-read from disk before anything older is deleted
+    _prune(workdir, keep, newest=path)
+    return path
+
+
+def _prune(workdir: str | os.PathLike, keep: int, newest: Path) -> None:
+    """Delete all but the `keep` newest checkpoints (the verified `newest` is always kept)."""
+    files = [p for p in list_checkpoints(workdir) if checkpoint_step(p) <= checkpoint_step(newest)]
+    for old in files[: max(len(files) - max(keep, 1), 0)]:
+        sidecar_path(old).unlink(missing_ok=True)
+        old.unlink(missing_ok=True)
+        logger.info("removed old checkpoint %s", old.name)
+
+
+# ---- Reading. --------------------------------------------------------------------------------------------------------
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Verify a checkpoint's sha256, then load it with weights_only=True onto the CPU (no code ever runs)."""
+    path = Path(path)
+    verify_checkpoint(path)
+    try:
+        with open(path, "rb") as f:
+            ckpt = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as err:  # the restricted unpickler refuses anything but tensors and plain data
+        raise CheckpointError(f"refusing to load {path}: it is not a plain-data checkpoint "
+                              f"(weights_only=True load failed: {str(err).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
+    return ckpt
+
+
+def resolve_checkpoint(workdir_or_file: str | os.PathLike) -> Path:
+    """A checkpoint file itself, or the newest valid one in a work dir (or in its checkpoints/ folder)."""
+    target = Path(workdir_or_file)
+    if target.is_file():
+        return target
+    if not target.is_dir():
+        raise CheckpointError(f"no checkpoint file or work dir at {target}")
+    workdir = target.parent if target.name == CKPT_DIR and not (target / CKPT_DIR).is_dir() else target
+    path = latest_checkpoint(workdir)
+    if path is None:
+        raise CheckpointError(f"no valid checkpoint in {checkpoint_dir(workdir)} "
+                              f"(found {[p.name for p in list_checkpoints(workdir)]})")
+    return path
+
+
+def config_from_dict(stored: dict):
+    """The default config updated with a stored plain-data config (keys unknown to this version are ignored)."""
+    from configs.default import get_default_config
+
+    cfg = get_default_config()
+
+    def merge(section, values: dict, prefix: str) -> None:
+        for key, value in values.items():
+            if key not in section:
+                logger.warning("ignoring unknown stored config key %s%s", prefix, key)
+            elif isinstance(value, dict):
+                merge(section[key], value, f"{prefix}{key}.")
+            else:
+                section[key] = value
+
+    merge(cfg, stored, "")
+    return cfg
+
+
+def load_score_model(workdir_or_file: str | os.PathLike, device="cpu", use_ema: bool = True):
+    """(ScoreModel in eval mode on `device`, stored config as a plain dict) from a checkpoint file or work dir."""
+    from models.build import make_score_model
+
+    path = resolve_checkpoint(workdir_or_file)
+    ckpt = load_checkpoint(path)
+    cfg_dict = json.loads(ckpt["config"])
+    model = make_score_model(config_from_dict(cfg_dict))
+    weights = ckpt["ema"] if use_ema else ckpt["model"]
+    try:
+        model.net.load_state_dict(weights)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the stored config's network: {err}") from None
+    logger.info("loaded %s weights from %s (step %d)", "EMA" if use_ema else "raw", path, ckpt["step"])
+    return model.to(torch.device(device)).eval(), cfg_dict
