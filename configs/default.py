@@ -35,9 +35,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     # Model.
     cfg.model = model = ml_collections.ConfigDict()
     model.name = "unet"  # "unet" (images) or "mlp" (vectors)
-    model.base_channels = 32  # U-Net width at the highest resolution
-    model.channel_mult = (1, 2, 2)  # U-Net width multipliers per resolution (28 -> 14 -> 7)
-    model.num_res_blocks = 2  # U-Net residual blocks per resolution
+    model.base_channels = 16  # U-Net width at the highest resolution (kept thin: 28x28 convs dominate CPU time)
+    model.channel_mult = (1, 4, 4)  # U-Net width multipliers per resolution (28 -> 14 -> 7)
+    model.num_res_blocks = 1  # U-Net residual blocks per resolution
     model.attn_resolutions = (7,)  # U-Net resolutions with self-attention
     model.dropout = 0.1  # dropout in the residual blocks
     model.hidden = 256  # MLP width
@@ -117,18 +117,32 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.atol = 1e-5  # likelihood ODE absolute tolerance
     evaluate.method = "dopri5"  # likelihood ODE solver
     evaluate.t_min = 1e-5  # likelihood ODE start time
-    evaluate.bound = True  # also compute the discrete variational bound (VP-type SDEs)
+    evaluate.bound = True  # also compute the discrete variational bound (any SDE here: VP, sub-VP, VE, DDPM)
     evaluate.bound_steps = 1000  # steps of the chain for the bound (strided subset if < N)
+    evaluate.bound_variance = "posterior"  # bound's reverse variance: "posterior" (beta-tilde) or "forward" (beta)
+    evaluate.bound_spacing = "uniform"  # bound's time grid from t_1 = 1/N to T: "uniform" or "logsnr"
     evaluate.sample_metrics = False  # FID/KID/accuracy of samples under the MNIST evaluation network
     evaluate.evalnet_workdir = ""  # work dir of the MNIST evaluation network
     evaluate.num_samples = 1000  # samples for FID/KID
+    evaluate.num_real = 10000  # real test digits whose features are the FID/KID reference (0: all)
+    evaluate.kid_subsets = 100  # KID: number of random subsets
+    evaluate.kid_subset_size = 1000  # KID: subset size (capped by the number of samples)
 
     # Classifier (classifier guidance) and evaluation network.
     cfg.classifier = clf = ml_collections.ConfigDict()
-    clf.base_channels = 32  # width of the noisy classifier
+    clf.base_channels = 16  # width of the noisy classifier
     clf.n_iters = 2000  # training steps
     clf.lr = 1e-3  # learning rate
     clf.batch_size = 128  # batch size
+    clf.t_min = 1e-5  # noisy classifier: t ~ U[t_min, 1] for the perturbed training data
+    clf.hidden = 128  # noisy MLP classifier (vector data): width
+    clf.depth = 3  # noisy MLP classifier (vector data): number of hidden layers
+    clf.log_every = 100  # steps between logged losses / accuracies
+    clf.checkpoint_every = 500  # steps between checkpoints
+    clf.evalnet_iters = 1000  # MNIST evaluation network: training steps (13 epochs of the 5,000 offline digits)
+    clf.evalnet_lr = 2e-3  # MNIST evaluation network: Adam learning rate (cosine-decayed to 0)
+    clf.evalnet_batch_size = 64  # MNIST evaluation network: batch size
+    clf.evalnet_shift = 2  # MNIST evaluation network: random translation augmentation, in pixels (0: off)
 
     # Distributed.
     cfg.distributed = dist = ml_collections.ConfigDict()

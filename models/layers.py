@@ -139,11 +139,18 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double the spatial size with nearest-neighbour upsampling, followed by a 3x3 convolution if ``with_conv``."""
+    """Double the spatial size with nearest-neighbour upsampling, followed by a 3x3 convolution if ``with_conv``.
 
-    def __init__(self, *, channels: int, with_conv: bool = True):
+    With ``with_conv`` the convolution may change the channel count to ``out_channels`` (saving compute at the
+    higher resolution); without it ``out_channels`` must equal ``channels``.
+    """
+
+    def __init__(self, *, channels: int, out_channels: int | None = None, with_conv: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1) if with_conv else None
+        out_channels = out_channels or channels
+        if not with_conv and out_channels != channels:
+            raise ValueError(f"Upsample without conv cannot change channels {channels} -> {out_channels}")
+        self.conv = nn.Conv2d(channels, out_channels, 3, padding=1) if with_conv else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         """Upsample ``x`` [B, C, H, W] -> [B, C, 2H, 2W]; ``emb`` is accepted and ignored."""

@@ -6,7 +6,12 @@ encoder/decoder with skip connections, self-attention at low resolution, and a n
 injected into every residual block. Interface: ``net(x, noise_label, y=None) -> eps`` with ``noise_label =
 log(sigma_t / alpha_t)`` of shape [B] and ``y`` class labels in [0, num_classes] (``num_classes`` = null label).
 
-The defaults (~1.2M parameters, 28 -> 14 -> 7) were picked for ~30 minutes of CPU training on MNIST.
+The defaults (channels 16 -> 64 -> 64 at resolutions 28 -> 14 -> 7, one residual block per level, attention at
+7x7, ~1.06M parameters) were picked for ~30 minutes of CPU training on MNIST: almost all the compute of a small
+U-Net is spent in the 3x3 convolutions at full resolution, so the top level is kept thin and the capacity sits at
+14x14 and 7x7. Per fwd+bwd+Adam step on a batch of 64 at fp32 this costs ~0.69 CPU-seconds on one core versus
+~1.04 for the classic 32 -> 64 -> 64 layout (``base_channels=32, channel_mult=(1, 2, 2)``, 1.17M parameters).
+Decoder upsampling convolutions map straight to the next level's width, again to save full-resolution compute.
 """
 
 from __future__ import annotations
@@ -42,7 +47,15 @@ def check_unet_geometry(image_size: int, channel_mult: Sequence[int], attn_resol
 
 
 class UNet(nn.Module):
-    """Noise-prediction U-Net: ``forward(x, noise_label, y=None) -> eps`` with the shape of ``x``."""
+    """Noise-prediction U-Net: ``forward(x, noise_label, y=None) -> eps`` with the shape of ``x``.
+
+    Level ``i`` has ``base_channels * channel_mult[i]`` channels at resolution ``image_size / 2**i``; each level has
+    ``num_res_blocks`` residual blocks in the encoder and ``num_res_blocks + 1`` in the decoder, followed by
+    self-attention at resolutions listed in ``attn_resolutions``. ``num_classes > 0`` adds a class embedding with
+    an extra null label ``num_classes`` (used when ``y`` is None). ``emb_dim`` is the width of the noise/label
+    embedding; ``num_groups=None`` picks GroupNorm groups automatically; ``resample_with_conv=False`` uses
+    average pooling / plain nearest upsampling instead of convolutions.
+    """
 
     def __init__(
         self,
@@ -50,14 +63,14 @@ class UNet(nn.Module):
         in_channels: int = 1,
         out_channels: int | None = None,
         image_size: int = 28,
-        base_channels: int = 48,
-        channel_mult: Sequence[int] = (1, 2, 2),
+        base_channels: int = 16,
+        channel_mult: Sequence[int] = (1, 4, 4),
         num_res_blocks: int = 1,
         attn_resolutions: Sequence[int] = (7,),
-        num_heads: int = 4,
+        num_heads: int = 2,
         dropout: float = 0.1,
         num_classes: int = 0,
-        emb_dim: int | None = None,
+        emb_dim: int = 128,
         num_groups: int | None = None,
         resample_with_conv: bool = True,
     ):
@@ -69,7 +82,6 @@ class UNet(nn.Module):
         if num_res_blocks < 1:
             raise ValueError(f"num_res_blocks must be >= 1, got {num_res_blocks}")
         resolutions = check_unet_geometry(image_size, channel_mult, attn_resolutions)
-        emb_dim = emb_dim or 4 * base_channels
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
         self.image_size = image_size
@@ -113,7 +125,9 @@ class UNet(nn.Module):
                 if res in attn_resolutions:
                     layers.append(AttentionBlock(channels=ch, num_heads=num_heads, num_groups=num_groups))
                 if level != 0 and i == num_res_blocks:
-                    layers.append(Upsample(channels=ch, with_conv=resample_with_conv))
+                    up_ch = base_channels * int(channel_mult[level - 1]) if resample_with_conv else ch
+                    layers.append(Upsample(channels=ch, out_channels=up_ch, with_conv=resample_with_conv))
+                    ch = up_ch
                 self.up.append(nn.ModuleList(layers))
         assert not skip_channels
 

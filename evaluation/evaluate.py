@@ -1,0 +1,27 @@
+"""`main.py --mode eval`: bits/dim (probability-flow ODE and the discrete bound) and, on request, sample quality."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+
+def run_eval(cfg, workdir: str) -> dict:
+    """Evaluate the latest checkpoint in workdir; results go to workdir/eval/ and tensorboard, and are returned."""
+    from evaluation.likelihood_eval import run_likelihood_eval
+
+    results = {"likelihood": run_likelihood_eval(cfg, workdir)}
+    if cfg.eval.sample_metrics:
+        from evaluation.quality import run_quality_eval
+
+        results["quality"] = run_quality_eval(cfg, workdir)
+    path = os.path.join(workdir, "eval", "results.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=2, default=str)
+    os.replace(path + ".tmp", path)
+    logger.info("evaluation results written to %s", path)
+    return results
