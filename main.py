@@ -41,25 +41,34 @@ def main(argv):
     except ConfigError as err:
         sys.exit(f"error: {err}")
 
-    if FLAGS.mode == "train":
-        from training.loop import train
+    run_mode(FLAGS.mode, cfg, workdir)
 
-        return train(cfg, workdir)
-    if FLAGS.mode == "sample":
+
+def run_mode(mode: str, cfg, workdir: str) -> None:
+    """Dispatch to the mode's driver; results go to the work dir (the Python API returns them instead)."""
+    if mode == "train":
+        from training.loop import TrainingDiverged, train
+
+        try:
+            train(cfg, workdir)
+        except TrainingDiverged as err:
+            sys.exit(f"error: {err}")
+    elif mode == "sample":
         from evaluation.sample import run_sampling
 
-        return run_sampling(cfg, workdir)
-    if FLAGS.mode == "eval":
+        run_sampling(cfg, workdir)
+    elif mode == "eval":
         from evaluation.evaluate import run_eval
 
-        return run_eval(cfg, workdir)
-    if FLAGS.mode == "train_classifier":
+        run_eval(cfg, workdir)
+    elif mode == "train_classifier":
         from training.classifier import train_classifier
 
-        return train_classifier(cfg, workdir)
-    from training.evalnet import train_evalnet
+        train_classifier(cfg, workdir)
+    else:
+        from training.evalnet import train_evalnet
 
-    return train_evalnet(cfg, workdir)
+        train_evalnet(cfg, workdir)
 
 
 if __name__ == "__main__":

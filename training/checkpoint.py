@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 CKPT_DIR = "checkpoints"
 FORMAT = "scoresde-checkpoint-v1"
 _NAME = re.compile(r"^ckpt_(\d{6,})\.pt$")
-SLOW_SAVE_ENV = "SCORESDE_TEST_SLOW_SAVE"  # test hook: seconds to sleep between writing and renaming
+SLOW_SAVE_ENV = "SCORESDE_TEST_SLOW_SAVE"  # test hook "SECONDS[@MIN_STEP]": pause half-way through writing
 
 
 class CheckpointError(RuntimeError):
@@ -185,7 +185,8 @@ def save_checkpoint(workdir: str | os.PathLike, step: int, state: dict, keep: in
     torch.save({"format": FORMAT, **state}, buffer)
     data = buffer.getvalue()
     digest = sha256_bytes(data)
-    slow = float(os.environ.get(SLOW_SAVE_ENV, "0") or 0)
+    seconds, _, min_step = os.environ.get(SLOW_SAVE_ENV, "").partition("@")
+    slow = float(seconds) if seconds and step >= int(min_step or 0) else 0.0
     sidecar_path(path).unlink(missing_ok=True)  # an orphaned sidecar must not vouch for the new file
     atomic_write_bytes(path, data, slow)
     atomic_write_bytes(sidecar_path(path), f"{digest}  {path.name}\n".encode())
@@ -268,3 +269,53 @@ def load_score_model(workdir_or_file: str | os.PathLike, device="cpu", use_ema: 
         raise CheckpointError(f"{path}: weights do not fit the stored config's network: {err}") from None
     logger.info("loaded %s weights from %s (step %d)", "EMA" if use_ema else "raw", path, ckpt["step"])
     return model.to(torch.device(device)).eval(), cfg_dict
+
+
+# ---- Resuming. -------------------------------------------------------------------------------------------------------
+# Keys that define the network's weights or the SDE: a resumed run may not change them (n_iters, lr, ... may).
+RESUME_MUST_MATCH = ("sde.", "model.", "data.dataset", "data.image_size", "data.num_channels", "data.dim")
+RESUME_MAY_CHANGE = ("model.compile", "model.precision")
+
+
+def flatten_config(cfg: dict, prefix: str = "") -> dict:
+    """{"a.b": value} from a nested plain dict (lists and tuples compare equal)."""
+    flat = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple | list) else value
+    return flat
+
+
+def resume_config_problems(stored: dict, current: dict) -> tuple[list[str], list[str]]:
+    """(differences that forbid resuming, differences that are allowed), each as 'key: old -> new'."""
+    old, new = flatten_config(stored), flatten_config(current)
+    forbidden, allowed = [], []
+    for key in sorted(set(old) | set(new)):
+        if key in old and key in new and old[key] == new[key]:
+            continue
+        line = f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}"
+        must = key.startswith(RESUME_MUST_MATCH) and not key.startswith(RESUME_MAY_CHANGE)
+        (forbidden if must and key in old else allowed).append(line)
+    return forbidden, allowed
+
+
+def load_latest_checkpoint(workdir: str | os.PathLike) -> tuple[Path | None, dict | None]:
+    """(path, contents) of the newest checkpoint that verifies and loads; broken ones are skipped, never deleted."""
+    for path in reversed(list_checkpoints(workdir)):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as err:
+            logger.warning("%s; falling back to an earlier checkpoint", err)
+    return None, None
+
+
+def check_resume_config(stored_json: str, cfg, path) -> None:
+    """Refuse (CheckpointError) to resume from `path` with a config that changes the model, SDE or data shape."""
+    forbidden, allowed = resume_config_problems(json.loads(stored_json), cfg.to_dict())
+    if forbidden:
+        raise CheckpointError(f"refusing to resume from {path}: the config changes keys that define the model, "
+                              f"SDE or data: {'; '.join(forbidden)}. Use a new work dir, or restore these values.")
+    if allowed:
+        logger.warning("resuming from %s with changed config keys: %s", path, "; ".join(allowed))

