@@ -8,5 +8,9 @@ def get_config():
     cfg.sde.name = "ddpm"
     cfg.training.loss = "ddpm"  # i uniform on 1..N, ||noise - eps_theta||^2
     cfg.sampling.sampler = "ancestral"
-    cfg.sampling.steps = 1000
+    # The uniform grid from T = 1 to t_min = 1/N in N - 1 steps is the chain's own times i/N, i = N..1, so the
+    # ancestral sampler (with its final Tweedie step at t = 1/N) is DDPM's Alg. 2 exactly.
+    cfg.sampling.steps = cfg.sde.N - 1
+    cfg.sampling.t_min = 1.0 / cfg.sde.N
+    cfg.sampling.grid = "uniform"
     return cfg

@@ -100,9 +100,22 @@ class GaussianMixture:
 
     def score(self, x: Tensor, t, sde: SDE, y=None) -> Tensor:
         """Exact score grad_x log p_t(x) (or of p_t(x | c = y)) [B, *D]."""
+        t = as_time(t, x)
+        if bool((t == t[0]).all()):  # samplers share one time per batch: K matrix inverses instead of B * K
+            return self._shared_time_score(x, t[:1], sde, y)
         logp, comp_scores = self._component_log_probs(x, t, sde)
         resp = torch.softmax(self._restrict(logp, y), -1)  # [B, K]
         return (resp[..., None] * comp_scores).sum(1).reshape(x.shape).to(x.device, x.dtype)
+
+    def _shared_time_score(self, x: Tensor, t: Tensor, sde: SDE, y) -> Tensor:
+        """The score when every example has the same time t [1] (same value as the general path)."""
+        alpha, sigma = sde.marginal(t.double().cpu())
+        prec = torch.linalg.inv(alpha**2 * self.covs + sigma**2 * torch.eye(self.dim, dtype=torch.float64))
+        diff = x.reshape(x.shape[0], -1).double().cpu()[:, None, :] - alpha * self.means  # [B, K, D]
+        sol = torch.einsum("kij,bkj->bki", prec, diff)  # S_k^{-1} (x - m_k)
+        logp = -0.5 * (diff * sol).sum(-1) + 0.5 * torch.logdet(prec) + torch.log(self.weights)
+        resp = torch.softmax(self._restrict(logp, y), -1)  # [B, K]
+        return (-(resp[..., None] * sol).sum(1)).reshape(x.shape).to(x.device, x.dtype)
 
     def class_log_posterior(self, x: Tensor, t, sde: SDE) -> Tensor:
         """Exact log p_t(c | x) [B, num_classes], the ideal noisy classifier."""

@@ -1,0 +1,72 @@
+"""Samplers for score-based diffusion: ancestral, annealed Langevin, predictor-corrector, probability-flow ODE,
+DDIM and DPM-Solver++ (Ho et al. 2020; Song & Ermon 2019; Song et al. 2021; Song et al. 2021a; Lu et al. 2022b).
+
+Every sampler is a plain function `sampler(score_fn, sde, x_T, ts, *, generator=None, callback=None, **options)
+-> x_0` over a decreasing time grid ts (see `grids`); it sees only `score_fn(x, t)` and the SDE. After every
+step it calls `callback({"i": step index, "t": the step's new time, "x": the current samples})`; a callback may
+change info["x"] in place (a projection, e.g. inpainting). Adaptive ODE solvers call it once, at the end.
+`run_sampler` builds the grid by name and checks every option before any work; the final Tweedie denoising
+(`denoise=True`, one more score evaluation) is every sampler's default.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from sde import SDE, ScoreFn
+
+from .base import VARIANCES, ancestral_step, final_denoise, tweedie
+from .fast import ddim_sample, dpm_solver_sample
+from .grids import GRIDS, logsnr, time_from_logsnr, time_grid
+from .langevin import CORRECTORS, ald_sample
+from .nfe import CountingScoreFn, count_nfe
+from .ode_solvers import ODE_METHODS, ode_sample, solve_probability_flow
+from .options import SAMPLER_OPTIONS, check_sampler_options, options_from_config
+from .sde_solvers import PREDICTORS, ancestral_sample, pc_sample
+
+SAMPLERS = {
+    "ancestral": ancestral_sample,
+    "ald": ald_sample,
+    "pc": pc_sample,
+    "ode": ode_sample,
+    "ddim": ddim_sample,
+    "dpm_solver": dpm_solver_sample,
+}
+
+
+def run_sampler(name: str, score_fn: ScoreFn, sde: SDE, x: Tensor, *, steps: int, grid: str = "uniform",
+                t_min: float = 1e-3, generator: torch.Generator | None = None, callback=None, **options) -> Tensor:
+    """Check the options, build the named time grid (T -> t_min, `steps` steps) and run the named sampler."""
+    check_sampler_options(name, sde, steps=steps, grid=grid, t_min=t_min, **options)
+    ts = time_grid(sde, steps, t_min, grid)
+    return SAMPLERS[name](score_fn, sde, x, ts, generator=generator, callback=callback, **options)
+
+
+__all__ = [
+    "CORRECTORS",
+    "CountingScoreFn",
+    "GRIDS",
+    "ODE_METHODS",
+    "PREDICTORS",
+    "SAMPLERS",
+    "SAMPLER_OPTIONS",
+    "VARIANCES",
+    "ald_sample",
+    "ancestral_sample",
+    "ancestral_step",
+    "check_sampler_options",
+    "count_nfe",
+    "ddim_sample",
+    "dpm_solver_sample",
+    "final_denoise",
+    "logsnr",
+    "ode_sample",
+    "options_from_config",
+    "pc_sample",
+    "run_sampler",
+    "solve_probability_flow",
+    "time_from_logsnr",
+    "time_grid",
+    "tweedie",
+]

@@ -1,0 +1,107 @@
+"""Few-step samplers: DDIM (Song et al. 2021a) and multistep DPM-Solver++ (Lu et al. 2022b), for 10-20 NFE.
+
+Both read only x_t = alpha_t x_0 + sigma_t noise, so they serve VP, sub-VP, VE and the DDPM chain alike.
+The data prediction is Tweedie's x0_hat = (x + sigma_t^2 score) / alpha_t and the noise prediction
+noise_hat = -sigma_t score. With lambda_t = log(alpha_t / sigma_t) the probability-flow ODE is solved exactly
+in its linear part (an exponential integrator): DPM-Solver++(1) is DDIM with eta = 0, and orders 2 and 3
+extrapolate x0_hat in lambda from the previous steps' evaluations (one score evaluation per step).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from sde import SDE, ScoreFn, append_dims, as_time
+
+from .base import check_grid, final_denoise, posterior_coefficients, randn_like, tweedie
+from .grids import logsnr
+
+
+def ddim_step(sde: SDE, x: Tensor, t: Tensor, s: Tensor, score: Tensor, eta: float,
+              generator: torch.Generator | None) -> Tensor:
+    """DDIM step t -> s: alpha_s x0_hat + sqrt(sigma_s^2 - c^2) noise_hat + c noise (Song et al. 2021a, Eq. 12).
+
+    c^2 = eta^2 times the posterior variance of q(x_s | x_t, x_0); eta = 1 is the ancestral step.
+    """
+    alpha_s, sigma_s = sde.marginal(s)
+    _, sigma_t = sde.marginal(t)
+    x0_hat = tweedie(sde, x, t, score)
+    noise_hat = -append_dims(sigma_t, x.ndim) * score
+    c2 = eta**2 * posterior_coefficients(sde, s, t)[2]
+    x = append_dims(alpha_s, x.ndim) * x0_hat + append_dims((sigma_s**2 - c2).clamp_min(0).sqrt(), x.ndim) * noise_hat
+    return x + append_dims(c2.sqrt(), x.ndim) * randn_like(x, generator) if eta > 0 else x
+
+
+def ddim_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, eta: float = 0.0, denoise: bool = True,
+                generator: torch.Generator | None = None, callback=None) -> Tensor:
+    """DDIM sampler, deterministic for eta = 0 (Song et al. 2021a, Alg. in Sec. 4.1). NFE = steps (+1 denoise)."""
+    from .options import check_sampler_options
+
+    check_sampler_options("ddim", sde, eta=eta)
+    check_grid(sde, ts)
+    ts = ts.to(x.device, torch.float64)
+    for i in range(len(ts) - 1):
+        t, s = as_time(float(ts[i]), x), as_time(float(ts[i + 1]), x)
+        x = ddim_step(sde, x, t, s, score_fn(x, t), eta, generator)
+        if callback is not None:
+            callback({"i": i, "t": ts[i + 1], "x": x})
+    # Final denoising.
+    return final_denoise(score_fn, sde, x, float(ts[-1]), denoise)
+
+
+def dpm_solver_update(x: Tensor, x0_hats: list[Tensor], lam: list[float], sigma: tuple[float, float],
+                      alpha_next: float) -> Tensor:
+    """Multistep DPM-Solver++ update of order len(x0_hats) in 1..3 (Lu et al. 2022b, Alg. 2 and App. B).
+
+    x0_hats are the newest-last data predictions at times with half-log-SNRs lam[:-1]; lam[-1] is the target's.
+    sigma = (sigma at the current time, sigma at the target).
+    """
+    h = lam[-1] - lam[-2]
+    phi_1 = math.expm1(-h)
+    m0 = x0_hats[-1]
+    x = (sigma[1] / sigma[0]) * x - (alpha_next * phi_1) * m0
+    if len(x0_hats) == 1:  # DPM-Solver++(1) = DDIM
+        return x
+    r0 = (lam[-2] - lam[-3]) / h
+    d1_0 = (m0 - x0_hats[-2]) / r0
+    if len(x0_hats) == 2:  # DPM-Solver++(2M)
+        return x - (0.5 * alpha_next * phi_1) * d1_0
+    r1 = (lam[-3] - lam[-4]) / h  # DPM-Solver++(3M)
+    d1_1 = (x0_hats[-2] - x0_hats[-3]) / r1
+    d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    phi_2 = phi_1 / h + 1
+    phi_3 = phi_2 / h - 0.5
+    return x + (alpha_next * phi_2) * d1 - (alpha_next * phi_3) * d2
+
+
+def dpm_solver_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, order: int = 2,
+                      lower_order_final: bool = True, denoise: bool = True,
+                      generator: torch.Generator | None = None, callback=None) -> Tensor:
+    """Multistep DPM-Solver++ of order 1-3 in lambda_t (Lu et al. 2022b, Alg. 2). NFE = steps (+1 denoise).
+
+    The first steps warm up at lower order; with fewer than 15 steps the last steps also lower their order
+    (as the reference implementation does), which keeps very short grids stable.
+    """
+    del generator  # deterministic
+    from .options import check_sampler_options
+
+    check_sampler_options("dpm_solver", sde, order=order)
+    check_grid(sde, ts)
+    ts = ts.to(x.device, torch.float64)
+    alpha, sigma = sde.marginal(ts)
+    lam = logsnr(sde, ts).tolist()
+    steps, x0_hats = len(ts) - 1, []
+    for i in range(steps):
+        t = as_time(float(ts[i]), x)
+        x0_hats = (x0_hats + [tweedie(sde, x, t, score_fn(x, t))])[-order:]
+        k = min(order, i + 1, steps - i if lower_order_final and steps < 15 else order)
+        x = dpm_solver_update(x, x0_hats[-k:], lam[i + 1 - k:i + 2], (float(sigma[i]), float(sigma[i + 1])),
+                              float(alpha[i + 1]))
+        if callback is not None:
+            callback({"i": i, "t": ts[i + 1], "x": x})
+    # Final denoising.
+    return final_denoise(score_fn, sde, x, float(ts[-1]), denoise)

@@ -1,0 +1,80 @@
+"""Sampling time grids from T down to t_min: uniform, quadratic, log-SNR-uniform and Karras (EDM, rho = 7).
+
+Every grid is a decreasing float64 tensor [steps + 1] with t[0] = T and t[-1] = t_min exactly. The log-SNR and
+Karras grids are spaced in lambda_t = log(alpha_t / sigma_t) (Lu et al. 2022) and in EDM's noise level
+sigma_t / alpha_t = exp(-lambda_t) (Karras et al. 2022, Eq. 5) and mapped back to t by bisection, so they work
+for every SDE: each SDE here is "alpha_t x_0 + sigma_t noise" and lambda_t decreases strictly in t.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from sde import SDE
+
+
+def logsnr(sde: SDE, t: Tensor) -> Tensor:
+    """Half log signal-to-noise ratio lambda_t = log(alpha_t / sigma_t) (Lu et al. 2022, Sec. 3.1)."""
+    alpha, sigma = sde.marginal(t)
+    return torch.log(alpha) - torch.log(sigma)
+
+
+def time_from_logsnr(sde: SDE, lam: Tensor, iters: int = 64) -> Tensor:
+    """Invert lambda_t on [0, T] by bisection (lambda_t is strictly decreasing), in float64."""
+    lam = torch.as_tensor(lam, dtype=torch.float64)
+    lo, hi = torch.zeros_like(lam), torch.full_like(lam, sde.T)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        above = logsnr(sde, mid) > lam  # lambda(mid) too large: the answer lies later
+        lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+    return (lo + hi) / 2
+
+
+def uniform_grid(sde: SDE, steps: int, t_min: float) -> Tensor:
+    """Evenly spaced times (Song et al. 2021)."""
+    return torch.linspace(sde.T, t_min, steps + 1, dtype=torch.float64)
+
+
+def quadratic_grid(sde: SDE, steps: int, t_min: float) -> Tensor:
+    """Times quadratic in the step index, dense near t_min (Song et al. 2021a, DDIM's 'quadratic' skip)."""
+    u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    return t_min + (sde.T - t_min) * u**2
+
+
+def logsnr_grid(sde: SDE, steps: int, t_min: float) -> Tensor:
+    """Times evenly spaced in lambda_t = log(alpha_t / sigma_t) (Lu et al. 2022, DPM-Solver's 'logSNR')."""
+    ends = torch.tensor([sde.T, t_min], dtype=torch.float64)
+    lam_max_t, lam_min_t = logsnr(sde, ends).unbind()
+    lam = torch.linspace(float(lam_max_t), float(lam_min_t), steps + 1, dtype=torch.float64)
+    return pin_ends(time_from_logsnr(sde, lam), sde.T, t_min)
+
+
+def karras_grid(sde: SDE, steps: int, t_min: float, rho: float = 7.0) -> Tensor:
+    """Noise levels s = sigma_t / alpha_t evenly spaced in s^(1/rho) (Karras et al. 2022, Eq. 5, rho = 7)."""
+    ends = torch.tensor([sde.T, t_min], dtype=torch.float64)
+    s_max, s_min = torch.exp(-logsnr(sde, ends)).unbind()
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    s = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+    return pin_ends(time_from_logsnr(sde, -torch.log(s)), sde.T, t_min)
+
+
+def pin_ends(t: Tensor, t_max: float, t_min: float) -> Tensor:
+    """Set the end points exactly (bisection leaves them within ~1e-16 of the target)."""
+    t = t.clone()
+    t[0], t[-1] = t_max, t_min
+    return t
+
+
+GRIDS = {"uniform": uniform_grid, "quadratic": quadratic_grid, "logsnr": logsnr_grid, "karras": karras_grid}
+
+
+def time_grid(sde: SDE, steps: int, t_min: float = 1e-3, kind: str = "uniform") -> Tensor:
+    """The named time grid from sde.T down to t_min, float64 [steps + 1] (one of `GRIDS`)."""
+    if kind not in GRIDS:
+        raise ValueError(f"unknown time grid {kind!r}; valid grids: {sorted(GRIDS)}")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"number of steps must be a positive integer, got {steps!r}")
+    if not 0 <= t_min < sde.T:
+        raise ValueError(f"t_min must lie in [0, T = {sde.T}), got {t_min}")
+    return GRIDS[kind](sde, int(steps), float(t_min))

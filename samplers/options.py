@@ -1,0 +1,114 @@
+"""Every sampler's options, their config keys, and one check that rejects a bad choice before any work.
+
+`check_sampler_options` is what the samplers call first and what the config validator can call too; it
+raises ValueError naming the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from sde import SDE, SDES
+
+# Sampler option -> key of the config's `sampling` section that sets it. steps, grid and t_min are common.
+SAMPLER_OPTIONS = {
+    "ancestral": {"variance": "ancestral_variance", "denoise": "denoise"},
+    "ald": {"eps": "ald_eps", "n_steps": "ald_steps", "denoise": "denoise"},
+    "pc": {"predictor": "predictor", "corrector": "corrector", "snr": "snr", "n_corrector_steps": "n_corrector_steps",
+           "per_sample_step": "per_sample_step", "variance": "ancestral_variance", "denoise": "denoise"},
+    "ode": {"method": "ode_method", "rtol": "rtol", "atol": "atol", "denoise": "denoise"},
+    "ddim": {"eta": "eta", "denoise": "denoise"},
+    "dpm_solver": {"order": "order", "denoise": "denoise"},
+}
+GRID_OPTIONS = ("steps", "grid", "t_min")
+# Every sampler is written from the exact marginals and transitions, so it serves every SDE of `sde.SDES`.
+SUPPORTED_SDES = {name: tuple(SDES) for name in SAMPLER_OPTIONS}
+ZERO_SIGMA_AT_0 = ("vp", "subvp", "ddpm")  # sigma_0 = 0: no score at t = 0, the grid must stop at t_min > 0
+
+
+def _choice(name: str, value, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {sorted(valid)}")
+
+
+def _positive(name: str, value, integer: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    if not ok or (integer and int(value) != value):
+        kind = "a positive integer" if integer else "> 0"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def _flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_option(key: str, value) -> None:
+    """Validate one sampler option's value."""
+    from .base import VARIANCES
+    from .langevin import CORRECTORS
+    from .ode_solvers import ODE_METHODS
+    from .sde_solvers import PREDICTORS
+
+    if key == "predictor":
+        _choice("predictor", value, PREDICTORS)
+    elif key == "corrector":
+        _choice("corrector", value, CORRECTORS)
+    elif key == "variance":
+        _choice("ancestral variance", value, VARIANCES)
+    elif key == "method":
+        _choice("ODE method", value, ODE_METHODS)
+    elif key == "order":
+        _choice("DPM-Solver order", value, (1, 2, 3))
+    elif key == "eta":
+        if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+            raise ValueError(f"DDIM eta must lie in [0, 1], got {value!r}")
+    elif key in ("snr", "eps", "rtol", "atol"):
+        _positive(key, value)
+    elif key in ("n_steps", "n_corrector_steps"):
+        _positive(key, value, integer=True)
+    elif key in ("denoise", "per_sample_step", "lower_order_final"):
+        _flag(key, value)
+
+
+def check_sampler_options(sampler: str, sde: SDE | str, *, steps=None, grid=None, t_min=None, **options) -> None:
+    """Raise ValueError for an unknown sampler or option, a bad value, or a sampler/SDE pair that cannot work."""
+    from .grids import GRIDS
+
+    _choice("sampler", sampler, SAMPLER_OPTIONS)
+    sde_name = sde if isinstance(sde, str) else sde.name
+    if sde_name not in SUPPORTED_SDES[sampler]:
+        raise ValueError(f"sampler {sampler!r} cannot sample the {sde_name!r} SDE; it supports "
+                         f"{list(SUPPORTED_SDES[sampler])}")
+    valid = set(SAMPLER_OPTIONS[sampler]) | ({"lower_order_final"} if sampler == "dpm_solver" else set())
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for sampler {sampler!r}; valid options: {sorted(valid)}")
+    if steps is not None:
+        _positive("number of steps", steps, integer=True)
+    if grid is not None:
+        _choice("time grid", grid, GRIDS)
+    if t_min is not None:
+        big_t = 1.0 if isinstance(sde, str) else sde.T
+        if not (isinstance(t_min, (int, float)) and 0 <= t_min < big_t):
+            raise ValueError(f"t_min must lie in [0, T = {big_t}), got {t_min!r}")
+        if t_min == 0 and sde_name in ZERO_SIGMA_AT_0:
+            raise ValueError(f"sampler {sampler!r} cannot stop at t_min = 0 on the {sde_name!r} SDE (sigma_0 = 0: "
+                             "the score is undefined there); use t_min > 0, e.g. 1e-3")
+    for key, value in options.items():
+        _check_option(key, value)
+    if sampler == "ald" and "eps" in options and t_min is not None and not isinstance(sde, str):
+        from .langevin import check_ald_step
+
+        alpha, sigma = sde.marginal(torch.tensor([float(t_min)], dtype=torch.float64))
+        check_ald_step(options["eps"], float(sigma / alpha))
+    if options.get("predictor") == "none" and options.get("corrector") == "none":
+        raise ValueError("predictor 'none' with corrector 'none' does nothing; choose at least one")
+
+
+def options_from_config(sampler: str, sampling: Mapping) -> dict:
+    """The sampler's keyword options read from a mapping with the config's `sampling` keys (plain data)."""
+    _choice("sampler", sampler, SAMPLER_OPTIONS)
+    return {option: sampling[key] for option, key in SAMPLER_OPTIONS[sampler].items()}
