@@ -147,4 +147,5 @@ def get_default_config() -> ml_collections.ConfigDict:
     # Distributed.
     cfg.distributed = dist = ml_collections.ConfigDict()
     dist.backend = ""  # "" picks nccl on CUDA and gloo on CPU
+    dist.timeout = 1800  # seconds a rank waits in a collective (rank 0 draws sample grids while the others wait)
     return cfg

@@ -8,7 +8,7 @@ Pixel -> model space (images)::
 Likelihood bookkeeping (D = pixels per image): the map x01 -> x has log|det J| = D * log 2 per image, so
 ``log p_x01(x01) = log p_x(x) + D log 2``; the bin width of the uniform dequantization is 1/256 in x01-space,
 so the discrete log-likelihood bound is ``log P(pixels) >= E_u[log p_x(x)] + D log 2 - D log 256`` and
-``bits/dim = nll_x / (D ln 2) + 7`` (see :func:`bits_per_dim`).
+``bits/dim = nll_x / (D ln 2) + 7`` (computed in likelihood.bpd.bits_per_dim).
 
 Every data object has the same interface:
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -33,8 +32,8 @@ import numpy as np
 import torch
 
 from .mnist import load_mnist
-from .toy2d import TOY2D
 from .toy import GaussianMixture, make_mixture  # noqa: F401
+from .toy2d import TOY2D
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +68,6 @@ def dequantize_and_scale(
 def to_uint8(x_model: torch.Tensor) -> torch.Tensor:
     """Model space [-1, 1] -> uint8 pixels: ``floor(256 * (x + 1) / 2)`` clipped to 0..255 (inverts dequantization)."""
     return torch.floor(model_to_data(x_model.detach().float()) * 256).clamp(0, 255).to(torch.uint8)
-
-
-def bits_per_dim(nll_model_nats: torch.Tensor | float, num_dims: int) -> torch.Tensor | float:
-    """Bits/dim of 8-bit data from a per-image NLL (nats) in [-1,1] model space: ``nll / (D ln 2) + 7``."""
-    if num_dims < 1:
-        raise ValueError(f"num_dims must be a positive int, got {num_dims!r}")
-    return nll_model_nats / (num_dims * math.log(2)) + 7
 
 
 class EpochSampler:

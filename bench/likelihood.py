@@ -1,0 +1,186 @@
+"""Benchmark: probability-flow ODE log-likelihood accuracy against NFE and wall time (and bits/dim on MNIST).
+
+Analytic part: a 784-dimensional correlated Gaussian (data.toy.make_mixture("gaussian", 784)) whose exact score
+and exact log p_{t_min} are closed-form, so the only errors are the solver's and Hutchinson's. For each setting
+it reports the NFE, the wall time, and the error in bits/dim (error in nats / (D ln 2)) of the ODE estimate
+against the exact log p_{t_min}(x): its mean over examples (the bias, with its standard error) and its RMS (the
+per-image error). "ode err" swaps the prior for the exact log p_T(z), isolating the solver and the divergence
+estimate from the prior mismatch. Writes bench/results/likelihood_analytic.{json,md}.
+
+    nice -n 10 python bench/likelihood.py                      # analytic target
+    nice -n 10 python bench/likelihood.py --checkpoint runs/vp/checkpoints/ckpt_003000.pt --mnist-root data/mnist
+
+With --checkpoint/--mnist-root it evaluates bits/dim (ODE at several tolerances, and the discrete bound) on the
+first --num-images MNIST test digits instead and writes bench/results/likelihood_mnist.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from likelihood import log_likelihood_per_probe  # noqa: E402
+from sde import make_sde  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+# (label, SDE, options). First the solver alone (exact divergence: D vector-Jacobian products per evaluation),
+# then Hutchinson's estimator as used on images (one solve per image, K probes).
+EXACT = {"divergence": "exact"}
+SWEEP = [(f"dopri5 tol={tol:g}, exact div", "vp", {"rtol": tol, "atol": tol, **EXACT}) for tol in (1e-2, 1e-3, 1e-4)]
+SWEEP += [
+    ("dopri5 tol=1e-5, exact div", "vp", EXACT),
+    ("dopri5 tol=1e-5 logsnr-time, exact div", "vp", {"time_variable": "logsnr", **EXACT}),
+    ("VE dopri5 tol=1e-5, exact div", "ve", EXACT),
+    ("DDPM chain dopri5 tol=1e-5 (auto: logsnr-time), exact div", "ddpm", EXACT),
+    ("dopri5 tol=1e-3, 1 Rademacher probe", "vp", {"rtol": 1e-3, "atol": 1e-3}),
+    ("dopri5 tol=1e-5, 1 Rademacher probe", "vp", {}),
+    ("dopri5 tol=1e-5, 1 Gaussian probe", "vp", {"probe": "gaussian"}),
+    ("dopri5 tol=1e-5, 4 Rademacher probes", "vp", {"num_probes": 4}),
+    ("sub-VP dopri5 tol=1e-5, 1 Rademacher probe", "subvp", {}),
+    ("DDPM chain dopri5 tol=1e-5 (auto: logsnr-time), 1 Rademacher probe", "ddpm", {}),
+    ("DDPM chain dopri5 tol=1e-5 t-time, 1 Rademacher probe", "ddpm", {"time_variable": "t"}),
+]
+
+
+class GaussianOracle:
+    """Exact score and log-density of N(mu, C) under an SDE via C = U diag(lam) U^T (fast for D = 784)."""
+
+    def __init__(self, mean, cov, sde, dtype):
+        lam, u = torch.linalg.eigh(cov)
+        self.mu, self.lam, self.u, self.sde, self.dtype = mean, lam, u, sde, dtype
+        self.u_f, self.lam_f, self.mu_f = u.to(dtype), lam.to(dtype), mean.to(dtype)
+
+    def score(self, x, t):
+        alpha, sigma = self.sde.marginal(t)
+        var = alpha[:, None] ** 2 * self.lam_f + sigma[:, None] ** 2  # eigenvalues of C_t, [B, D]
+        proj = (x - alpha[:, None] * self.mu_f) @ self.u_f
+        return -(proj / var) @ self.u_f.T
+
+    def log_prob(self, x, t: float):
+        x, tt = x.double(), torch.full((x.shape[0],), t, dtype=torch.float64)
+        alpha, sigma = self.sde.marginal(tt)
+        var = alpha[:, None] ** 2 * self.lam + sigma[:, None] ** 2
+        proj = (x - alpha[:, None] * self.mu) @ self.u
+        return -0.5 * (torch.log(2 * math.pi * var) + proj**2 / var).sum(1)
+
+
+def run_analytic(args) -> list[dict]:
+    """The sweep on the 784-dimensional correlated Gaussian."""
+    from data.toy import make_mixture
+
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    mix = make_mixture("gaussian", args.dim, seed=0)
+    x = mix.sample(args.num_examples, torch.Generator().manual_seed(1), dtype=dtype)
+    rows = []
+    for label, sde_name, options in SWEEP:
+        sde = make_sde(sde_name)
+        oracle = GaussianOracle(mix.means[0], mix.covs[0], sde, dtype)
+        if not rows:  # the fast oracle against the mixture's own exact log-density, once
+            torch.testing.assert_close(oracle.log_prob(x[:2], 0.3), mix.log_prob(x[:2].double(), 0.3, sde))
+        opts = {"t_min": args.t_min, "generator": torch.Generator().manual_seed(2), **options}
+        start, cpu_start = time.perf_counter(), time.process_time()
+        logp, z, nfe = log_likelihood_per_probe(oracle.score, sde, x, **opts)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        logp = logp.double().mean(1)
+        exact = oracle.log_prob(x, args.t_min)
+        err = (exact - logp) / (args.dim * math.log(2))  # bits/dim error (positive: too pessimistic)
+        ode_err = (exact - (logp - sde.prior_logp(z.double()) + oracle.log_prob(z, sde.T))) / (args.dim * math.log(2))
+        rows.append({"setting": label, "sde": sde_name, "nfe": nfe, "seconds": seconds, "cpu_seconds": cpu_seconds,
+                     "bpd_exact": (-exact / (args.dim * math.log(2))).mean().item(),
+                     "err_mean": err.mean().item(), "err_stderr": err.std().item() / math.sqrt(len(err)),
+                     "err_rms": err.pow(2).mean().sqrt().item(), "ode_err_mean": ode_err.mean().item(),
+                     "ode_err_rms": ode_err.pow(2).mean().sqrt().item()})
+        print(format_row(rows[-1]), flush=True)
+    return rows
+
+
+HEADER = ("| setting | NFE | wall (s) | CPU (s) | err mean +- s.e. (bits/dim) | err RMS | ode err mean | ode err RMS "
+          "|\n"
+          "|---|---|---|---|---|---|---|---|")
+
+
+def format_row(r: dict) -> str:
+    return (f"| {r['setting']} | {r['nfe']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
+            f"{r['err_mean']:+.2e} +- {r['err_stderr']:.1e} | "
+            f"{r['err_rms']:.1e} | {r['ode_err_mean']:+.2e} | {r['ode_err_rms']:.1e} |")
+
+
+def run_mnist(args) -> list[dict]:
+    """Bits/dim of a trained checkpoint on the first test digits: the ODE at several tolerances, then the bound."""
+    from data.mnist import load_mnist
+    from evaluation.likelihood_eval import evaluate_bpd
+    from training.checkpoint import load_score_model
+
+    device = torch.device(args.device)
+    model, _ = load_score_model(args.checkpoint, device, use_ema=True)
+    model.requires_grad_(False)
+    images, _, desc = load_mnist("idx", args.mnist_root, "test")
+    images = torch.from_numpy(images[: args.num_images])[:, None]
+    print(desc, flush=True)
+    rows = []
+    common = {"batch_size": args.batch_size, "num_probes": args.num_probes, "num_dequant": args.num_dequant}
+    for tol in args.tolerances:
+        res = evaluate_bpd(model.score_fn(), model.sde, images, device=device, bound=False, rtol=tol, atol=tol,
+                           **common)
+        rows.append({"setting": f"ODE dopri5 tol={tol:g}", "bpd": res["ode_bpd"], "stderr": res["ode_bpd_stderr"],
+                     "probe_stderr": res["ode_bpd_probe_stderr"], "nfe": res["ode_nfe_mean"],
+                     "seconds": res["ode_seconds"]})
+        print(rows[-1], flush=True)
+    res = evaluate_bpd(model.score_fn(), model.sde, images, device=device, bound=True, rtol=1e-2, atol=1e-2,
+                       method="euler", bound_steps=args.bound_steps, **common)
+    rows.append({"setting": f"bound {args.bound_steps} steps", "bpd": res["bound_bpd_total"],
+                 "stderr": res["bound_bpd_total_stderr"], "prior": res["bound_bpd_prior"],
+                 "diffusion": res["bound_bpd_diffusion"], "decoder": res["bound_bpd_decoder"],
+                 "seconds": res["bound_seconds"]})
+    print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dim", type=int, default=784)
+    parser.add_argument("--num-examples", type=int, default=16)
+    parser.add_argument("--t-min", type=float, default=1e-5)
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--checkpoint", default="")
+    parser.add_argument("--mnist-root", default="")
+    parser.add_argument("--num-images", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-probes", type=int, default=1)
+    parser.add_argument("--num-dequant", type=int, default=1)
+    parser.add_argument("--tolerances", type=float, nargs="+", default=[1e-3, 1e-5])
+    parser.add_argument("--bound-steps", type=int, default=1000)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, " \
+              f"{torch.get_num_threads()} threads"
+    command = "python " + " ".join(sys.argv)
+    print(f"machine: {machine}\ncommand: {command}", flush=True)
+    os.makedirs(RESULTS, exist_ok=True)
+    if bool(args.checkpoint) != bool(args.mnist_root):
+        parser.error("--checkpoint and --mnist-root go together")
+    name = "likelihood_mnist" if args.checkpoint else "likelihood_analytic"
+    if not args.checkpoint:
+        print(HEADER)
+    rows = run_mnist(args) if args.checkpoint else run_analytic(args)
+    with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
+        json.dump({"machine": machine, "command": command, "args": vars(args), "rows": rows}, f, indent=2)
+    with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
+        f.write(f"machine: {machine}\n\ncommand: `{command}`\n\n")
+        f.write((HEADER + "\n" + "\n".join(format_row(r) for r in rows)) if not args.checkpoint
+                else "\n".join(json.dumps(r) for r in rows))
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
