@@ -28,9 +28,10 @@ def validate_config(cfg, mode: str, workdir: str) -> None:
     """Raise ConfigError listing every problem with `cfg` for `mode` in `workdir`; creates nothing."""
     problems: list[str] = []
     for check in (_check_device, _check_sde, _check_data, _check_model, _check_training, _check_sampling,
-                  _check_eval):
+                  _check_eval, _check_distributed):
         problems += check(cfg)
     problems += _check_workdir(cfg, mode, workdir)
+    problems += _check_world_size(cfg, mode)
     if mode == "train" and not problems:
         problems += _check_training_data(cfg) + _check_resume(cfg, workdir)
     if problems:
@@ -148,6 +149,43 @@ def _check_unet_geometry(cfg) -> list[str]:
     return []
 
 
+def _check_distributed(cfg) -> list[str]:
+    """Backend, timeout, and the precision policy (bf16 autocast only on GPUs; CPU runs are fp32)."""
+    import torch
+
+    from training.distributed import BACKENDS
+
+    d, m = cfg.distributed, cfg.model
+    problems = _one_of("distributed.backend", d.backend, BACKENDS)
+    problems += _in_range("distributed.timeout", d.timeout, 0, math.inf, lo_open=True, hi_open=True)
+    on_cuda = str(cfg.device).startswith("cuda")
+    if d.backend == "nccl" and not on_cuda:
+        problems.append(f"distributed.backend = 'nccl' needs device = 'cuda', got {cfg.device!r}; use 'gloo' or ''")
+    if m.precision == "bf16" and not on_cuda:  # CPU runs stay fp32 (exact resume and the tests rely on it)
+        problems.append(f"model.precision = 'bf16' is for GPUs, but device = {cfg.device!r}; CPU runs are fp32: "
+                        f"use model.precision = 'fp32' (or device = 'cuda')")
+    if m.precision == "bf16" and on_cuda and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        problems.append("model.precision = 'bf16' but this GPU does not support bfloat16; use 'fp32'")
+    return problems
+
+
+def _check_world_size(cfg, mode: str) -> list[str]:
+    """Under torchrun: the global training batch must split evenly over the processes, and only the modes that are
+    sharded (train, sample, eval without sample metrics) may run."""
+    from training.distributed import env_world_size
+
+    world, bs = env_world_size(), cfg.training.batch_size
+    if world == 1:
+        return []
+    if mode in ("train_classifier", "train_evalnet") or (mode == "eval" and cfg.eval.sample_metrics):
+        what = f"--mode {mode}" if mode != "eval" else "eval.sample_metrics = True"
+        return [f"{what} does not run distributed ({world} torchrun processes); launch it with plain python"]
+    if mode == "train" and _is_int(bs) and bs % world:
+        return [f"training.batch_size = {bs} is the GLOBAL batch and must be divisible by the number of torchrun "
+                f"processes ({world}); use a multiple of {world}"]
+    return []
+
+
 def _check_training(cfg) -> list[str]:
     t = cfg.training
     problems = _positive_int("training.batch_size", t.batch_size) + _positive_int("training.n_iters", t.n_iters)
@@ -206,6 +244,20 @@ def _check_sampling(cfg) -> list[str]:
         problems += _positive_int(f"sampling.{key}", s[key], minimum=0 if key == "n_corrector_steps" else 1)
     problems += _in_range("sampling.t_min", s.t_min, 0, 1, lo_open=True, hi_open=True)
     problems += _in_range("sampling.snr", s.snr, 0, math.inf, lo_open=True, hi_open=True)
+    return problems + _check_guidance(cfg)
+
+
+def _check_guidance(cfg) -> list[str]:
+    """Labels within the model's classes, non-negative scales, and a classifier for classifier guidance."""
+    s, num_classes = cfg.sampling, cfg.model.num_classes
+    problems = _in_range("sampling.guidance_scale", s.guidance_scale, 0, math.inf, hi_open=True)
+    problems += _in_range("sampling.classifier_scale", s.classifier_scale, 0, math.inf, hi_open=True)
+    if isinstance(s.label, int) and s.label >= 0 and num_classes and s.label >= num_classes:
+        problems.append(f"sampling.label = {s.label} out of range; allowed: -1 (unconditional) or 0..{num_classes - 1}")
+    if _is_num(s.classifier_scale) and s.classifier_scale > 0 and not s.classifier_workdir:
+        problems.append("sampling.classifier_scale > 0 needs sampling.classifier_workdir (a train_classifier work dir)")
+    if cfg.eval.sample_metrics and not cfg.eval.evalnet_workdir:
+        problems.append("eval.sample_metrics needs eval.evalnet_workdir (a train_evalnet work dir)")
     return problems
 
 

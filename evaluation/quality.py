@@ -111,19 +111,77 @@ def sample_metrics(sample_feats, real_feats, sample_preds, labels=None, kid_subs
     return out
 
 
+# ---- Driver: samples of a checkpoint under the evaluation network. -------------------------------------------------
+def draw_samples(model, sampling: dict, num: int, labels: torch.Tensor | None, seed: int, device) -> tuple:
+    """num samples in batches of sampling.batch_size with the given labels [num] (or None) through the sampling
+    driver's score function (so guidance applies exactly as in --mode sample); returns (x [num, ...], NFE/batch)."""
+    from evaluation.sample import model_shape, sample_batch
+
+    shape, bs = model_shape(model), sampling["batch_size"]
+    xs, nfe = [], []
+    for b, offset in enumerate(range(0, num, bs)):
+        n = min(bs, num - offset)
+        generator = torch.Generator(device).manual_seed(seed * 1_000_003 + b)
+        batch_labels = None if labels is None else labels[offset: offset + n].to(device)
+        x, calls = sample_batch(model, model.sde, sampling, n, shape, generator, device, batch_labels)
+        xs.append(x.cpu())
+        nfe.append(calls)
+    return torch.cat(xs), float(np.mean(nfe))
+
+
+def quality_of(net, x: torch.Tensor, reference: dict, labels: torch.Tensor | None, e) -> dict:
+    """sample_metrics of model-space samples x against the real reference features (cfg.eval section `e`)."""
+    from evaluation.features import evalnet_outputs
+
+    feats, preds = evalnet_outputs(net, x)
+    return sample_metrics(feats, reference["feats"], preds, None if labels is None else labels.numpy(),
+                          e.kid_subsets, e.kid_subset_size)
+
+
+def real_baseline(cfg, net, reference: dict, num: int) -> dict:
+    """FID/KID of `num` real TRAINING digits (random, seeded) against the test reference: the floor that samples
+    of the same count can reach, since both metrics depend on the sample size."""
+    from data.mnist import load_mnist
+    from evaluation.features import evalnet_outputs, pixels_to_evalnet_input
+
+    images, labels, desc = load_mnist(cfg.data.source, cfg.data.root, "train", progress=False)
+    pick = np.random.default_rng(cfg.seed).choice(len(images), min(num, len(images)), replace=False)
+    feats, preds = evalnet_outputs(net, pixels_to_evalnet_input(images[pick]), quantize=False)
+    out = sample_metrics(feats, reference["feats"], preds, labels[pick], cfg.eval.kid_subsets,
+                         cfg.eval.kid_subset_size)
+    return {**out, "description": desc}
+
+
 def run_quality_eval(cfg, workdir: str) -> dict:
-    """Sample from the model in `workdir`, then FID/KID/histogram (and guided accuracy) under the evaluation net."""
-    from evaluation.features import QualityEvaluator
+    """FID/KID and class histogram of unconditional samples and, for conditional models (or classifier
+    guidance), of class-cycling guided samples with their accuracy, under the MNIST evaluation network."""
+    from evaluation.features import real_reference
+    from training.checkpoint import load_score_model
+    from training.evalnet import load_evalnet
 
-    evaluator = QualityEvaluator.from_config(cfg, workdir)
-    results = evaluator.evaluate_model(cfg, workdir)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "sample_quality.json"), "w") as f:
+    device, e = torch.device(cfg.device), cfg.eval
+    net, net_info = load_evalnet(e.evalnet_workdir, device)
+    reference = real_reference(cfg, net)
+    model, _ = load_score_model(cfg.sampling.checkpoint or workdir, device, cfg.sampling.use_ema)
+    sampling = cfg.sampling.to_dict()
+    results = {"evalnet": {"checkpoint": net_info["checkpoint"], "accuracy_on_reference": reference["accuracy"]},
+               "reference": reference["description"], "sampler": sampling["sampler"], "steps": sampling["steps"],
+               "real_train_digits": real_baseline(cfg, net, reference, e.num_samples)}
+    # Unconditional samples.
+    x, nfe = draw_samples(model, {**sampling, "label": -1, "classifier_scale": 0.0}, e.num_samples, None, cfg.seed,
+                          device)
+    results["unconditional"] = {**quality_of(net, x, reference, None, e), "nfe": nfe}
+    # Class-conditional samples, classes cycling 0..C-1, with the configured guidance.
+    num_classes = model.num_classes or (10 if sampling["classifier_scale"] else 0)
+    if num_classes:
+        labels = torch.arange(e.num_samples) % num_classes
+        x, nfe = draw_samples(model, sampling, e.num_samples, labels, cfg.seed + 1, device)
+        results["conditional"] = {**quality_of(net, x, reference, labels, e), "nfe": nfe,
+                                  "guidance_scale": sampling["guidance_scale"],
+                                  "classifier_scale": sampling["classifier_scale"]}
+    out_dir = os.path.join(workdir, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "sample_quality.json"), "w") as f:
         json.dump(results, f, indent=2)
-    logger.info("sample quality: %s", json.dumps(results))
+    logger.info("sample quality: %s", json.dumps({k: v for k, v in results.items() if k != "real_train_digits"}))
     return results
-
-
-def _seed_everything(seed: int) -> torch.Generator:
-    """A CPU generator seeded with `seed` (samples are drawn with it)."""
-    return torch.Generator().manual_seed(int(seed))

@@ -5,7 +5,8 @@ It draws cfg.sampling.num_samples samples in batches, each batch from its own ge
 batch index), and writes every finished batch atomically to samples/parts_<sampler>_<key>/, so a killed run
 resumes where it stopped and gives the same samples as an uninterrupted one. At the end the parts are merged
 into samples/<sampler>_<stamp>.npz and .png (an image grid, or a scatter plot for vector data) and one JSON
-line with the sampler, its options, NFE and wall time.
+line with the sampler, its options, NFE and wall time. Under torchrun the batches are shared out round robin over
+the processes and gathered in order (training/distributed.py): the same samples as one process; rank 0 writes them.
 
 In a notebook: `x, info = sample(model, "dpm_solver", num_samples=16, steps=20, grid="logsnr")`.
 The score function is built in ONE place, `build_score_fn`: guidance (models/guidance.py) extends it there.
@@ -190,10 +191,12 @@ def run_sampling(cfg, workdir: str) -> None:
 def sample_to_disk(cfg, workdir: str) -> dict:
     """Load the latest (or the configured) checkpoint, sample in resumable batches, write PNG, .npz and JSON line;
     returns the JSON line's record."""
+    from training import distributed
     from training.checkpoint import config_from_dict, load_score_model, resolve_checkpoint
 
     s = cfg.sampling.to_dict()
-    device = torch.device(cfg.device)
+    dist = distributed.setup(cfg)  # under torchrun: batches shared out round robin (one process: all of them)
+    device = dist.device
     checkpoint = resolve_checkpoint(cfg.sampling.checkpoint or workdir)
     model, stored = load_score_model(checkpoint, device, cfg.sampling.use_ema)
     sde, shape = model.sde, model_shape(model, config_from_dict(stored).to_dict())
@@ -206,7 +209,9 @@ def sample_to_disk(cfg, workdir: str) -> dict:
     n_batches = -(-num // bs)
     # Draw the missing batches (each from its own generator, so a resumed run gives the same samples).
     parts, resumed = [], 0
-    for b in tqdm(range(n_batches), desc=f"sampling ({s['sampler']})", unit="batch"):
+    for b in tqdm(range(n_batches), desc=f"sampling ({s['sampler']})", unit="batch", disable=not dist.is_main):
+        if not dist.owns(b):  # another rank draws it: the seed depends on the batch index only, not on the rank
+            continue
         path = parts_dir / f"batch_{b:05d}.npz"
         part = load_part(path)
         if part is None:
@@ -221,6 +226,9 @@ def sample_to_disk(cfg, workdir: str) -> dict:
         else:
             resumed += 1
         parts.append(part)
+    parts, resumed = distributed.gather_round_robin(parts, dist), sum(distributed.gather_objects(resumed, dist))
+    if not dist.is_main:  # rank 0 writes the outputs
+        return distributed.broadcast_object(None, dist)
     # Merge, write the outputs, record the run.
     x = torch.from_numpy(np.concatenate([p["x"] for p in parts]))
     info = sampling_info(s, [int(p["nfe"]) for p in parts], float(sum(float(p["seconds"]) for p in parts)), num)
@@ -232,7 +240,11 @@ def sample_to_disk(cfg, workdir: str) -> dict:
     else:
         from evaluation.images import save_grid
 
-        save_grid(x, png_path, nrow=max(int(len(x) ** 0.5), 1))
+        if s["class_grid"] and model.num_classes:  # labels cycle i % C: regroup so that each row is one class
+            order = torch.argsort(torch.arange(len(x)) % model.num_classes, stable=True)
+            save_grid(x[order], png_path, nrow=-(-len(x) // model.num_classes))
+        else:
+            save_grid(x, png_path, nrow=max(int(len(x) ** 0.5), 1))
     info |= {"sde": sde.config(), "checkpoint": str(checkpoint), "npz": str(npz_path), "png": str(png_path),
              "stamp": stamp, "resumed_batches": resumed, "seed": cfg.seed}
     with open(out_dir / "samples.jsonl", "a") as f:
@@ -240,4 +252,4 @@ def sample_to_disk(cfg, workdir: str) -> dict:
     shutil.rmtree(parts_dir)
     logger.info("%d samples (%s, NFE %.0f, %.1f s) written to %s and %s", num, s["sampler"], info["nfe"],
                 info["wall_time"], npz_path, png_path)
-    return info
+    return distributed.broadcast_object(info, dist)

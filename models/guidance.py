@@ -19,6 +19,7 @@ score networks (`ScoreModel.eps`): x_in = x / sqrt(alpha^2 + sigma^2) and noise_
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from sde import SDE, ScoreFn, append_dims, as_time
 
 Projection = Callable[[Tensor, Tensor], Tensor]  # project(x [B, *D], t [B]) -> x [B, *D]
+FIXED_STEP_METHODS = ("euler", "heun", "rk4")  # ODE methods whose every step the samplers' callback sees
 
 
 def check_guidance_labels(y: int | Tensor, num_classes: int, what: str = "model") -> Tensor:
@@ -99,9 +101,10 @@ def classifier_score_fn(score_fn: ScoreFn, classifier: nn.Module, sde: SDE, y: i
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
         t, labels = as_time(t, x), _batch_labels(y, x)
+        dtype = next(classifier.parameters(), x).dtype  # the classifier's precision (x's for parameter-free ones)
         with torch.enable_grad():
-            x_in = x.detach().requires_grad_(True)
-            log_probs = classifier_log_probs(classifier, sde, x_in, t.detach())
+            x_in = x.detach().to(dtype).requires_grad_(True)
+            log_probs = classifier_log_probs(classifier, sde, x_in, t.detach().to(dtype))
             if labels.numel() and int(labels.max()) >= log_probs.shape[-1]:
                 raise ValueError(f"class label {int(labels.max())} out of range for a classifier of "
                                  f"{log_probs.shape[-1]} classes")
@@ -136,3 +139,48 @@ def inpaint_projection(sde: SDE, x_known: Tensor, mask: Tensor,
         return mask * sde.perturb(x_known, t, noise) + (1 - mask) * x
 
     return project
+
+
+def inpaint(sampler: Callable, score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, x_known: Tensor, mask: Tensor, *,
+            generator: torch.Generator | None = None, **options) -> Tensor:
+    """Impute the unknown entries (mask = 0) of x_known with any sampler of `samplers.SAMPLERS` (Song et al. 2021,
+    App. I.2): the projection runs at T and after every sampler step, through the samplers' `callback`, which
+    replaces the step's x in place; the known entries of the result are x_known itself.
+
+    Adaptive ODE solvers take internal steps that no callback sees, so they are refused: use a fixed-step method.
+    """
+    method = options.get("method", _default_option(sampler, "method"))
+    if method is not None and method not in FIXED_STEP_METHODS:
+        raise ValueError(f"inpainting needs a projection after every step, which the adaptive ODE method "
+                         f"{method!r} does not expose; use a fixed-step method {list(FIXED_STEP_METHODS)}")
+    project = inpaint_projection(sde, x_known, mask, generator)
+
+    def callback(info: dict) -> None:
+        info["x"].copy_(project(info["x"], as_time(float(info["t"]), info["x"])))
+
+    x = project(x, as_time(float(ts[0]), x))
+    x = sampler(score_fn, sde, x, ts, generator=generator, callback=callback, **options)
+    known = mask.to(x.dtype)
+    return known * x_known + (1 - known) * x
+
+
+def _default_option(sampler: Callable, name: str):
+    """Default value of a sampler's keyword option (None if it has no such option)."""
+    param = inspect.signature(sampler).parameters.get(name)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
+def guided_score_fn(model: nn.Module, y: int | Tensor, guidance_scale: float = 1.0,
+                    classifier: nn.Module | None = None, classifier_scale: float = 0.0) -> ScoreFn:
+    """The sampling score for labels y: classifier-free guidance with weight w on a conditional model (plain
+    s(x|y) at w = 1; an unconditional model gives s(x)), plus lambda grad log p_t(y|x) if a classifier is given."""
+    if int(getattr(model, "num_classes", 0)) > 0:
+        score_fn = cfg_score_fn(model, y, guidance_scale)
+    elif classifier is None or not classifier_scale:
+        raise ValueError("class labels were requested from an unconditional model (num_classes=0): train a "
+                         "conditional one (model.num_classes > 0), or give a noisy classifier and a classifier scale")
+    else:
+        score_fn = model.score_fn(None)
+    if classifier is not None and classifier_scale:
+        score_fn = classifier_score_fn(score_fn, classifier, model.sde, y, classifier_scale)
+    return score_fn

@@ -3,7 +3,7 @@
 from .base import SDE, ScoreFn, append_dims, as_time, batch_sum
 from .subvp import SubVPSDE
 from .ve import VESDE
-from .vp import DiscreteVPSDE, VPSDE, ddpm_betas
+from .vp import VPSDE, DiscreteVPSDE, ddpm_betas
 
 SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE, "ddpm": DiscreteVPSDE}
 

@@ -41,7 +41,8 @@ def test_no_io_in_math_packages(package):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                assert node.func.id not in {"print", "open"}, f"{path.relative_to(ROOT)}:{node.lineno} calls {node.func.id}"
+                where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                assert node.func.id not in {"print", "open"}, f"{where} calls {node.func.id}"
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = {a.name for a in node.names} | {getattr(node, "module", None) or ""}
                 assert not names & {"tqdm", "tensorboard"}, f"{path.relative_to(ROOT)} imports {names}"

@@ -5,7 +5,7 @@ import torch
 
 from data.toy import GaussianMixture, make_mixture
 from models import ScoreModel
-from sde import DiscreteVPSDE, SubVPSDE, VESDE, VPSDE
+from sde import VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
 from training.loss import dsm_loss, ideal_dsm_value, loss_fn, sample_time
 
 SDES = [VPSDE(), SubVPSDE(), VESDE(), DiscreteVPSDE(N=1000)]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sde import SDES, DiscreteVPSDE, SubVPSDE, VESDE, VPSDE, append_dims, ddpm_betas, make_sde, sde_from_config
+from sde import SDES, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE, append_dims, ddpm_betas, make_sde, sde_from_config
 
 ALL = [VPSDE(), SubVPSDE(), VESDE(), DiscreteVPSDE(N=100)]
 

@@ -5,6 +5,10 @@ and exact resume (Song et al. 2021, App. D recipe; loop layout after EDM's train
 (batches, dequantisation, t, noise, label dropout) comes from generators owned by the loop; dropout uses the global
 torch RNG; all of them, plus the data position, go into each checkpoint, so an interrupted and resumed CPU run is
 bit-identical to an uninterrupted one. SIGTERM/SIGINT finish the step, save, and exit with EXIT_INTERRUPTED (75).
+
+Under torchrun the same loop trains with DDP (training/distributed.py): training.batch_size is the global batch,
+every rank draws it with the shared generators and keeps its slice, so N processes give the single-process
+weights up to float rounding; rank 0 alone logs, shows progress, draws sample grids and writes files.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from tqdm import tqdm
 
 from models.build import data_shape, make_score_model, make_sde_from_config
 from models.score import ScoreModel
+from training import distributed
 from training.checkpoint import (
     atomic_write_bytes,
     check_resume_config,
@@ -30,13 +35,13 @@ from training.checkpoint import (
     save_checkpoint,
 )
 from training.ema import EMA
-from training.loss import dsm_loss, loss_fn
+from training.loss import dsm_loss, sample_time
 from training.state import GracefulStop, rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; rerun the command to resume
-SIGNAL_AT_STEP_ENV = "SCORESDE_TEST_SIGNAL_AT_STEP"  # test hook "STEP[:SIGINT]": signal ourselves after STEP
+SIGNAL_AT_STEP_ENV = "SCORESDE_TEST_SIGNAL_AT_STEP"  # test hook "STEP[:SIGNAL[:RANK]]": signal ourselves after STEP
 
 
 class TrainingInterrupted(SystemExit):
@@ -51,29 +56,32 @@ def train(cfg, workdir: str | os.PathLike) -> ScoreModel:
     """Train the score model described by `cfg` in `workdir` (resuming from its latest checkpoint); return the
     EMA model in eval mode."""
     tc = cfg.training
-    # ---- Set-up: device, seeds and data, before any file is written. -------------------------------------------
-    device = torch.device(cfg.device)
-    seed_everything(cfg.seed)
+    # ---- Set-up: ranks, device, seeds and data, before any file is written. ------------------------------------
+    dist = distributed.setup(cfg)  # rank 0 of 1 without torchrun
+    device, shard = dist.device, dist.shard(tc.batch_size)  # this rank's slice of every global batch
+    seed_everything(cfg.seed)  # the same on every rank: identical initial weights
     data = make_train_data(cfg)
+    # Shared by all ranks, so each draws the same global batch: the union of the slices is the single-process batch.
     generators = {"data": torch.Generator().manual_seed(cfg.seed),  # CPU: batches, dequantisation, toy draws
                   "train": torch.Generator(device=device).manual_seed(cfg.seed + 1)}  # t, noise, label dropout
 
     # ---- Model, EMA, optimiser, learning-rate schedule. ---------------------------------------------------------
     sde = make_sde_from_config(cfg)
     model = make_score_model(cfg, sde).to(device).train()
-    net = model.net  # the unwrapped network: saved, averaged, and compiled below on request
+    net = model.net  # the unwrapped network: saved, averaged, clipped; DDP and torch.compile wrap it below
     ema = EMA(net, tc.ema_decay)
     ema_model = ScoreModel(ema.net, sde, cfg.model.precision).eval()
     optimizer = torch.optim.AdamW(net.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2),
                                   weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, tc) / tc.lr)
-    if cfg.model.compile:
-        model.net = torch.compile(net)
+    if dist.rank > 0:
+        seed_everything(distributed.rank_seed(cfg.seed, dist.rank))  # each rank its own dropout masks
     logger.info("network: %s parameters", f"{sum(p.numel() for p in net.parameters()):,}")
 
     # ---- Resume from the newest checkpoint that verifies and loads (refused if the model or SDE changed). ------
+    # Rank 0 reads it and sends it to the others (they need no shared file system).
     start_step, bad_total = 0, 0
-    ckpt_path, ckpt = load_latest_checkpoint(workdir)
+    ckpt_path, ckpt = distributed.broadcast_object(load_latest_checkpoint(workdir) if dist.is_main else None, dist)
     if ckpt is not None:
         check_resume_config(ckpt["config"], cfg, ckpt_path)
         net.load_state_dict(ckpt["model"])
@@ -82,55 +90,72 @@ def train(cfg, workdir: str | os.PathLike) -> ScoreModel:
         scheduler.load_state_dict(ckpt["scheduler"])
         if hasattr(data, "load_state_dict"):
             data.load_state_dict(ckpt["data"])
-        set_rng_state(ckpt["rng"], generators)
+        set_rng_state(ckpt["rng"], generators)  # shared generators; rank 0's global RNGs
         start_step, bad_total = int(ckpt["step"]), int(ckpt["bad_steps"])
+        distributed.restore_rank_rng(ckpt, cfg.seed, dist, start_step)
         logger.info("resumed from %s at step %d", ckpt_path, start_step)
         del ckpt
+    model.net = distributed.wrap_ddp(net, dist)  # gradients averaged over ranks in backward (one process: net)
+    if cfg.model.compile:
+        model.net = torch.compile(model.net)
 
-    # ---- Work dir: config.json, tensorboard. -------------------------------------------------------------------
+    # ---- Work dir (rank 0): config.json, tensorboard. ----------------------------------------------------------
     workdir = Path(workdir)
-    (workdir / "samples").mkdir(parents=True, exist_ok=True)
     cfg_json = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
-    atomic_write_bytes(workdir / "config.json", (cfg_json + "\n").encode())
-    print(f"config ({workdir / 'config.json'}):\n{cfg}", flush=True)
+    if dist.is_main:
+        (workdir / "samples").mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(workdir / "config.json", (cfg_json + "\n").encode())
+        print(f"config ({workdir / 'config.json'}):\n{cfg}", flush=True)
     from torch.utils.tensorboard import SummaryWriter
 
     def checkpoint(step: int):
+        ranks_rng = distributed.gather_objects(rng_state({}), dist) if dist.enabled else None  # every rank calls
+        if not dist.is_main:
+            return None
         state = {"step": step, "config": cfg_json, "sde": sde.config(), "model": net.state_dict(),
                  "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "rng": rng_state(generators), "data": data.state_dict() if hasattr(data, "state_dict") else {},
                  "bad_steps": bad_total}
+        if ranks_rng is not None:  # each rank's global RNGs (dropout), for an exact resume with as many ranks
+            state["rng_ranks"] = ranks_rng
         return save_checkpoint(workdir, step, state, keep=tc.keep_checkpoints)
 
     # ---- Training steps. ---------------------------------------------------------------------------------------
-    signal_at, _, signal_name = os.environ.get(SIGNAL_AT_STEP_ENV, "-1").partition(":")
+    signal_at, signal_name, signal_rank = (os.environ.get(SIGNAL_AT_STEP_ENV, "-1").split(":") + ["", ""])[:3]
     bad_in_row, window = 0, []
     if start_step >= tc.n_iters:
         logger.warning("checkpoint step %d >= training.n_iters = %d: nothing to train", start_step, tc.n_iters)
-    steps = tqdm(range(start_step, tc.n_iters), initial=start_step, total=tc.n_iters, desc="train", dynamic_ncols=True)
-    with GracefulStop() as stop, SummaryWriter(str(workdir / "tensorboard")) as writer, steps as bar:
+    steps = tqdm(range(start_step, tc.n_iters), initial=start_step, total=tc.n_iters, desc="train", dynamic_ncols=True,
+                 disable=not dist.is_main)
+    writer = SummaryWriter(str(workdir / "tensorboard")) if dist.is_main else distributed.NullWriter()
+    with GracefulStop() as stop, writer, steps as bar:
         for step in bar:
-            # Batch, labels (with dropout to the null label), loss.
+            # The global batch, its labels (with dropout to the null label), t and noise, drawn alike on every
+            # rank; this rank keeps its slice and computes the loss on it.
             x0, y = data.batch(tc.batch_size, generators["data"])
             x0 = x0.to(device)
             y = drop_labels(y, cfg.model.num_classes, tc.p_uncond, generators["train"], device)
-            loss = compute_loss(model, sde, x0, y, cfg, generators["train"]).mean()
+            draws = draw_time_and_noise(sde, x0, cfg, generators["train"])
+            x0, y, draws = x0[shard], None if y is None else y[shard], distributed.take(draws, shard)
+            loss = compute_loss(model, sde, x0, y, cfg, draws).mean()
 
-            # Update, skipped when the loss or the gradient is not finite.
+            # Update, skipped on every rank when the loss or the gradient is not finite on any rank (under DDP the
+            # gradients, hence their norm, are already averaged over ranks).
             optimizer.zero_grad(set_to_none=True)
             grad_norm = torch.tensor(math.nan)
-            if torch.isfinite(loss):
+            global_loss, loss_ok = distributed.reduce_loss(loss, dist)
+            if loss_ok:
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip or math.inf)
-            if torch.isfinite(loss) and torch.isfinite(grad_norm):
+            if loss_ok and not distributed.any_rank(not torch.isfinite(grad_norm), dist):
                 optimizer.step()
                 ema.update(net, step)
                 bad_in_row = 0
-                window.append(loss.item())
+                window.append(global_loss)
             else:
                 bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
                 logger.warning("step %d: non-finite %s; update skipped (%d in a row, %d in total)", step + 1,
-                               "loss" if not torch.isfinite(loss) else "gradient", bad_in_row, bad_total)
+                               "gradient" if loss_ok else "loss", bad_in_row, bad_total)
                 writer.add_scalar("train/bad_steps", bad_total, step + 1)
                 if bad_in_row >= tc.max_bad_steps:
                     raise TrainingDiverged(
@@ -147,21 +172,28 @@ def train(cfg, workdir: str | os.PathLike) -> ScoreModel:
                 log_scalars(writer, done, mean_loss, scheduler.get_last_lr()[0], grad_norm.item(), bad_total)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
                 window.clear()
-            if tc.snapshot_every and (done % tc.snapshot_every == 0 or done == tc.n_iters):
+            if dist.is_main and tc.snapshot_every and (done % tc.snapshot_every == 0 or done == tc.n_iters):
                 save_snapshot(ema_model, cfg, workdir, done, writer)
             if done % tc.checkpoint_every == 0 or done == tc.n_iters:
                 checkpoint(done)
-            if done == int(signal_at or -1):
+            if done == int(signal_at or -1) and signal_rank in ("", str(dist.rank)):
                 os.kill(os.getpid(), getattr(signal, signal_name or "SIGTERM"))
 
-            # Graceful stop: the step is complete; save it and exit with a distinct code.
-            if stop.signum is not None:
+            # Graceful stop, agreed by all ranks: the step is complete; rank 0 saves it; all exit with one code.
+            if distributed.any_rank(stop.signum is not None, dist):
                 path = checkpoint(done)
-                message = (f"training interrupted by {stop.name} after step {done}/{tc.n_iters}; checkpoint saved "
-                           f"to {path}. Run the same command again to resume (exit code {EXIT_INTERRUPTED}).")
-                logger.warning(message)
-                print(message, file=sys.stderr, flush=True)
+                distributed.barrier(dist)  # nobody exits (torchrun would then kill the rest) before the save
+                if dist.is_main:
+                    message = (f"training interrupted by {stop.name or 'a signal to another rank'} after step "
+                               f"{done}/{tc.n_iters}; checkpoint saved to {path}. Run the same command again to "
+                               f"resume (exit code {EXIT_INTERRUPTED}).")
+                    logger.warning(message)
+                    print(message, file=sys.stderr, flush=True)
+                else:
+                    print(f"rank {dist.rank}: stopping after step {done} with the other ranks", file=sys.stderr,
+                          flush=True)
                 raise TrainingInterrupted(EXIT_INTERRUPTED)
+    distributed.barrier(dist)  # the last checkpoint is on disk before any rank returns
     logger.info("training finished at step %d (%d non-finite steps skipped)", max(start_step, tc.n_iters), bad_total)
     return ema_model
 
@@ -189,17 +221,27 @@ def drop_labels(y, num_classes: int, p_uncond: float, generator: torch.Generator
     return torch.where(drop, torch.full_like(y, num_classes), y)
 
 
-def compute_loss(model, sde, x0, y, cfg, generator):
-    """Per-example DSM loss [B] with t drawn as cfg.training.loss says, or by importance sampling."""
+def draw_time_and_noise(sde, x0, cfg, generator) -> tuple:
+    """(t [B], noise [B, *D], loss weight [B] or None) for a batch x0: t drawn as cfg.training.loss says (in
+    training.loss.loss_fn's order), or by importance sampling with its weights."""
     tc = cfg.training
-    if not tc.importance_sampling:
-        return loss_fn(model, sde, x0, y, how=tc.loss, weighting=tc.weighting, t_min=tc.t_min,
-                       num_scales=cfg.sde.N, generator=generator)
-    from training.importance import sample_importance_time
+    if tc.importance_sampling:
+        from training.importance import sample_importance_time
 
-    t, weight = sample_importance_time(sde, x0.shape[0], tc.t_min, generator)
+        t, weight = sample_importance_time(sde, x0.shape[0], tc.t_min, generator)
+        t, weight = t.to(x0), weight.to(x0)
+    else:
+        t = sample_time(sde, x0.shape[0], tc.loss, tc.t_min, cfg.sde.N, generator, x0.device).to(x0.dtype)
+        weight = None
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    return dsm_loss(model, sde, x0, t.to(x0), noise, y, tc.weighting) * weight.to(x0)
+    return t, noise, weight
+
+
+def compute_loss(model, sde, x0, y, cfg, draws):
+    """Per-example DSM loss [b] (Song et al. 2021, Eq. 7) at the given draws (t, noise, weight or None)."""
+    t, noise, weight = draws
+    loss = dsm_loss(model, sde, x0, t, noise, y, cfg.training.weighting)
+    return loss if weight is None else loss * weight
 
 
 def make_train_data(cfg):

