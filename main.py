@@ -3,7 +3,8 @@
     python main.py --config configs/vp_mnist.py --mode train --workdir runs/vp_mnist
     python main.py --config configs/vp_mnist.py --mode sample --sampler pc --workdir runs/vp_mnist
     python main.py --config configs/vp_mnist.py --mode eval --workdir runs/vp_mnist
-Any config key can be overridden: --config.training.n_iters=500. Under torchrun, every mode runs distributed.
+Any config key can be overridden: --config.training.n_iters=500. Under torchrun, train, sample and eval run
+distributed (docs/distributed.md).
 """
 
 from __future__ import annotations

@@ -12,12 +12,15 @@ logger = logging.getLogger(__name__)
 def run_eval(cfg, workdir: str) -> dict:
     """Evaluate the latest checkpoint in workdir; results go to workdir/eval/ and tensorboard, and are returned."""
     from evaluation.likelihood_eval import run_likelihood_eval
+    from training import distributed
 
-    results = {"likelihood": run_likelihood_eval(cfg, workdir)}
+    results = {"likelihood": run_likelihood_eval(cfg, workdir)}  # sharded under torchrun; every rank gets it all
     if cfg.eval.sample_metrics:
         from evaluation.quality import run_quality_eval
 
         results["quality"] = run_quality_eval(cfg, workdir)
+    if not distributed.setup(cfg).is_main:  # rank 0 writes
+        return results
     path = os.path.join(workdir, "eval", "results.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
