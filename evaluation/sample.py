@@ -51,6 +51,16 @@ def build_score_fn(model, sampling: Mapping | None, labels: torch.Tensor | None 
     return guided_score_fn(model, labels, sampling["guidance_scale"], classifier, sampling["classifier_scale"])
 
 
+def label_classes(model, sampling: Mapping) -> int:
+    """Number of classes labels are drawn from: the model's, or the guiding classifier's for an unconditional
+    model (classifier guidance needs only the classifier to know the classes)."""
+    from training.classifier import classifier_for_sampling
+
+    num_classes = int(getattr(model, "num_classes", 0))
+    classifier = None if num_classes else classifier_for_sampling(sampling, model)
+    return int(getattr(classifier, "num_classes", 0)) if classifier is not None else num_classes
+
+
 def batch_labels(sampling: Mapping, num_classes: int, num: int, offset: int, device) -> torch.Tensor | None:
     """Class labels of one batch: None (unconditional), sampling.label for all, or cycling classes (class_grid)."""
     if not num_classes:
@@ -94,10 +104,10 @@ def sample_images(model, sde, sampling: Mapping, num: int, generator: torch.Gene
     generator = generator or torch.Generator(device).manual_seed(0)
     check_sampler_options(sampling["sampler"], sde, steps=sampling["steps"], grid=sampling["grid"],
                           t_min=sampling["t_min"], **options_from_config(sampling["sampler"], sampling))
-    xs, nfes, start = [], [], time.perf_counter()
+    xs, nfes, start, num_classes = [], [], time.perf_counter(), label_classes(model, sampling)
     for offset in tqdm(range(0, num, sampling["batch_size"]), disable=not progress, desc="sampling"):
         n = min(sampling["batch_size"], num - offset)
-        labels = batch_labels(sampling, getattr(model, "num_classes", 0), n, offset, device)
+        labels = batch_labels(sampling, num_classes, n, offset, device)
         x, nfe = sample_batch(model, sde, sampling, n, shape, generator, device, labels)
         xs.append(x)
         nfes.append(nfe)
@@ -143,7 +153,7 @@ def sample(model, sampler: str = "pc", num_samples: int = 64, *, batch_size: int
 def run_key(sampling: Mapping, checkpoint: Path, seed: int) -> str:
     """A short hash of everything that determines the samples (parts of another setup are never mixed in)."""
     keys = ("sampler", "steps", "grid", "t_min", "num_samples", "batch_size", "label", "class_grid",
-            "guidance_scale", "classifier_scale", "use_ema")
+            "guidance_scale", "classifier_scale", "classifier_workdir", "use_ema")
     what = {k: sampling[k] for k in keys} | options_from_config(sampling["sampler"], sampling)
     what |= {"checkpoint": str(checkpoint.resolve()), "mtime": checkpoint.stat().st_mtime, "seed": seed}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -205,7 +215,7 @@ def sample_to_disk(cfg, workdir: str) -> dict:
     out_dir = Path(workdir) / "samples"
     parts_dir = out_dir / f"parts_{s['sampler']}_{run_key(s, checkpoint, cfg.seed)}"
     parts_dir.mkdir(parents=True, exist_ok=True)
-    num, bs = s["num_samples"], s["batch_size"]
+    num, bs, num_classes = s["num_samples"], s["batch_size"], label_classes(model, s)
     n_batches = -(-num // bs)
     # Draw the missing batches (each from its own generator, so a resumed run gives the same samples).
     parts, resumed = [], 0
@@ -217,7 +227,7 @@ def sample_to_disk(cfg, workdir: str) -> dict:
         if part is None:
             n = min(bs, num - b * bs)
             generator = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + b)
-            labels = batch_labels(s, model.num_classes, n, b * bs, device)
+            labels = batch_labels(s, num_classes, n, b * bs, device)
             start = time.perf_counter()
             x, nfe = sample_batch(model, sde, s, n, shape, generator, device, labels)
             seconds = time.perf_counter() - start
@@ -240,9 +250,9 @@ def sample_to_disk(cfg, workdir: str) -> dict:
     else:
         from evaluation.images import save_grid
 
-        if s["class_grid"] and model.num_classes:  # labels cycle i % C: regroup so that each row is one class
-            order = torch.argsort(torch.arange(len(x)) % model.num_classes, stable=True)
-            save_grid(x[order], png_path, nrow=-(-len(x) // model.num_classes))
+        if s["class_grid"] and num_classes:  # labels cycle i % C: regroup so that each row is one class
+            order = torch.argsort(torch.arange(len(x)) % num_classes, stable=True)
+            save_grid(x[order], png_path, nrow=-(-len(x) // num_classes))
         else:
             save_grid(x, png_path, nrow=max(int(len(x) ** 0.5), 1))
     info |= {"sde": sde.config(), "checkpoint": str(checkpoint), "npz": str(npz_path), "png": str(png_path),

@@ -292,6 +292,14 @@ def test_train_classifier_learns_the_exact_posterior_and_refuses_another_sde(tmp
     with pytest.raises(ValueError, match="different SDE"):
         build_score_fn(ScoreModel(mix.eps_net(VESDE()), VESDE()), sampling, None)
 
+    # A class sheet from an unconditional model: the classifier's classes are cycled, one label per sample.
+    from evaluation.sample import batch_labels, label_classes
+
+    uncond = ScoreModel(mix.eps_net(sde), sde)
+    sheet = {**sampling, "label": -1, "class_grid": True}
+    assert label_classes(uncond, sheet) == 4 and label_classes(uncond, {**sheet, "classifier_scale": 0.0}) == 0
+    assert batch_labels(sheet, label_classes(uncond, sheet), 6, 2, "cpu").tolist() == [2, 3, 0, 1, 2, 3]
+
 
 def test_sampling_driver_refuses_bad_guidance_requests():
     """Labels on an unconditional checkpoint, labels out of range, a classifier scale without a classifier."""
