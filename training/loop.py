@@ -254,8 +254,10 @@ def make_train_data(cfg):
     from data.datasets import make_dataset
 
     if d.dataset == "mnist":
+        from data.mnist import mirror_list
+
         return make_dataset("mnist", source=d.source, root=d.root, split="train", dequantize=d.dequantize,
-                            seed=cfg.seed)
+                            seed=cfg.seed, base_url=mirror_list(d.mirrors))
     return make_dataset(d.dataset)
 
 
