@@ -4,9 +4,13 @@ With the exact score only the solver's error shows. Quality is the sliced 2-Wass
 ground-truth samples (its floor: the distance of an exact sample set of the same size)
 and the gap between the samples' mean exact log-density and its exact expectation E_p[log p] (0 for a perfect
 sampler; negative for too spread-out samples). Prints the machine and the command; writes a table, a JSON file
-and a PNG plot. `--checkpoint` runs the same sweep on a trained model (e.g. MNIST), against PC with 1000 steps.
+and a PNG plot. `--checkpoint` runs the same sweep on a trained model (e.g. MNIST), against PC with 1000 steps;
+with `--evalnet` (and `--test-root`) it runs a CPU-sized sweep scored by FID/KID under the MNIST evaluation network
+against the real test digits, with real training digits of the same count as the floor.
 
     nice -n 10 python bench/samplers.py --num 2000 --sde vp
+    python bench/samplers.py --checkpoint runs/vp_mnist --evalnet runs/evalnet --test-root data/mnist --num 500 \
+        --out bench/results/samplers_mnist
 """
 
 from __future__ import annotations
@@ -111,8 +115,52 @@ def oracle_sweep(sde_name: str, num: int, sweep, seed: int = 0) -> tuple[list[di
     return rows, floors
 
 
-def checkpoint_sweep(path: str, num: int, sweep, seed: int = 0) -> tuple[list[dict], dict]:
-    """Run the sweep on a trained checkpoint; reference: PC with 1000 steps from other noise (and its own floor)."""
+MNIST_SWEEP = [  # a CPU-sized sweep for trained image models (the full SWEEP costs hours of U-Net calls)
+    ("pc (RD + Langevin)", "pc", {}, [100, 250, 1000]),
+    ("ancestral", "ancestral", {}, [100, 250, 1000]),
+    ("ode dopri5", "ode", {"rtol": 1e-3, "atol": 1e-3}, [1]),
+    ("ode heun (karras)", "ode", {"method": "heun", "grid": "karras"}, [10, 20]),
+    ("ddim eta=0 (quadratic)", "ddim", {"grid": "quadratic"}, [10, 20, 50]),
+    ("dpm_solver++ 2M (logSNR)", "dpm_solver", {"grid": "logsnr", "order": 2}, [10, 20]),
+    ("dpm_solver++ 3M (quadratic)", "dpm_solver", {"grid": "quadratic", "order": 3}, [10, 20]),
+]
+
+
+def evalnet_scorer(evalnet: str, test_root: str, num_real: int, train_cfg):
+    """(fid_of(x) -> (FID, KID) of model-space samples against `num_real` real MNIST test digits under the
+    evaluation network, floor) where floor is the same metric for as many real training digits as samples."""
+    from evaluation.features import evalnet_outputs, load_test_digits, pixels_to_evalnet_input
+    from evaluation.quality import frechet_distance, kernel_inception_distance
+    from training.checkpoint import config_from_dict
+    from training.evalnet import load_evalnet
+
+    net, _ = load_evalnet(evalnet, "cpu")
+    cfg = config_from_dict(train_cfg) if isinstance(train_cfg, dict) else train_cfg
+    cfg.eval.data_root, cfg.eval.num_real = test_root, num_real
+    images, _, _ = load_test_digits(cfg, num_real)
+    real, _ = evalnet_outputs(net, pixels_to_evalnet_input(images), quantize=False)
+
+    def score(x: torch.Tensor, quantize: bool = True) -> tuple[float, float]:
+        feats, _ = evalnet_outputs(net, x, quantize=quantize)
+        kid, _ = kernel_inception_distance(feats, real, 50, min(len(feats), len(real), 1000))
+        return frechet_distance(feats, real), kid
+
+    def floor(num: int) -> tuple[float, float]:
+        import numpy as np
+
+        from data.mnist import load_mnist
+
+        train, _, _ = load_mnist(cfg.data.source, cfg.data.root, "train", progress=False)
+        pick = np.random.default_rng(0).choice(len(train), num, replace=False)
+        return score(pixels_to_evalnet_input(train[pick]), quantize=False)
+
+    return score, floor
+
+
+def checkpoint_sweep(path: str, num: int, sweep, seed: int = 0, evalnet: str = "", test_root: str = "",
+                     batch: int = 250) -> tuple[list[dict], dict]:
+    """Run the sweep on a trained checkpoint. Reference: PC with 1000 steps from other noise (sliced W2 in pixel
+    space, with its own floor); with an evaluation network also FID/KID against the real test digits."""
     from evaluation.sample import build_score_fn, model_shape
     from training.checkpoint import load_score_model
 
@@ -120,23 +168,53 @@ def checkpoint_sweep(path: str, num: int, sweep, seed: int = 0) -> tuple[list[di
     model.eval()
     sde, shape = model.sde, model_shape(model, cfg)
     score_fn = build_score_fn(model, None, None)
+    fid_of, floors = None, {}
+    if evalnet:
+        fid_of, fid_floor = evalnet_scorer(evalnet, test_root, 10_000, cfg)
+        floors["fid_floor"], floors["kid_floor"] = fid_floor(num)
+        print(f"  real training digits (n={num}): FID {floors['fid_floor']:.3f} KID {floors['kid_floor']:.4f}")
+
+    def draw(sampler, steps, options, s):  # in batches, so memory stays flat for any num
+        outs, nfe, secs = [], 0, 0.0
+        for b, start in enumerate(range(0, num, batch)):
+            out, n, t = run_one(sampler, score_fn, sde, shape, min(batch, num - start), steps, options,
+                                s * 1000 + b)
+            outs.append(out)
+            nfe, secs = n, secs + t
+        return torch.cat(outs), nfe, secs
+
     with torch.no_grad():
-        ref, _, _ = run_one("pc", score_fn, sde, shape, num, 1000, {}, seed + 1)
-        ref2, _, _ = run_one("pc", score_fn, sde, shape, num, 1000, {}, seed + 2)
-        sliced_w2 = SlicedWasserstein(ref)
-        floors = {"sw_floor": sliced_w2(ref2)}
+        if fid_of is None:  # no real-data metric: compare with PC 1000 steps, floor from a second PC run
+            ref, _, _ = draw("pc", 1000, {}, seed + 1)
+            ref2, _, _ = draw("pc", 1000, {}, seed + 2)
+            sliced_w2 = SlicedWasserstein(ref)
+            floors["sw_floor"] = sliced_w2(ref2)
+        else:  # FID/KID against real test digits replaces the sliced W2 to PC-1000 (4,000 NFE saved per image)
+            def sliced_w2(_):
+                return float("nan")
         rows = []
         for label, sampler, options, step_list in sweep:
             for steps in step_list:
-                out, nfe, secs = run_one(sampler, score_fn, sde, shape, num, steps, options, seed)
-                rows.append({"sampler": label, "name": sampler, "options": options, "steps": steps, "nfe": nfe,
-                             "sw": sliced_w2(out), "dlogp": float("nan"), "seconds": secs})
-                print(f"  {label:28s} steps={steps:5d} nfe={nfe:5d} sw={rows[-1]['sw']:.4f} ({secs:.1f}s)", flush=True)
+                out, nfe, secs = draw(sampler, steps, options, seed)
+                row = {"sampler": label, "name": sampler, "options": options, "steps": steps, "nfe": nfe,
+                       "sw": sliced_w2(out), "dlogp": float("nan"), "seconds": secs}
+                msg = f"  {label:28s} steps={steps:5d} nfe={nfe:5d} sw={row['sw']:.4f}"
+                if fid_of is not None:
+                    row["fid"], row["kid"] = fid_of(out)
+                    msg += f" fid={row['fid']:.3f} kid={row['kid']:.4f}"
+                rows.append(row)
+                print(f"{msg} ({secs:.1f}s)", flush=True)
     return rows, floors
 
 
 def table(rows: list[dict], floors: dict) -> str:
-    """A markdown table of the results."""
+    """A markdown table of the results (FID/KID columns when an evaluation network scored the samples)."""
+    if "fid_floor" in floors:
+        lines = ["| sampler | steps | NFE | FID (eval net) | KID | seconds |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['fid']:.3f} | {r['kid']:.4f} | "
+                  f"{r['seconds']:.1f} |" for r in rows]
+        return "\n".join(lines) + (f"\n\nreal training digits of the same count (the floor): FID "
+                                    f"{floors['fid_floor']:.3f}, KID {floors['kid_floor']:.4f}")
     lines = ["| sampler | steps | NFE | sliced W2 | mean log p - E log p | seconds |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['sw']:.4f} | {r['dlogp']:+.4f} | "
@@ -148,23 +226,29 @@ def table(rows: list[dict], floors: dict) -> str:
 
 
 def plot(rows: list[dict], floors: dict, path: str, title: str) -> None:
-    """Sliced W2 and |mean log p - E log p| against NFE, one line per sampler, with the Monte-Carlo levels."""
+    """Sliced W2 (or evaluation-net FID) and |mean log p - E log p| against NFE, one line per sampler, with the
+    Monte-Carlo levels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with_logp = "logp_se" in floors
+    with_logp, with_fid = "logp_se" in floors, "fid_floor" in floors
+    key = "fid" if with_fid else "sw"
     fig, axes = plt.subplots(1, 2 if with_logp else 1, figsize=(13 if with_logp else 7, 4.8), squeeze=False)
     for i, label in enumerate(dict.fromkeys(r["sampler"] for r in rows)):
-        pts = sorted((r["nfe"], r["sw"], abs(r["dlogp"])) for r in rows if r["sampler"] == label)
-        nfe, sw, dlogp = zip(*pts)
+        pts = sorted((r["nfe"], r[key], abs(r["dlogp"])) for r in rows if r["sampler"] == label)
+        nfe, quality, dlogp = zip(*pts)
         style = {"marker": "o", "label": label, "ls": "-" if i < 10 else "--"}  # 10 colours, then dashed
-        axes[0, 0].plot(nfe, sw, **style)
+        axes[0, 0].plot(nfe, quality, **style)
         if with_logp:
             axes[0, 1].plot(nfe, dlogp, **style)
-    axes[0, 0].axhline(floors["sw_floor"], color="k", ls="--", lw=1, label="exact samples")
-    axes[0, 0].set(xscale="log", yscale="log", xlabel="NFE per sample", ylabel="sliced W2 to the truth")
+    if with_fid:
+        axes[0, 0].axhline(floors["fid_floor"], color="k", ls="--", lw=1, label="real training digits")
+        axes[0, 0].set(xscale="log", yscale="log", xlabel="NFE per sample", ylabel="FID under the MNIST eval net")
+    else:
+        axes[0, 0].axhline(floors["sw_floor"], color="k", ls="--", lw=1, label="exact samples")
+        axes[0, 0].set(xscale="log", yscale="log", xlabel="NFE per sample", ylabel="sliced W2 to the truth")
     if with_logp:
         axes[0, 1].axhline(2 * floors["logp_se"], color="k", ls="--", lw=1, label="2 Monte-Carlo s.e.")
         axes[0, 1].set(xscale="log", yscale="log", xlabel="NFE per sample", ylabel="|mean log p - E log p| (nats)")
@@ -183,14 +267,20 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer step counts (a smoke run)")
     parser.add_argument("--checkpoint", default="", help="a trained model's work dir or checkpoint file")
     parser.add_argument("--out", default="bench/results/samplers", help="path prefix of the .json and .png")
+    parser.add_argument("--evalnet", default="", help="with --checkpoint: MNIST evaluation-net work dir -> FID/KID")
+    parser.add_argument("--test-root", default="", help="with --evalnet: folder of the real MNIST test IDX files")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
     print("machine:", machine())
-    sweep = [(lab, s, o, steps[:2] if args.quick else steps) for lab, s, o, steps in SWEEP]
+    if args.evalnet and not (args.checkpoint and args.test_root):
+        parser.error("--evalnet needs --checkpoint and --test-root (the real MNIST test IDX folder)")
+    base = MNIST_SWEEP if args.evalnet else SWEEP
+    sweep = [(lab, s, o, steps[:2] if args.quick else steps) for lab, s, o, steps in base]
     if args.checkpoint:
-        rows, floors = checkpoint_sweep(args.checkpoint, args.num, sweep, args.seed)
-        title = f"samplers on {args.checkpoint} (vs PC 1000 steps)"
+        rows, floors = checkpoint_sweep(args.checkpoint, args.num, sweep, args.seed, args.evalnet, args.test_root)
+        title = (f"samplers on {args.checkpoint}, {args.num} samples" if args.evalnet
+                 else f"samplers on {args.checkpoint} (vs PC 1000 steps)")
     else:
         rows, floors = oracle_sweep(args.sde, args.num, sweep, args.seed)
         title = f"samplers on the gmm2d oracle, {args.sde} SDE, {args.num} samples"

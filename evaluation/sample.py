@@ -84,15 +84,35 @@ def model_shape(model, cfg: Mapping | None = None) -> tuple[int, ...]:
     raise ValueError("cannot tell the sample shape from the network; pass shape=(C, H, W) or (d,)")
 
 
+def steps_bar(sampling: Mapping, score_fn, desc: str = "steps") -> tqdm:
+    """A progress bar over one batch's sampler steps (time grid points; levels for ALD), showing the NFE so far.
+    Adaptive ODE solvers report only at the end, so their bar has no total."""
+    name, steps = sampling["sampler"], int(sampling["steps"])
+    adaptive = name == "ode" and sampling["ode_method"] not in ("euler", "heun", "rk4")
+    total = None if adaptive else steps + (name == "ald")
+    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True,
+                postfix={"nfe": score_fn.nfe})
+
+
 @torch.no_grad()
 def sample_batch(model, sde, sampling: Mapping, num: int, shape, generator: torch.Generator, device,
-                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
-    """One batch of num samples with the configured sampler; returns (samples [num, *shape], NFE)."""
+                 labels: torch.Tensor | None = None, progress: bool = False) -> tuple[torch.Tensor, int]:
+    """One batch of num samples with the configured sampler; returns (samples [num, *shape], NFE). `progress`
+    shows a bar over the sampler's steps."""
     name = sampling["sampler"]
     x_T = sde.prior_sampling((num, *shape), generator, device)
     score_fn = count_nfe(build_score_fn(model, sampling, labels))
+    bar = steps_bar(sampling, score_fn) if progress else None
+
+    def callback(info: dict) -> None:
+        bar.set_postfix(nfe=score_fn.nfe, refresh=False)
+        bar.update(1)
+
     x = run_sampler(name, score_fn, sde, x_T, steps=sampling["steps"], grid=sampling["grid"],
-                    t_min=sampling["t_min"], generator=generator, **options_from_config(name, sampling))
+                    t_min=sampling["t_min"], generator=generator, callback=callback if bar is not None else None,
+                    **options_from_config(name, sampling))
+    if bar is not None:
+        bar.close()
     return x, score_fn.nfe
 
 
@@ -108,7 +128,7 @@ def sample_images(model, sde, sampling: Mapping, num: int, generator: torch.Gene
     for offset in tqdm(range(0, num, sampling["batch_size"]), disable=not progress, desc="sampling"):
         n = min(sampling["batch_size"], num - offset)
         labels = batch_labels(sampling, num_classes, n, offset, device)
-        x, nfe = sample_batch(model, sde, sampling, n, shape, generator, device, labels)
+        x, nfe = sample_batch(model, sde, sampling, n, shape, generator, device, labels, progress=progress)
         xs.append(x)
         nfes.append(nfe)
     info = sampling_info(sampling, nfes, time.perf_counter() - start, num)
@@ -229,7 +249,7 @@ def sample_to_disk(cfg, workdir: str) -> dict:
             generator = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + b)
             labels = batch_labels(s, num_classes, n, b * bs, device)
             start = time.perf_counter()
-            x, nfe = sample_batch(model, sde, s, n, shape, generator, device, labels)
+            x, nfe = sample_batch(model, sde, s, n, shape, generator, device, labels, progress=dist.is_main)
             seconds = time.perf_counter() - start
             part = {"x": x.cpu().float().numpy(), "nfe": np.array(nfe), "seconds": np.array(seconds)}
             save_npz_atomic(path, **part)
