@@ -8,7 +8,8 @@ Part 1 trains `MNISTFeatureNet` on the offline real digits (unless --evalnet-wor
 its accuracy on the real test set, and calibrates FID/KID on known sets of the sample count (real digits, noisy
 digits, a single digit class). Part 2 (with --workdir, a class-conditional checkpoint) draws unconditional
 samples and class-cycling samples for every classifier-free guidance scale (and, with --classifier-workdir, every
-classifier-guidance scale) and reports FID, KID, accuracy and the class histogram.
+classifier-guidance scale) and reports FID, KID, accuracy and the class histogram. An unconditional --workdir
+with --classifier-workdir benchmarks classifier guidance alone (Song et al. 2021's class-conditional sampling).
 Results: <out>/guidance_bench.json, .md (table) and .png (plot). Run with OMP_NUM_THREADS=1 on a shared machine.
 """
 
@@ -105,13 +106,15 @@ def part_calibration(cfg, args, net, reference) -> list[dict]:
 def part_guidance(cfg, args, net, reference) -> list[dict]:
     """Rows of the table: real digits, unconditional, then every guidance setting."""
     model, _ = load_score_model(args.workdir, "cpu", use_ema=True)
-    if not model.num_classes:
-        raise SystemExit(f"{args.workdir} holds an unconditional model; part 2 needs a class-conditional one")
+    if not model.num_classes and not args.classifier_workdir:
+        raise SystemExit(f"{args.workdir} holds an unconditional model; part 2 needs a class-conditional one, or "
+                         f"--classifier-workdir for classifier guidance of the unconditional model")
     base, e, n = cfg.sampling.to_dict(), cfg.eval, args.num_samples
-    labels = torch.arange(n) % model.num_classes
+    labels = torch.arange(n) % 10  # MNIST's digits, cycling (the classifier's classes for an unconditional model)
     rows = []
     settings = [("unconditional", {"label": -1, "classifier_scale": 0.0}, None)]
-    settings += [(f"CFG w={w:g}", {"guidance_scale": w}, labels) for w in map(float, args.scales.split(","))]
+    if model.num_classes:  # classifier-free guidance needs the conditional network
+        settings += [(f"CFG w={w:g}", {"guidance_scale": w}, labels) for w in map(float, args.scales.split(","))]
     if args.classifier_workdir:
         settings += [(f"classifier lambda={c:g}", {"guidance_scale": 1.0, "classifier_scale": c,
                                                    "classifier_workdir": args.classifier_workdir}, labels)

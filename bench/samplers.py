@@ -115,14 +115,14 @@ def oracle_sweep(sde_name: str, num: int, sweep, seed: int = 0) -> tuple[list[di
     return rows, floors
 
 
-MNIST_SWEEP = [  # a CPU-sized sweep for trained image models (the full SWEEP costs hours of U-Net calls)
-    ("pc (RD + Langevin)", "pc", {}, [100, 250, 1000]),
-    ("ancestral", "ancestral", {}, [100, 250, 1000]),
-    ("ode dopri5", "ode", {"rtol": 1e-3, "atol": 1e-3}, [1]),
-    ("ode heun (karras)", "ode", {"method": "heun", "grid": "karras"}, [10, 20]),
+MNIST_SWEEP = [  # CPU-sized for a trained U-Net (3 s per NFE for 500 samples on one core): cheap solvers first
     ("ddim eta=0 (quadratic)", "ddim", {"grid": "quadratic"}, [10, 20, 50]),
     ("dpm_solver++ 2M (logSNR)", "dpm_solver", {"grid": "logsnr", "order": 2}, [10, 20]),
     ("dpm_solver++ 3M (quadratic)", "dpm_solver", {"grid": "quadratic", "order": 3}, [10, 20]),
+    ("ode heun (karras)", "ode", {"method": "heun", "grid": "karras"}, [10, 20]),
+    ("ode dopri5", "ode", {"rtol": 1e-3, "atol": 1e-3}, [1]),
+    ("ancestral", "ancestral", {}, [100, 250]),
+    ("pc (RD + Langevin)", "pc", {}, [100, 1000]),
 ]
 
 

@@ -156,6 +156,7 @@ def run_quality_eval(cfg, workdir: str) -> dict:
     """FID/KID and class histogram of unconditional samples and, for conditional models (or classifier
     guidance), of class-cycling guided samples with their accuracy, under the MNIST evaluation network."""
     from evaluation.features import real_reference
+    from evaluation.sample import label_classes
     from training.checkpoint import load_score_model
     from training.evalnet import load_evalnet
 
@@ -172,7 +173,7 @@ def run_quality_eval(cfg, workdir: str) -> dict:
                           device)
     results["unconditional"] = {**quality_of(net, x, reference, None, e), "nfe": nfe}
     # Class-conditional samples, classes cycling 0..C-1, with the configured guidance.
-    num_classes = model.num_classes or (10 if sampling["classifier_scale"] else 0)
+    num_classes = label_classes(model, sampling)  # the model's, or the guiding classifier's
     if num_classes:
         labels = torch.arange(e.num_samples) % num_classes
         x, nfe = draw_samples(model, sampling, e.num_samples, labels, cfg.seed + 1, device)
