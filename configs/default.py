@@ -53,7 +53,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.n_iters = 3000  # number of optimiser steps
     training.loss = "continuous"  # "continuous" (DSM, t ~ U[t_min, 1]), "ddpm" (L_simple on 1..N), "smld" (NCSN ladder)
     training.weighting = "sigma2"  # continuous DSM weighting: "sigma2" or "likelihood" (g(t)^2)
-    training.importance_sampling = False  # likelihood weighting: draw t by importance sampling (Song et al. 2021b)
+    training.importance_sampling = False  # with weighting="likelihood": draw t ∝ g^2/sigma^2 (Song et al. 2021b)
     training.t_min = 1e-5  # smallest training time for the continuous loss
     training.lr = 2e-3  # Adam learning rate after warm-up
     training.warmup = 200  # linear learning-rate warm-up steps

@@ -211,6 +211,9 @@ def _check_training(cfg) -> list[str]:
         problems.append(f"training.loss = 'smld' needs a ladder of sde.N >= 2 levels, got {cfg.sde.N}")
     if t.importance_sampling and t.loss != "continuous":
         problems.append(f"training.importance_sampling needs training.loss = 'continuous', got {t.loss!r}")
+    if t.importance_sampling and t.weighting != "likelihood":
+        problems.append(f"training.importance_sampling draws t with density ∝ g^2/sigma^2 for the likelihood "
+                        f"weighting; set training.weighting = 'likelihood' (got {t.weighting!r})")
     if t.importance_sampling:
         try:
             from training.importance import sample_importance_time  # noqa: F401

@@ -71,6 +71,7 @@ CASES = [
     ("toy", {"data.dataset": "foo"}, "data.dataset = 'foo' is unknown"),
     ("toy", {"training.loss": "foo"}, "training.loss = 'foo' is unknown"),
     ("toy", {"training.weighting": "foo"}, "training.weighting = 'foo' is unknown"),
+    ("toy", {"training.importance_sampling": True}, "set training.weighting = 'likelihood' (got 'sigma2')"),
     ("toy", {"sampling.sampler": "foo"}, "sampling.sampler = 'foo' is unknown"),
     ("toy", {"training.t_min": 0.0}, "training.t_min = 0.0 must be a number in (0, 1)"),
     ("toy", {"training.t_min": 1.5}, "training.t_min = 1.5"),

@@ -238,10 +238,13 @@ def draw_time_and_noise(sde, x0, cfg, generator) -> tuple:
 
 
 def compute_loss(model, sde, x0, y, cfg, draws):
-    """Per-example DSM loss [b] (Song et al. 2021, Eq. 7) at the given draws (t, noise, weight or None)."""
+    """Per-example DSM loss [b] (Song et al. 2021, Eq. 7) at the given draws (t, noise, weight or None). With
+    importance sampling the weight already holds lambda(t) = g^2 / sigma^2 over the density of t, so it multiplies
+    the plain eps-MSE ("sigma2" weighting): the expectation is the uniform-time likelihood-weighted loss."""
     t, noise, weight = draws
-    loss = dsm_loss(model, sde, x0, t, noise, y, cfg.training.weighting)
-    return loss if weight is None else loss * weight
+    if weight is not None:
+        return dsm_loss(model, sde, x0, t, noise, y, "sigma2") * weight
+    return dsm_loss(model, sde, x0, t, noise, y, cfg.training.weighting)
 
 
 def make_train_data(cfg):
