@@ -161,7 +161,7 @@ def mnist_table(rows: list[dict], args) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dim", type=int, default=784)
     parser.add_argument("--num-examples", type=int, default=16)
@@ -177,22 +177,23 @@ def main() -> None:
     parser.add_argument("--bound-steps", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-bound", action="store_true", help="MNIST: skip the discrete variational bound")
-    parser.add_argument("--name", default="", help="results file name in bench/results (default: by mode)")
-    args = parser.parse_args()
+    parser.add_argument("--name", default="", help="results file name (default: by mode)")
+    parser.add_argument("--results-dir", default=RESULTS, help="folder of the .json and .md results")
+    args = parser.parse_args(argv)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, " \
               f"{torch.get_num_threads()} threads"
     command = "python " + " ".join(sys.argv)
     print(f"machine: {machine}\ncommand: {command}", flush=True)
-    os.makedirs(RESULTS, exist_ok=True)
+    os.makedirs(args.results_dir, exist_ok=True)
     if bool(args.checkpoint) != bool(args.mnist_root):
         parser.error("--checkpoint and --mnist-root go together")
     name = args.name or ("likelihood_mnist" if args.checkpoint else "likelihood_analytic")
     if not args.checkpoint:
         print(HEADER)
     rows = run_mnist(args) if args.checkpoint else run_analytic(args)
-    with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
+    with open(os.path.join(args.results_dir, f"{name}.json"), "w") as f:
         json.dump({"machine": machine, "command": command, "args": vars(args), "rows": rows}, f, indent=2)
-    with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
+    with open(os.path.join(args.results_dir, f"{name}.md"), "w") as f:
         f.write(f"machine: {machine}\n\ncommand: `{command}`\n\n")
         f.write((HEADER + "\n" + "\n".join(format_row(r) for r in rows)) if not args.checkpoint
                 else mnist_table(rows, args))

@@ -90,14 +90,15 @@ def run_one(sampler: str, score_fn, sde: SDE, shape, num: int, steps: int, optio
     return out, counted.nfe, time.perf_counter() - start
 
 
-def oracle_sweep(sde_name: str, num: int, sweep, seed: int = 0) -> tuple[list[dict], dict]:
+def oracle_sweep(sde_name: str, num: int, sweep, seed: int = 0, on_row=None,
+                 num_reference: int = 100_000) -> tuple[list[dict], dict]:
     """Run the sweep on the 'gmm2d' oracle; returns result rows and the reference floors."""
     from data.toy import make_mixture
 
     mixture, sde = make_mixture("gmm2d"), make_sde(sde_name)
     score_fn = mixture_score_fn(mixture, sde)
     exact = mixture.sample(num, torch.Generator().manual_seed(10_000 + seed), dtype=torch.float64)
-    truth = mixture.sample(100_000, torch.Generator().manual_seed(30_000 + seed), dtype=torch.float64)
+    truth = mixture.sample(num_reference, torch.Generator().manual_seed(30_000 + seed), dtype=torch.float64)
     expected_logp = float(mixture.log_prob(truth).mean())
     sliced_w2 = SlicedWasserstein(truth)
     floors = {"sw_floor": sliced_w2(exact), "logp_se": float(mixture.log_prob(truth).std()) / num**0.5,
@@ -112,11 +113,14 @@ def oracle_sweep(sde_name: str, num: int, sweep, seed: int = 0) -> tuple[list[di
                          "sw": sliced_w2(out), "dlogp": dlogp, "seconds": secs})
             print(f"  {label:28s} steps={steps:5d} nfe={nfe:5d} sw={rows[-1]['sw']:.4f} "
                   f"dlogp={rows[-1]['dlogp']:+.4f} ({secs:.1f}s)", flush=True)
+            if on_row is not None:
+                on_row(rows, floors)
     return rows, floors
 
 
 MNIST_SWEEP = [  # CPU-sized for a trained U-Net (3 s per NFE for 500 samples on one core): cheap solvers first
     ("ddim eta=0 (quadratic)", "ddim", {"grid": "quadratic"}, [10, 20, 50]),
+    ("ddim eta=1 (quadratic)", "ddim", {"grid": "quadratic", "eta": 1.0}, [10, 20, 50]),
     ("dpm_solver++ 2M (logSNR)", "dpm_solver", {"grid": "logsnr", "order": 2}, [10, 20]),
     ("dpm_solver++ 3M (quadratic)", "dpm_solver", {"grid": "quadratic", "order": 3}, [10, 20]),
     ("ode heun (karras)", "ode", {"method": "heun", "grid": "karras"}, [10, 20]),
@@ -158,7 +162,7 @@ def evalnet_scorer(evalnet: str, test_root: str, num_real: int, train_cfg):
 
 
 def checkpoint_sweep(path: str, num: int, sweep, seed: int = 0, evalnet: str = "", test_root: str = "",
-                     batch: int = 250) -> tuple[list[dict], dict]:
+                     batch: int = 250, on_row=None) -> tuple[list[dict], dict]:
     """Run the sweep on a trained checkpoint. Reference: PC with 1000 steps from other noise (sliced W2 in pixel
     space, with its own floor); with an evaluation network also FID/KID against the real test digits."""
     from evaluation.sample import build_score_fn, model_shape
@@ -204,6 +208,8 @@ def checkpoint_sweep(path: str, num: int, sweep, seed: int = 0, evalnet: str = "
                     msg += f" fid={row['fid']:.3f} kid={row['kid']:.4f}"
                 rows.append(row)
                 print(f"{msg} ({secs:.1f}s)", flush=True)
+                if on_row is not None:
+                    on_row(rows, floors)
     return rows, floors
 
 
@@ -269,6 +275,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="bench/results/samplers", help="path prefix of the .json and .png")
     parser.add_argument("--evalnet", default="", help="with --checkpoint: MNIST evaluation-net work dir -> FID/KID")
     parser.add_argument("--test-root", default="", help="with --evalnet: folder of the real MNIST test IDX files")
+    parser.add_argument("--only", default="", help="run only the sweep rows whose label contains this text")
+    parser.add_argument("--reference", type=int, default=100_000, help="oracle: exact samples in the reference set")
+    parser.add_argument("--steps", default="", help="comma-separated step counts replacing each row's own list")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
@@ -276,20 +285,31 @@ def main(argv=None) -> None:
     if args.evalnet and not (args.checkpoint and args.test_root):
         parser.error("--evalnet needs --checkpoint and --test-root (the real MNIST test IDX folder)")
     base = MNIST_SWEEP if args.evalnet else SWEEP
-    sweep = [(lab, s, o, steps[:2] if args.quick else steps) for lab, s, o, steps in base]
+    override = [int(n) for n in args.steps.split(",")] if args.steps else None
+    sweep = [(lab, s, o, override or (steps[:2] if args.quick else steps)) for lab, s, o, steps in base
+             if args.only in lab]
+    if not sweep:
+        parser.error(f"--only {args.only!r} matches no sweep row; rows are {[row[0] for row in base]}")
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+
+    def write_json(rows, floors, complete=False):  # after every row, so an interrupted sweep keeps what it measured
+        result = {"command": " ".join(sys.argv), "machine": machine(), "sde": args.sde, "num": args.num,
+                  "checkpoint": args.checkpoint, "complete": complete, "floors": floors, "rows": rows}
+        with open(args.out + ".json.tmp", "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(args.out + ".json.tmp", args.out + ".json")
+
     if args.checkpoint:
-        rows, floors = checkpoint_sweep(args.checkpoint, args.num, sweep, args.seed, args.evalnet, args.test_root)
+        rows, floors = checkpoint_sweep(args.checkpoint, args.num, sweep, args.seed, args.evalnet, args.test_root,
+                                        on_row=write_json)
         title = (f"samplers on {args.checkpoint}, {args.num} samples" if args.evalnet
                  else f"samplers on {args.checkpoint} (vs PC 1000 steps)")
     else:
-        rows, floors = oracle_sweep(args.sde, args.num, sweep, args.seed)
+        rows, floors = oracle_sweep(args.sde, args.num, sweep, args.seed, on_row=write_json,
+                                     num_reference=args.reference)
         title = f"samplers on the gmm2d oracle, {args.sde} SDE, {args.num} samples"
     print(table(rows, floors))
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    result = {"command": " ".join(sys.argv), "machine": machine(), "sde": args.sde, "num": args.num,
-              "checkpoint": args.checkpoint, "floors": floors, "rows": rows}
-    with open(args.out + ".json", "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(rows, floors, complete=True)
     plot(rows, floors, args.out + ".png", title)
     print(f"wrote {args.out}.json and {args.out}.png")
 
