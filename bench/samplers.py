@@ -41,6 +41,10 @@ SWEEP = [
     ("dpm_solver++ 2M (logSNR)", "dpm_solver", {"grid": "logsnr", "order": 2}, [5, 10, 15, 20, 30]),
     ("dpm_solver++ 3M (logSNR)", "dpm_solver", {"grid": "logsnr", "order": 3}, [5, 10, 15, 20, 30]),
     ("dpm_solver++ 3M (quadratic)", "dpm_solver", {"grid": "quadratic", "order": 3}, [5, 10, 15, 20, 30]),
+    ("dpm_solver++ 2M SDE eta=1 (logSNR)", "dpm_solver", {"grid": "logsnr", "order": 2, "eta": 1.0},
+     [10, 20, 30, 50]),
+    ("dpm_solver++ 2M SDE eta=1 (quadratic)", "dpm_solver", {"grid": "quadratic", "order": 2, "eta": 1.0},
+     [10, 20, 30, 50]),
 ]
 
 
@@ -123,6 +127,8 @@ MNIST_SWEEP = [  # CPU-sized for a trained U-Net (3 s per NFE for 500 samples on
     ("ddim eta=1 (quadratic)", "ddim", {"grid": "quadratic", "eta": 1.0}, [10, 20, 50]),
     ("dpm_solver++ 2M (logSNR)", "dpm_solver", {"grid": "logsnr", "order": 2}, [10, 20]),
     ("dpm_solver++ 3M (quadratic)", "dpm_solver", {"grid": "quadratic", "order": 3}, [10, 20]),
+    ("dpm_solver++ 2M SDE eta=1 (logSNR)", "dpm_solver", {"grid": "logsnr", "order": 2, "eta": 1.0}, [10, 20]),
+    ("dpm_solver++ 2M SDE eta=1 (quadratic)", "dpm_solver", {"grid": "quadratic", "order": 2, "eta": 1.0}, [10, 20]),
     ("ode heun (karras)", "ode", {"method": "heun", "grid": "karras"}, [10, 20]),
     ("ode dopri5", "ode", {"rtol": 1e-3, "atol": 1e-3}, [1]),
     ("ancestral", "ancestral", {}, [100, 250]),

@@ -90,7 +90,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.ode_method = "dopri5"  # probability-flow ODE solver (torchdiffeq name, or "euler", "heun", "rk4")
     sampling.rtol = 1e-5  # adaptive ODE relative tolerance
     sampling.atol = 1e-5  # adaptive ODE absolute tolerance
-    sampling.eta = 0.0  # DDIM stochasticity (0: deterministic)
+    sampling.eta = 0.0  # DDIM and DPM-Solver++ stochasticity in [0, 1] (0: deterministic ODE solver)
     sampling.order = 2  # DPM-Solver order (1, 2 or 3)
     sampling.grid = "uniform"  # time grid: "uniform", "quadratic", "logsnr", "karras"
     sampling.t_min = 1e-3  # last time of the sampling grid

@@ -20,7 +20,7 @@ SAMPLER_OPTIONS = {
            "per_sample_step": "per_sample_step", "variance": "ancestral_variance", "denoise": "denoise"},
     "ode": {"method": "ode_method", "rtol": "rtol", "atol": "atol", "denoise": "denoise"},
     "ddim": {"eta": "eta", "denoise": "denoise"},
-    "dpm_solver": {"order": "order", "denoise": "denoise"},
+    "dpm_solver": {"order": "order", "eta": "eta", "denoise": "denoise"},
 }
 GRID_OPTIONS = ("steps", "grid", "t_min")
 # Every sampler is written from the exact marginals and transitions, so it serves every SDE of `sde.SDES`.
@@ -64,7 +64,7 @@ def _check_option(key: str, value) -> None:
         _choice("DPM-Solver order", value, (1, 2, 3))
     elif key == "eta":
         if not (isinstance(value, (int, float)) and 0 <= value <= 1):
-            raise ValueError(f"DDIM eta must lie in [0, 1], got {value!r}")
+            raise ValueError(f"eta must lie in [0, 1] (DDIM and DPM-Solver++ stochasticity), got {value!r}")
     elif key in ("snr", "eps", "rtol", "atol"):
         _positive(key, value)
     elif key in ("n_steps", "n_corrector_steps"):

@@ -104,6 +104,8 @@ ORACLE_CASES = [
     ("ddim", {"steps": 100, "eta": 0.5, "grid": "quadratic"}),  # eta = 1 is the ancestral sampler, tested below
     ("dpm_solver", {"steps": 30, "order": 3, "grid": "logsnr"}),
     ("dpm_solver", {"steps": 40, "order": 2, "grid": "logsnr"}),
+    ("dpm_solver", {"steps": 40, "order": 2, "eta": 1.0, "grid": "logsnr"}),  # SDE-DPM-Solver++(2M)
+    ("dpm_solver", {"steps": 40, "order": 3, "eta": 0.5, "grid": "quadratic"}),
 ]
 
 
@@ -204,6 +206,9 @@ def test_ddim_eta_one_is_ancestral_posterior_and_dpm_solver_1_is_ddim():
     anc = run("ancestral", variance="posterior", generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(ddim1, anc, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(run("dpm_solver", order=1), run("ddim", eta=0.0), rtol=1e-10, atol=1e-10)
+    # the stochastic DPM-Solver++ of order 1 at eta = 1 is the same posterior step, drawing the same noise
+    sde1 = run("dpm_solver", order=1, eta=1.0, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(sde1, ddim1, rtol=1e-10, atol=1e-10)
 
 
 # ---- Probability-flow ODE. --------------------------------------------------------------------------------------
@@ -382,6 +387,7 @@ def never_called(x, t):
     ("ald", "ve", {"steps": 10, "n_steps": 0}, "n_steps must be a positive integer"),
     ("ode", "vp", {"steps": 10, "method": "rk45"}, r"unknown ODE method 'rk45'; valid:"),
     ("ddim", "vp", {"steps": 10, "eta": 1.5}, r"eta must lie in \[0, 1\]"),
+    ("dpm_solver", "vp", {"steps": 10, "eta": -0.5}, r"eta must lie in \[0, 1\].*got -0.5"),
     ("dpm_solver", "vp", {"steps": 10, "order": 4}, r"unknown DPM-Solver order 4; valid: \[1, 2, 3\]"),
     ("pc", "vp", {"steps": 10, "grid": "cosine"}, r"unknown time grid 'cosine'; valid: \['karras'"),
     ("ddim", "vp", {"steps": 10, "snr": 0.1}, r"unknown option\(s\) \['snr'\] for sampler 'ddim'"),
