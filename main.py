@@ -48,11 +48,12 @@ def main(argv):
 def run_mode(mode: str, cfg, workdir: str) -> None:
     """Dispatch to the mode's driver; results go to the work dir (the Python API returns them instead)."""
     if mode == "train":
+        from training.checkpoint import CheckpointError
         from training.loop import TrainingDiverged, train
 
         try:
             train(cfg, workdir)
-        except TrainingDiverged as err:
+        except (TrainingDiverged, CheckpointError) as err:  # diverged; work dir busy; resume refused
             sys.exit(f"error: {err}")
     elif mode == "sample":
         from evaluation.sample import run_sampling

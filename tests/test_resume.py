@@ -29,7 +29,15 @@ import training.loop as loop
 import training.state as state
 from configs.toy_gmm import get_config as toy_config
 from configs.vp_mnist import get_config as mnist_config
-from training.checkpoint import checkpoint_path, checkpoint_step, latest_checkpoint, list_checkpoints, load_checkpoint
+from training.checkpoint import (
+    CheckpointError,
+    WorkdirLock,
+    checkpoint_path,
+    checkpoint_step,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)  # the machine is shared: 2 threads under contention are many times slower than 1
@@ -143,6 +151,24 @@ def test_sigterm_from_outside_saves_and_exits_75(tmp_path):
     assert "training interrupted by SIGTERM" in log and "Run the same command again to resume" in log
     step = load_checkpoint(latest_checkpoint(tmp_path / "run"))["step"]
     assert step >= 50 and f"after step {step}/" in log, log[-3000:]
+
+
+def test_a_second_training_process_on_a_busy_work_dir_is_refused_and_a_kill_frees_it(tmp_path):
+    workdir = tmp_path / "run"
+    first = main_py(workdir, "--config.training.n_iters=1000000", "--config.training.checkpoint_every=20",
+                    log=tmp_path / "first.log")
+    wait_for(lambda: list_checkpoints(workdir), what="a first checkpoint")
+    second = main_py(workdir, "--config.training.n_iters=1000000", log=tmp_path / "second.log")
+    second.communicate(timeout=120)
+    log = (tmp_path / "second.log").read_text()
+    assert second.returncode == 1 and f"work dir {workdir} is in use" in log, log[-2000:]
+    assert first.poll() is None  # the first run was not disturbed
+    with pytest.raises(CheckpointError, match="another training process holds"):
+        WorkdirLock(workdir).__enter__()
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    with WorkdirLock(workdir):  # the kernel released the killed holder's lock: no stale lock file to clean up
+        pass
 
 
 def test_sigkill_during_a_save_keeps_the_previous_checkpoint_and_resume_works(tmp_path, caplog):

@@ -205,6 +205,44 @@ def _prune(workdir: str | os.PathLike, keep: int, newest: Path) -> None:
 
 
 # ---- Reading. --------------------------------------------------------------------------------------------------------
+class WorkdirLock:
+    """An exclusive advisory lock on `<workdir>/.train.lock` (fcntl.flock), held while one process trains there.
+
+    A second training process on the same work dir is refused at once instead of interleaving checkpoints with
+    the first. The kernel drops the lock when its holder exits, even by SIGKILL, so a killed run never leaves a
+    stale lock. The file stays (empty) after release; deleting it would race with a process that just opened it.
+    On systems without fcntl (Windows) no lock is taken.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
+        self.path, self.enabled, self._fd = Path(workdir) / ".train.lock", enabled, None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        if not self.enabled:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CheckpointError(f"work dir {self.path.parent} is in use: another training process holds "
+                                  f"{self.path}. Wait for it to finish (or stop it), or train in another --workdir"
+                                  ) from None
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+        return False
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Verify a checkpoint's sha256, then load it with weights_only=True onto the CPU (no code ever runs)."""
     path = Path(path)

@@ -28,6 +28,7 @@ from models.build import data_shape, make_score_model, make_sde_from_config
 from models.score import ScoreModel
 from training import distributed
 from training.checkpoint import (
+    WorkdirLock,
     atomic_write_bytes,
     check_resume_config,
     latest_checkpoint,
@@ -54,10 +55,15 @@ class TrainingDiverged(RuntimeError):
 
 def train(cfg, workdir: str | os.PathLike) -> ScoreModel:
     """Train the score model described by `cfg` in `workdir` (resuming from its latest checkpoint); return the
-    EMA model in eval mode."""
-    tc = cfg.training
-    # ---- Set-up: ranks, device, seeds and data, before any file is written. ------------------------------------
+    EMA model in eval mode. One training process (one torchrun job) per work dir: a second is refused."""
     dist = distributed.setup(cfg)  # rank 0 of 1 without torchrun
+    with WorkdirLock(workdir, enabled=dist.is_main):  # rank 0 writes every file
+        return _train(cfg, workdir, dist)
+
+
+def _train(cfg, workdir: str | os.PathLike, dist) -> ScoreModel:
+    tc = cfg.training
+    # ---- Set-up: device, seeds and data, before anything is written but the lock. ------------------------------
     device, shard = dist.device, dist.shard(tc.batch_size)  # this rank's slice of every global batch
     seed_everything(cfg.seed)  # the same on every rank: identical initial weights
     data = make_train_data(cfg)
