@@ -47,6 +47,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--num-real", type=int, default=10000, help="real test digits as the FID/KID reference")
     p.add_argument("--sampler", default="ddim", help="sampler name (samplers.SAMPLERS)")
     p.add_argument("--steps", type=int, default=50, help="sampler steps")
+    p.add_argument("--eta", type=float, default=None, help="DDIM / DPM-Solver++ stochasticity (default: config's)")
+    p.add_argument("--grid", default=None, help="time grid (default: the config's sampling.grid)")
     p.add_argument("--batch-size", type=int, default=100, help="samples per batch")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
     p.add_argument("--out", default="runs/bench_guidance", help="output folder")
@@ -61,6 +63,10 @@ def make_config(args):
         cfg.classifier.evalnet_iters = args.evalnet_iters
     s = cfg.sampling
     s.sampler, s.steps, s.batch_size, s.num_samples = args.sampler, args.steps, args.batch_size, args.num_samples
+    if args.eta is not None:
+        s.eta = args.eta
+    if args.grid is not None:
+        s.grid = args.grid
     return cfg
 
 
