@@ -204,7 +204,7 @@ def _prune(workdir: str | os.PathLike, keep: int, newest: Path) -> None:
         logger.info("removed old checkpoint %s", old.name)
 
 
-# ---- Reading. --------------------------------------------------------------------------------------------------------
+# ---- One training process per work dir. -----------------------------------------------------------------------------
 class WorkdirLock:
     """An exclusive advisory lock on `<workdir>/.train.lock` (fcntl.flock), held while one process trains there.
 
@@ -233,6 +233,11 @@ class WorkdirLock:
             raise CheckpointError(f"work dir {self.path.parent} is in use: another training process holds "
                                   f"{self.path}. Wait for it to finish (or stop it), or train in another --workdir"
                                   ) from None
+        except OSError as err:  # a file system without flock (some NFS mounts): train, but say it is unguarded
+            os.close(fd)
+            logger.warning("cannot lock %s (%s): a second training process on this work dir would not be refused",
+                           self.path, err)
+            return self
         self._fd = fd
         return self
 
@@ -243,6 +248,7 @@ class WorkdirLock:
         return False
 
 
+# ---- Reading. --------------------------------------------------------------------------------------------------------
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Verify a checkpoint's sha256, then load it with weights_only=True onto the CPU (no code ever runs)."""
     path = Path(path)
