@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sde import SDE, make_sde  # noqa: E402
+from training.checkpoint import atomic_write_bytes  # noqa: E402
 
 # (label, sampler, options, list of step counts): a sweep of each sampler's budget.
 SWEEP = [
@@ -301,9 +302,7 @@ def main(argv=None) -> None:
     def write_json(rows, floors, complete=False):  # after every row, so an interrupted sweep keeps what it measured
         result = {"command": " ".join(sys.argv), "machine": machine(), "sde": args.sde, "num": args.num,
                   "checkpoint": args.checkpoint, "complete": complete, "floors": floors, "rows": rows}
-        with open(args.out + ".json.tmp", "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(args.out + ".json.tmp", args.out + ".json")
+        atomic_write_bytes(args.out + ".json", json.dumps(result, indent=1).encode())
 
     if args.checkpoint:
         rows, floors = checkpoint_sweep(args.checkpoint, args.num, sweep, args.seed, args.evalnet, args.test_root,

@@ -64,9 +64,10 @@ def dpm_solver_update(x: Tensor, x0_hats: list[Tensor], lam: list[float], sigma:
     the same marginals whose exact solution in lambda (step h) is
         x_s = (sigma_s / sigma_t) e^{-eta h} x_t + alpha_s int_0^h (1 + eta) e^{-(1 + eta)(h - u)} x0(u) du
               + sigma_s sqrt(1 - e^{-2 eta h}) z,
-    (SDE-DPM-Solver++, Lu et al. 2022b, Sec. 5 / App. B). Expanding x0 in u and integrating exactly gives the
-    ODE's phi functions at hh = (1 + eta) h. At eta = 1, order 1 is DDIM with eta = 1 (the ancestral step with
-    the posterior variance).
+    At eta = 1 this is the reverse diffusion SDE solved by Lu et al. 2022b's SDE-DPM-Solver++; eta in (0, 1)
+    interpolates to the ODE. Expanding x0 in u and integrating exactly gives the ODE's phi functions at
+    hh = (1 + eta) h. At eta = 1, order 1 is DDIM with eta = 1 (the ancestral step with the posterior variance);
+    for point-mass data (x0_hat exact) every order and eta keeps the exact marginals (both tested).
     """
     h = lam[-1] - lam[-2]
     hh = (1.0 + eta) * h

@@ -211,6 +211,29 @@ def test_ddim_eta_one_is_ancestral_posterior_and_dpm_solver_1_is_ddim():
     torch.testing.assert_close(sde1, ddim1, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("sde_name", ["vp", "subvp", "ve"])
+@pytest.mark.parametrize("order, eta", [(1, 0.3), (2, 1.0), (3, 0.6)])
+def test_stochastic_dpm_solver_keeps_the_exact_marginals_of_point_mass_data(sde_name, order, eta):
+    """For data at one point c the exact score gives x0_hat = c exactly, so every DPM-Solver++ update with any eta
+    must carry x_t ~ N(alpha_t c, sigma_t^2) to N(alpha_s c, sigma_s^2) at every grid time: the e^{-eta h} factor,
+    the (1 - e^{-(1 + eta) h}) data weight and the sqrt(1 - e^{-2 eta h}) noise must fit together. Checked on
+    200,000 one-dimensional samples after 4 coarse steps (tolerances: 5 Monte-Carlo s.e. of mean and variance)."""
+    sde, c, n = make_sde(sde_name), 0.7, 200_000
+
+    def score_fn(x, t):
+        alpha, sigma = sde.marginal(t)
+        return -(x - alpha[:, None] * c) / sigma[:, None] ** 2
+
+    ts = time_grid(sde, 4, 1e-2, "logsnr")
+    alpha_T, sigma_T = (float(v) for v in sde.marginal(ts[:1].double()))
+    g = torch.Generator().manual_seed(3)
+    x_T = alpha_T * c + sigma_T * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    out = SAMPLERS["dpm_solver"](score_fn, sde, x_T, ts, order=order, eta=eta, denoise=False, generator=g)
+    alpha, sigma = (float(v) for v in sde.marginal(ts[-1:].double()))
+    assert abs(float(out.mean()) - alpha * c) < 5 * sigma / n**0.5
+    assert abs(float(out.var()) / sigma**2 - 1) < 5 * (2 / n) ** 0.5
+
+
 # ---- Probability-flow ODE. --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sde_name", ["vp", "ve"])
 def test_ode_forward_then_backward_returns_start(sde_name):
