@@ -47,8 +47,9 @@ def main(argv):
 
 def run_mode(mode: str, cfg, workdir: str) -> None:
     """Dispatch to the mode's driver; results go to the work dir (the Python API returns them instead)."""
+    from training.checkpoint import CheckpointError
+
     if mode == "train":
-        from training.checkpoint import CheckpointError
         from training.loop import TrainingDiverged, train
 
         try:
@@ -66,11 +67,17 @@ def run_mode(mode: str, cfg, workdir: str) -> None:
     elif mode == "train_classifier":
         from training.classifier import train_classifier
 
-        train_classifier(cfg, workdir)
+        try:
+            train_classifier(cfg, workdir)
+        except CheckpointError as err:  # a classifier already training there; resume refused
+            sys.exit(f"error: {err}")
     else:
         from training.evalnet import train_evalnet
 
-        train_evalnet(cfg, workdir)
+        try:
+            train_evalnet(cfg, workdir)
+        except CheckpointError as err:  # an evaluation net already training there
+            sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

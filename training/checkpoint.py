@@ -1,6 +1,9 @@
 """Crash-safe checkpoints: atomic writes, sha256 sidecars, `weights_only=True` loads, and rebuilding a ScoreModel.
 
-Layout: ``<workdir>/checkpoints/ckpt_000500.pt`` plus ``ckpt_000500.pt.sha256`` (``sha256sum -c`` format).
+Layout: ``<workdir>/checkpoints/ckpt_000500.pt`` plus ``ckpt_000500.pt.sha256`` (``sha256sum -c`` format) for the
+score model; the other kinds of network a work dir can hold have folders of their own (``KINDS``), so one mode's
+retention never deletes, and one mode's newest file never shadows, another mode's checkpoints. Every checkpoint
+records its kind, and a load asking for one kind refuses (and resume skips) a file of another.
 A checkpoint is written to a temp file in the same folder, fsynced, renamed over its final name (``os.replace``)
 and the folder fsynced; then its sidecar is written the same way. A checkpoint COUNTS only when the sidecar exists
 and matches the file, so a save killed at any moment leaves every earlier checkpoint valid. Old checkpoints are
@@ -29,6 +32,12 @@ logger = logging.getLogger(__name__)
 
 CKPT_DIR = "checkpoints"
 FORMAT = "scoresde-checkpoint-v1"
+SCORE = "score_model"
+# Kind of network -> (checkpoint folder, training lock file) inside a work dir. Checkpoints written before kinds had
+# folders of their own all sit in checkpoints/; a kind whose folder is empty also looks there (for its kind only).
+KINDS = {SCORE: (CKPT_DIR, ".train.lock"),
+         "noisy_classifier": ("checkpoints_classifier", ".train_classifier.lock"),
+         "mnist_evalnet": ("checkpoints_evalnet", ".train_evalnet.lock")}
 _NAME = re.compile(r"^ckpt_(\d{6,})\.pt$")
 SLOW_SAVE_ENV = "SCORESDE_TEST_SLOW_SAVE"  # test hook "SECONDS[@MIN_STEP]": pause half-way through writing
 
@@ -38,14 +47,25 @@ class CheckpointError(RuntimeError):
 
 
 # ---- Paths. ----------------------------------------------------------------------------------------------------------
-def checkpoint_dir(workdir: str | os.PathLike) -> Path:
-    """The folder holding a work dir's checkpoints."""
-    return Path(workdir) / CKPT_DIR
+def _kind_entry(kind: str) -> tuple[str, str]:
+    if kind not in KINDS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}; valid: {sorted(KINDS)}")
+    return KINDS[kind]
 
 
-def checkpoint_path(workdir: str | os.PathLike, step: int) -> Path:
-    """Path of the checkpoint written after `step` optimiser steps."""
-    return checkpoint_dir(workdir) / f"ckpt_{step:06d}.pt"
+def checkpoint_dir(workdir: str | os.PathLike, kind: str = SCORE) -> Path:
+    """The folder holding a work dir's checkpoints of one kind (the score model's: checkpoints/)."""
+    return Path(workdir) / _kind_entry(kind)[0]
+
+
+def checkpoint_path(workdir: str | os.PathLike, step: int, kind: str = SCORE) -> Path:
+    """Path of the checkpoint of `kind` written after `step` optimiser steps."""
+    return checkpoint_dir(workdir, kind) / f"ckpt_{step:06d}.pt"
+
+
+def stored_kind(ckpt: dict) -> str:
+    """The kind a loaded checkpoint records (score-model checkpoints written before kinds were recorded have none)."""
+    return ckpt.get("kind", SCORE)
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -61,9 +81,9 @@ def checkpoint_step(path: str | os.PathLike) -> int:
     return int(match.group(1))
 
 
-def list_checkpoints(workdir: str | os.PathLike) -> list[Path]:
-    """Checkpoint files of a work dir (complete or not), oldest first."""
-    folder = checkpoint_dir(workdir)
+def list_checkpoints(workdir: str | os.PathLike, kind: str = SCORE) -> list[Path]:
+    """Checkpoint files of one kind in a work dir (complete or not), oldest first."""
+    folder = checkpoint_dir(workdir, kind)
     if not folder.is_dir():
         return []
     files = [p for p in folder.iterdir() if _NAME.match(p.name) and p.is_file()]
@@ -112,9 +132,10 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
                               f"the recorded {expected[:16]}... ({path.stat().st_size} bytes)")
 
 
-def latest_checkpoint(workdir: str | os.PathLike) -> Path | None:
-    """The newest checkpoint of a work dir that passes verification (bad ones are skipped with a warning, kept)."""
-    for path in reversed(list_checkpoints(workdir)):
+def latest_checkpoint(workdir: str | os.PathLike, kind: str = SCORE) -> Path | None:
+    """The newest checkpoint of `kind` in a work dir that passes verification (bad ones are skipped with a warning,
+    kept)."""
+    for path in reversed(list_checkpoints(workdir, kind)):
         try:
             verify_checkpoint(path)
             return path
@@ -171,18 +192,21 @@ def _existing_valid(path: Path) -> bool:
         return False
 
 
-def save_checkpoint(workdir: str | os.PathLike, step: int, state: dict, keep: int = 3) -> Path:
-    """Atomically write `state` (tensors and plain data) as the step-`step` checkpoint, verify it, prune to `keep`."""
-    folder = checkpoint_dir(workdir)
+def save_checkpoint(workdir: str | os.PathLike, step: int, state: dict, keep: int = 3, kind: str = SCORE,
+                    overwrite: bool = False) -> Path:
+    """Atomically write `state` (tensors and plain data) as the step-`step` checkpoint of `kind`, verify it, prune
+    that kind's folder to `keep`. A valid file at that step is kept unless `overwrite` (for a run that starts from
+    scratch, where the step does not determine the state)."""
+    folder = checkpoint_dir(workdir, kind)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(".ckpt_*.tmp"):  # temp files of killed saves (single writer per work dir)
+    for stale in folder.glob(".ckpt_*.tmp"):  # temp files of killed saves (single writer per work dir and kind)
         stale.unlink(missing_ok=True)
-    path = checkpoint_path(workdir, step)
-    if _existing_valid(path):  # the step determines the training state, and a valid file is never rewritten
+    path = checkpoint_path(workdir, step, kind)
+    if not overwrite and _existing_valid(path):  # the step determines a resumed run's state: never rewritten
         logger.info("checkpoint %s already exists and is valid; not rewriting it", path.name)
         return path
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **state}, buffer)
+    torch.save({"format": FORMAT, **state, "kind": kind}, buffer)
     data = buffer.getvalue()
     digest = sha256_bytes(data)
     seconds, _, min_step = os.environ.get(SLOW_SAVE_ENV, "").partition("@")
@@ -191,13 +215,13 @@ def save_checkpoint(workdir: str | os.PathLike, step: int, state: dict, keep: in
     atomic_write_bytes(path, data, slow)
     atomic_write_bytes(sidecar_path(path), f"{digest}  {path.name}\n".encode())
     verify_checkpoint(path)  # re-read from disk before anything older is deleted
-    _prune(workdir, keep, newest=path)
+    _prune(workdir, keep, newest=path, kind=kind)
     return path
 
 
-def _prune(workdir: str | os.PathLike, keep: int, newest: Path) -> None:
-    """Delete all but the `keep` newest checkpoints (the verified `newest` is always kept)."""
-    files = [p for p in list_checkpoints(workdir) if checkpoint_step(p) <= checkpoint_step(newest)]
+def _prune(workdir: str | os.PathLike, keep: int, newest: Path, kind: str) -> None:
+    """Delete all but the `keep` newest checkpoints of `kind` (the verified `newest` is always kept)."""
+    files = [p for p in list_checkpoints(workdir, kind) if checkpoint_step(p) <= checkpoint_step(newest)]
     for old in files[: max(len(files) - max(keep, 1), 0)]:
         sidecar_path(old).unlink(missing_ok=True)
         old.unlink(missing_ok=True)
@@ -206,7 +230,8 @@ def _prune(workdir: str | os.PathLike, keep: int, newest: Path) -> None:
 
 # ---- One training process per work dir. -----------------------------------------------------------------------------
 class WorkdirLock:
-    """An exclusive advisory lock on `<workdir>/.train.lock` (fcntl.flock), held while one process trains there.
+    """An exclusive advisory lock on `<workdir>/.train.lock` (fcntl.flock), held while one process trains there
+    (each kind of network has its own lock file, so training a classifier beside a score model is allowed).
 
     A second training process on the same work dir is refused at once instead of interleaving checkpoints with
     the first. The kernel drops the lock when its holder exits, even by SIGKILL, so a killed run never leaves a
@@ -214,8 +239,8 @@ class WorkdirLock:
     On systems without fcntl (Windows) no lock is taken.
     """
 
-    def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
-        self.path, self.enabled, self._fd = Path(workdir) / ".train.lock", enabled, None
+    def __init__(self, workdir: str | os.PathLike, enabled: bool = True, kind: str = SCORE):
+        self.path, self.enabled, self._fd = Path(workdir) / _kind_entry(kind)[1], enabled, None
 
     def __enter__(self):
         try:
@@ -249,8 +274,9 @@ class WorkdirLock:
 
 
 # ---- Reading. --------------------------------------------------------------------------------------------------------
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Verify a checkpoint's sha256, then load it with weights_only=True onto the CPU (no code ever runs)."""
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
+    """Verify a checkpoint's sha256, then load it with weights_only=True onto the CPU (no code ever runs); with
+    `kind`, refuse a checkpoint of another kind."""
     path = Path(path)
     verify_checkpoint(path)
     try:
@@ -261,21 +287,36 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
                               f"(weights_only=True load failed: {str(err).splitlines()[0]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
+    if kind is not None and stored_kind(ckpt) != kind:
+        raise CheckpointError(f"{path} holds a {stored_kind(ckpt)} checkpoint, not a {kind} one")
     return ckpt
 
 
-def resolve_checkpoint(workdir_or_file: str | os.PathLike) -> Path:
-    """A checkpoint file itself, or the newest valid one in a work dir (or in its checkpoints/ folder)."""
+def _workdir_of(target: Path, kind: str) -> Path:
+    """The work dir meant by a work dir or by one of its checkpoint folders."""
+    folder = _kind_entry(kind)[0]
+    return target.parent if target.name == folder and not (target / folder).is_dir() else target
+
+
+def _candidates(workdir: Path, kind: str) -> list[Path]:
+    """Checkpoint files that may hold `kind`, newest first: its own folder, else (older layout) checkpoints/."""
+    own = list_checkpoints(workdir, kind)
+    return list(reversed(own or (list_checkpoints(workdir) if kind != SCORE else [])))
+
+
+def resolve_checkpoint(workdir_or_file: str | os.PathLike, kind: str = SCORE) -> Path:
+    """A checkpoint file itself, or the path of the newest checkpoint of `kind` in a work dir (or in its checkpoint
+    folder) that verifies and loads as that kind; broken ones and other kinds are skipped with a warning, kept."""
     target = Path(workdir_or_file)
     if target.is_file():
         return target
     if not target.is_dir():
         raise CheckpointError(f"no checkpoint file or work dir at {target}")
-    workdir = target.parent if target.name == CKPT_DIR and not (target / CKPT_DIR).is_dir() else target
-    path = latest_checkpoint(workdir)
+    path, _ = load_latest_checkpoint(_workdir_of(target, kind), kind)
     if path is None:
-        raise CheckpointError(f"no valid checkpoint in {checkpoint_dir(workdir)} "
-                              f"(found {[p.name for p in list_checkpoints(workdir)]})")
+        workdir = _workdir_of(target, kind)
+        raise CheckpointError(f"no valid checkpoint of a {kind} in {checkpoint_dir(workdir, kind)} "
+                              f"(found {[p.name for p in list_checkpoints(workdir, kind)]})")
     return path
 
 
@@ -303,7 +344,7 @@ def load_score_model(workdir_or_file: str | os.PathLike, device="cpu", use_ema: 
     from models.build import make_score_model
 
     path = resolve_checkpoint(workdir_or_file)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, SCORE)
     cfg_dict = json.loads(ckpt["config"])
     model = make_score_model(config_from_dict(cfg_dict))
     weights = ckpt["ema"] if use_ema else ckpt["model"]
@@ -345,11 +386,12 @@ def resume_config_problems(stored: dict, current: dict) -> tuple[list[str], list
     return forbidden, allowed
 
 
-def load_latest_checkpoint(workdir: str | os.PathLike) -> tuple[Path | None, dict | None]:
-    """(path, contents) of the newest checkpoint that verifies and loads; broken ones are skipped, never deleted."""
-    for path in reversed(list_checkpoints(workdir)):
+def load_latest_checkpoint(workdir: str | os.PathLike, kind: str = SCORE) -> tuple[Path | None, dict | None]:
+    """(path, contents) of the newest checkpoint of `kind` that verifies and loads; broken ones and checkpoints of
+    other kinds are skipped, never deleted."""
+    for path in _candidates(Path(workdir), kind):
         try:
-            return path, load_checkpoint(path)
+            return path, load_checkpoint(path, kind)
         except CheckpointError as err:
             logger.warning("%s; falling back to an earlier checkpoint", err)
     return None, None

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from models.build import make_sde_from_config
 from models.guidance import check_same_sde, classifier_log_probs
 from training.checkpoint import (
-    CheckpointError,
+    WorkdirLock,
     load_checkpoint,
     load_latest_checkpoint,
     resolve_checkpoint,
@@ -73,7 +73,13 @@ def data_num_classes(data) -> int:
 
 
 def train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
-    """Train p_t(c | x_t) on cfg's data and SDE in `workdir` (resuming from its latest checkpoint); eval mode."""
+    """Train p_t(c | x_t) on cfg's data and SDE in `workdir` (resuming from its latest checkpoint); eval mode.
+    Its checkpoints go to <workdir>/checkpoints_classifier/, beside (never over) a score model's."""
+    with WorkdirLock(workdir, kind=KIND):
+        return _train_classifier(cfg, workdir)
+
+
+def _train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
     c = cfg.classifier
     # ---- Set-up: device, seeds, data, SDE, network, optimiser. -------------------------------------------------
     device = torch.device(cfg.device)
@@ -90,7 +96,7 @@ def train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
 
     # ---- Resume (refused if the stored SDE differs). ------------------------------------------------------------
     start = 0
-    path, ckpt = load_latest_checkpoint(workdir)
+    path, ckpt = load_latest_checkpoint(workdir, KIND)
     if ckpt is not None:
         check_same_sde(sde.config(), ckpt["sde"])
         net.load_state_dict(ckpt["model"])
@@ -104,7 +110,7 @@ def train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
     cfg_json = json.dumps(cfg.to_dict(), sort_keys=True)
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(workdir, step, {"kind": KIND, "step": step, "config": cfg_json, "sde": sde.config(),
+        save_checkpoint(workdir, step, kind=KIND, state={"step": step, "config": cfg_json, "sde": sde.config(),
                                         "arch": arch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                                         "scheduler": schedule.state_dict(), "rng": rng_state(generators),
                                         "data": data.state_dict() if hasattr(data, "state_dict") else {}})
@@ -135,10 +141,8 @@ def train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
 
 def load_classifier(workdir_or_file: str | os.PathLike, device="cpu", sde=None) -> tuple[nn.Module, dict]:
     """(noisy classifier in eval mode, checkpoint info); with `sde`, refuse a classifier trained on another SDE."""
-    path = resolve_checkpoint(workdir_or_file)
-    ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != KIND:
-        raise CheckpointError(f"{path} is not a noisy-classifier checkpoint (train one with --mode train_classifier)")
+    path = resolve_checkpoint(workdir_or_file, KIND)
+    ckpt = load_checkpoint(path, KIND)  # another kind is refused (train a classifier with --mode train_classifier)
     if sde is not None:
         check_same_sde(sde.config(), ckpt["sde"])
     net = build_classifier(ckpt["arch"])

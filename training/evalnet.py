@@ -26,7 +26,7 @@ from tqdm import tqdm
 from data.datasets import ImageData
 from data.mnist import load_mnist
 from evaluation.features import evalnet_outputs, load_test_digits, pixels_to_evalnet_input
-from training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
+from training.checkpoint import CheckpointError, WorkdirLock, load_checkpoint, resolve_checkpoint, save_checkpoint
 from training.state import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,12 @@ def evalnet_accuracy(net: nn.Module, images: np.ndarray, labels: np.ndarray) -> 
 
 def train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
     """Train MNISTFeatureNet on real digits, measure its test accuracy, save checkpoint + evalnet.json; return
-    the results dict."""
+    the results dict. The checkpoint goes to <workdir>/checkpoints_evalnet/, beside (never over) a score model's."""
+    with WorkdirLock(workdir, kind=KIND):
+        return _train_evalnet(cfg, workdir)
+
+
+def _train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
     from models.classifier import MNISTFeatureNet
 
     c = cfg.classifier
@@ -103,9 +108,10 @@ def train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
     results = {"accuracy": evalnet_accuracy(net, test_images, test_labels), "num_test": int(len(test_images)),
                "num_train": int(len(train_images)), "steps": steps,
                "feature_scale": float(np.sqrt((feats**2).mean())), **desc}
-    path = save_checkpoint(workdir, steps, {"kind": KIND, "step": steps, "arch": ARCH, "model": net.state_dict(),
-                                            "config": json.dumps(cfg.to_dict(), sort_keys=True),
-                                            "results": json.dumps(results)})
+    # Trained from scratch each time: a checkpoint of an earlier run at the same step is replaced, not kept.
+    state = {"step": steps, "arch": ARCH, "model": net.state_dict(), "config": json.dumps(cfg.to_dict(), sort_keys=True),
+             "results": json.dumps(results)}
+    path = save_checkpoint(workdir, steps, state, kind=KIND, overwrite=True)
     results["checkpoint"] = str(path)
     with open(os.path.join(workdir, "evalnet.json"), "w") as f:
         json.dump(results, f, indent=2)
@@ -121,11 +127,8 @@ def load_evalnet(workdir_or_file: str | os.PathLike, device="cpu") -> tuple[nn.M
     if not str(workdir_or_file):
         raise CheckpointError("no evaluation network given: set eval.evalnet_workdir (train one with "
                               "--mode train_evalnet)")
-    path = resolve_checkpoint(workdir_or_file)
-    ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != KIND:
-        raise CheckpointError(f"{path} is not an MNIST evaluation-net checkpoint (train one with --mode "
-                              f"train_evalnet)")
+    path = resolve_checkpoint(workdir_or_file, KIND)
+    ckpt = load_checkpoint(path, KIND)  # another kind is refused (train an evaluation net with --mode train_evalnet)
     net = MNISTFeatureNet(**ckpt["arch"])
     net.load_state_dict(ckpt["model"])
     info = {**json.loads(ckpt["results"]), "checkpoint": str(path)}
