@@ -39,8 +39,10 @@ def _digests(workdir) -> dict[str, str]:
 def test_every_mode_in_one_workdir_keeps_the_score_checkpoints(tmp_path):
     from configs.toy_cond import get_config
     from evaluation.sample import run_sampling
-    from training.classifier import KIND as CLF, load_classifier, train_classifier
-    from training.evalnet import KIND as EVALNET, load_evalnet, train_evalnet
+    from training.classifier import KIND as CLF
+    from training.classifier import load_classifier, train_classifier
+    from training.evalnet import KIND as EVALNET
+    from training.evalnet import load_evalnet, train_evalnet
     from training.loop import train
 
     workdir = tmp_path / "run"
@@ -71,7 +73,8 @@ def test_every_mode_in_one_workdir_keeps_the_score_checkpoints(tmp_path):
 
     # Each mode finds its own checkpoint again; a file of another kind is refused by name.
     model, stored = load_score_model(workdir)
-    assert stored["training"]["n_iters"] == 30 and load_checkpoint(list_checkpoints(workdir)[-1])["kind"] == "score_model"
+    assert stored["training"]["n_iters"] == 30
+    assert load_checkpoint(list_checkpoints(workdir)[-1])["kind"] == "score_model"
     classifier, info = load_classifier(workdir, sde=model.sde)
     assert info["step"] == 30 and info["path"].endswith("checkpoints_classifier/ckpt_000030.pt")
     _, evalnet_info = load_evalnet(workdir)

@@ -109,8 +109,8 @@ def _train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
                "num_train": int(len(train_images)), "steps": steps,
                "feature_scale": float(np.sqrt((feats**2).mean())), **desc}
     # Trained from scratch each time: a checkpoint of an earlier run at the same step is replaced, not kept.
-    state = {"step": steps, "arch": ARCH, "model": net.state_dict(), "config": json.dumps(cfg.to_dict(), sort_keys=True),
-             "results": json.dumps(results)}
+    state = {"step": steps, "arch": ARCH, "model": net.state_dict(),
+             "config": json.dumps(cfg.to_dict(), sort_keys=True), "results": json.dumps(results)}
     path = save_checkpoint(workdir, steps, state, kind=KIND, overwrite=True)
     results["checkpoint"] = str(path)
     with open(os.path.join(workdir, "evalnet.json"), "w") as f:
