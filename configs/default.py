@@ -15,12 +15,15 @@ def get_default_config() -> ml_collections.ConfigDict:
 
     # SDE.
     cfg.sde = sde = ml_collections.ConfigDict()
-    sde.name = "vp"  # "vp", "subvp", "ve" or "ddpm" (the discrete DDPM chain as a VP SDE)
+    sde.name = "vp"  # "vp", "subvp", "ve", "ddpm" (DDPM's chain), "cosine" (iDDPM's chain), "edm", "rectified_flow"
     sde.beta_min = 0.1  # VP / sub-VP / DDPM: beta(0)
     sde.beta_max = 20.0  # VP / sub-VP / DDPM: beta(1)
     sde.sigma_min = 0.01  # VE: smallest noise level (NCSN)
-    sde.sigma_max = 50.0  # VE: largest noise level (MNIST: about the largest pairwise distance, Song & Ermon 2020)
-    sde.N = 1000  # number of discrete steps: DDPM's chain, NCSN's ladder, and the default sampling grid
+    sde.sigma_max = 50.0  # VE / EDM: largest noise level (MNIST: about the largest pairwise distance; EDM uses 80)
+    sde.N = 1000  # number of discrete steps: DDPM's and iDDPM's chains, NCSN's ladder, the default sampling grid
+    sde.s = 0.008  # cosine: the offset s of Nichol & Dhariwal's alpha-bar(t) = cos((t + s) / (1 + s) pi / 2)^2
+    sde.max_beta = 0.999  # cosine: iDDPM's clipping of the chain's betas
+    sde.T = 0.999  # rectified_flow: the path's end (alpha_1 = 0 makes t = 1 singular)
 
     # Data.
     cfg.data = data = ml_collections.ConfigDict()
@@ -44,6 +47,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     model.hidden = 256  # MLP width
     model.depth = 4  # MLP number of residual blocks
     model.num_classes = 0  # >0: class-conditional network (with a null label for classifier-free guidance)
+    model.parameterization = "eps"  # "eps" (the network predicts the noise) or "edm" (Karras et al.'s preconditioning)
+    model.sigma_data = 0.5  # "edm": the data's standard deviation in EDM's c_skip, c_out, c_in
     model.precision = "fp32"  # "fp32" or "bf16" (autocast around the network; keep fp32 on CPU)
     model.compile = False  # torch.compile the network (GPU users)
 
@@ -51,8 +56,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     cfg.training = training = ml_collections.ConfigDict()
     training.batch_size = 64  # global batch size (split across ranks under torchrun)
     training.n_iters = 3000  # number of optimiser steps
-    training.loss = "continuous"  # "continuous" (DSM, t ~ U[t_min, 1]), "ddpm" (L_simple on 1..N), "smld" (NCSN ladder)
-    training.weighting = "sigma2"  # continuous DSM weighting: "sigma2" or "likelihood" (g(t)^2)
+    training.loss = "continuous"  # t ~ U[t_min, T] ("continuous"), "ddpm" (L_simple on 1..N), "smld", "lognormal" (EDM)
+    training.p_mean = -1.2  # "lognormal": mean of ln(sigma_t / alpha_t) (Karras et al. 2022)
+    training.p_std = 1.2  # "lognormal": standard deviation of ln(sigma_t / alpha_t)
+    training.weighting = "sigma2"  # DSM weighting: "sigma2" (eps-MSE), "likelihood" (g(t)^2), "edm" (Karras et al.)
     training.importance_sampling = False  # with weighting="likelihood": draw t ∝ g^2/sigma^2 (Song et al. 2021b)
     training.t_min = 1e-5  # smallest training time for the continuous loss
     training.lr = 2e-3  # Adam learning rate after warm-up
@@ -92,10 +99,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.atol = 1e-5  # adaptive ODE absolute tolerance
     sampling.eta = 0.0  # DDIM and DPM-Solver++ stochasticity in [0, 1] (0: deterministic ODE solver)
     sampling.order = 2  # DPM-Solver order (1, 2 or 3)
-    sampling.grid = "uniform"  # time grid: "uniform", "quadratic", "logsnr", "karras"
+    sampling.grid = "default"  # time grid: "uniform", "quadratic", "logsnr", "karras", or the path's "default"
     sampling.t_min = 1e-3  # last time of the sampling grid
     sampling.denoise = True  # final Tweedie denoising step
-    sampling.ancestral_variance = "beta"  # ancestral sampler variance: "beta" (sigma_t^2 = beta_t) or "posterior"
+    sampling.ancestral_variance = "forward"  # ancestral step variance: "forward" (DDPM's beta_t) or "posterior"
     sampling.label = -1  # class to sample (-1: unconditional; "all" rows via sampling.class_grid)
     sampling.class_grid = False  # one row per class
     sampling.guidance_scale = 1.0  # classifier-free guidance weight (1: plain conditional)

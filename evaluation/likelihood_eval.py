@@ -34,13 +34,13 @@ from data.datasets import dequantize_and_scale
 from likelihood import (
     VARIANCES,
     bits_per_dim,
+    bound_grid,
     check_bound_support,
     check_ode_options,
     check_pixels,
     log_likelihood_per_probe,
     mean_and_stderr,
     probe_stderr,
-    time_grid,
     vlb_bits_per_dim,
     vlb_terms,
 )
@@ -89,7 +89,7 @@ def _chunk_bound(score_fn, sde, images, opts: dict, gen_dev, device) -> dict:
     """Variational-bound bits/dim of one chunk, per term [b], and wall time."""
     start = time.perf_counter()
     x0 = dequantize_and_scale(images, dequantize=False).to(device)  # pixel-bin centres
-    grid = time_grid(sde, opts["bound_steps"], spacing=opts["bound_spacing"])
+    grid = bound_grid(sde, opts["bound_steps"], spacing=opts["bound_spacing"])
     terms = vlb_terms(score_fn, sde, x0, grid, variance=opts["bound_variance"], generator=gen_dev)
     bpd = vlb_bits_per_dim(terms, images[0].numel())
     out = {f"bound_{k}": bpd[k].double().cpu().numpy() for k in BOUND_TERMS}
@@ -124,7 +124,7 @@ def _check_eval_options(sde, opts: dict) -> None:
     if opts["bound"]:
         if opts["bound_variance"] not in VARIANCES:
             raise ValueError(f"unknown bound variance {opts['bound_variance']!r}; valid: {list(VARIANCES)}")
-        check_bound_support(sde, time_grid(sde, opts["bound_steps"], spacing=opts["bound_spacing"]))
+        check_bound_support(sde, bound_grid(sde, opts["bound_steps"], spacing=opts["bound_spacing"]))
 
 
 def evaluate_bpd(score_fn, sde, images, out_dir=None, tag: str = "", seed: int = 0, device="cpu",

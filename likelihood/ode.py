@@ -14,12 +14,13 @@ t_min > 0 (sigma_0 = 0 for VP-type SDEs makes the score blow up at t = 0) and th
 below t_min or above T: torchdiffeq's adaptive steps are forced to land on the end point (`step_t`) rather than
 overshoot it.
 
-Integration variable. The same integral can be taken over u = log SNR(t) = log(alpha_t^2 / sigma_t^2), with
-dx/du = f~ dt/du and dt/du = -sigma_t^2 / g_t^2 (every linear SDE has d log SNR/dt = -g^2 / sigma^2); t(u) is
-found by bisection. For DDPM's chain (`DiscreteVPSDE`) beta(t) is piecewise constant, so f~(x, t) jumps at each
-i/N and dopri5's error control misjudges the steps (2e-3 nats error on a 2-D Gaussian at rtol = atol = 1e-5 for
-N = 1000, 3e-2 for N = 50), while f~ dt/du = (x + score) sigma^2 / 2 is smooth in u (5e-5 nats for any N).
-"auto" therefore picks "logsnr" for the chain and "t" otherwise (for the linear-beta VP, "t" needs fewer NFE).
+Integration variable. The same integral can be taken over lambda = `sde.logsnr(t)` = log(alpha_t / sigma_t), with
+dx/dlambda = f~ dt/dlambda and dt/dlambda = -2 sigma_t^2 / g_t^2 (every Gaussian path has dlambda/dt =
+-g^2 / (2 sigma^2)); t(lambda) is `sde.t_from_logsnr`. For a discrete chain (DDPM's, iDDPM's cosine) beta(t) is
+piecewise constant, so f~(x, t) jumps at each i/N and dopri5's error control misjudges the steps (2e-3 nats error
+on a 2-D Gaussian at rtol = atol = 1e-5 for N = 1000, 3e-2 for N = 50), while f~ dt/dlambda = (x + score) sigma^2
+is smooth in lambda (5e-5 nats for any N). "auto" therefore picks "logsnr" for a path with a discrete chain (an
+`N` attribute) and "t" otherwise (for the linear-beta VP, "t" needs fewer NFE).
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from sde import SDE, ScoreFn, append_dims, as_time
+from sde.ode_methods import ADAPTIVE_METHODS, TORCHDIFFEQ_NAME, check_ode_method
 
-from .divergence import DIVERGENCES, draw_probes, exact_divergence, hutchinson_divergence
+from .divergence import DIVERGENCES, PROBES, draw_probes, exact_divergence, hutchinson_divergence
 
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 TIME_VARIABLES = ("auto", "t", "logsnr")
-FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
 
 
 def check_ode_options(sde: SDE, t_min: float, rtol: float, atol: float, method: str, divergence: str,
@@ -47,42 +47,30 @@ def check_ode_options(sde: SDE, t_min: float, rtol: float, atol: float, method: 
     for name, tol in (("rtol", rtol), ("atol", atol)):
         if not (isinstance(tol, int | float) and math.isfinite(tol) and tol > 0):
             raise ValueError(f"{name} must be a positive finite number, got {tol!r}")
-    if method not in ADAPTIVE_METHODS + FIXED_METHODS:
-        raise ValueError(f"unknown ODE method {method!r}; valid: {sorted(ADAPTIVE_METHODS + FIXED_METHODS)}")
+    check_ode_method(method)
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; valid: {list(DIVERGENCES)}")
-    draw_probes(probe, (1,), 1)  # raises for an unknown probe name
+    if probe not in PROBES:  # checked by name: validating draws nothing from any RNG
+        raise ValueError(f"unknown probe {probe!r}; valid: {sorted(PROBES)}")
     if isinstance(num_probes, bool) or int(num_probes) != num_probes or num_probes < 1:
         raise ValueError(f"num_probes must be an integer >= 1, got {num_probes!r}")
-
-
-def _t_of_logsnr(sde: SDE, logsnr: Tensor, t_min: float) -> Tensor:
-    """The time t in [t_min, T] with log SNR(t) = logsnr (a scalar), by bisection in float64 (log SNR decreases)."""
-    lo = torch.tensor(t_min, dtype=torch.float64)
-    hi = torch.tensor(sde.T, dtype=torch.float64)
-    for _ in range(64):
-        mid = (lo + hi) / 2
-        above = sde.snr(mid).log() > logsnr.double().cpu()  # still too little noise: the root lies later
-        lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
-    return (lo + hi) / 2
 
 
 def _ode_func(score_fn: ScoreFn, sde: SDE, divergence: str, probes: Tensor | None, counter: list[int],
               time_variable: str, t_min: float):
     """Right-hand side of the augmented ODE (dx/du, d delta/du) = (f~ dt/du, div f~ dt/du per probe) in the
-    integration variable u = t, or u = log SNR(t) with dt/du = -sigma_t^2 / g_t^2 (from d log SNR/dt = -g^2/sigma^2,
-    true for every linear SDE)."""
+    integration variable u = t, or u = lambda_t with dt/dlambda = -2 sigma_t^2 / g_t^2 (true for every path)."""
 
     def func(u: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         counter[0] += 1
         with torch.enable_grad():
             x = state[0].detach().requires_grad_(True)
-            t = u if time_variable == "t" else _t_of_logsnr(sde, u, t_min)
+            t = u if time_variable == "t" else sde.t_from_logsnr(u).clamp(t_min, sde.T)
             t_vec = as_time(t.to(x.dtype), x)
             drift = sde.reverse(x, t_vec, score_fn(x, t_vec), probability_flow=True)[0]  # [B, *D]
             if time_variable == "logsnr":
                 _, g = sde.sde(x, t_vec)
-                drift = drift * append_dims(-sde.marginal(t_vec)[1] ** 2 / g**2, x.ndim)
+                drift = drift * append_dims(-2 * sde.marginal(t_vec)[1] ** 2 / g**2, x.ndim)
             if divergence == "exact":
                 div = exact_divergence(drift, x)  # [B, 1]
             else:
@@ -93,7 +81,7 @@ def _ode_func(score_fn: ScoreFn, sde: SDE, divergence: str, probes: Tensor | Non
 
 
 def resolve_time_variable(sde: SDE, time_variable: str) -> str:
-    """"auto" -> "logsnr" for an SDE with piecewise-constant coefficients (DDPM's chain, which has N steps: its
+    """"auto" -> "logsnr" for a path with piecewise-constant coefficients (a discrete chain of N steps: its
     t-drift jumps N times, which misleads adaptive step control), else "t"."""
     if time_variable not in TIME_VARIABLES:
         raise ValueError(f"unknown time variable {time_variable!r}; valid: {list(TIME_VARIABLES)}")
@@ -110,7 +98,7 @@ def log_likelihood_per_probe(score_fn: ScoreFn, sde: SDE, x: Tensor, t_min: floa
     """log p_{t_min}(x) in nats by the probability-flow ODE, one estimate per probe (Song et al. 2021, Eq. 39).
 
     Returns (logp [B, K] (K = 1 for the exact divergence), z = x(T) [B, *D], number of score evaluations).
-    time_variable: integrate in "t", or in "logsnr" = log(alpha_t^2 / sigma_t^2) (smooth even for DDPM's chain),
+    time_variable: integrate in "t", or in "logsnr" = lambda_t = log(alpha_t / sigma_t) (smooth even for chains),
     or "auto" (see `resolve_time_variable`). `options` go to torchdiffeq (e.g. {"step_size": 0.01} for the
     fixed-grid methods; the step is then in the integration variable).
     """
@@ -125,13 +113,13 @@ def log_likelihood_per_probe(score_fn: ScoreFn, sde: SDE, x: Tensor, t_min: floa
     # Solve from t_min up to T; adaptive steps are forced to land on the end point, never past it.
     ends = torch.tensor([t_min, sde.T], dtype=torch.float64)
     if time_variable == "logsnr":
-        ends = sde.snr(ends).log()
+        ends = sde.logsnr(ends)
     ends = ends.to(x.device, x.dtype)
     options = dict(options or {})
     if method in ADAPTIVE_METHODS:
         options.setdefault("step_t", ends[1:])
     state0 = (x.detach(), x.new_zeros(x.shape[0], 1 if probes is None else num_probes))
-    xs, deltas = odeint(func, state0, ends, rtol=rtol, atol=atol, method=method, options=options)
+    xs, deltas = odeint(func, state0, ends, rtol=rtol, atol=atol, method=TORCHDIFFEQ_NAME[method], options=options)
     z, delta = xs[-1], deltas[-1]
     # Change of variables: log p_{t_min}(x) = log prior(z) + int div f~ dt.
     logp = sde.prior_logp(z)[:, None] + delta

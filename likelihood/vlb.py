@@ -8,8 +8,8 @@ DDPM's chain on t = i/N), all drawn from q(x_t | x_0) = N(alpha_t x_0, sigma_t^2
     L_{k-1} = E_q KL(q(x_s | x_t, x_0) || p(x_s | x_t)),   s = t_{k-1}, t = t_k,
     L_0     = E_q[-log p(x_0 | x_{t_1})].
 
-Posterior of any linear SDE. With the exact kernel x_t = a x_s + v noise, (a, v) = sde.transition(s, t), and
-sigma_t^2 = a^2 sigma_s^2 + v^2, the posterior q(x_s | x_t, x_0) is N(c_t x_t + c_0 x_0, var_q I) with
+Posterior of any path (`sde.posterior`). With the exact kernel x_t = a x_s + v noise, (a, v) = sde.transition(s, t),
+and sigma_t^2 = a^2 sigma_s^2 + v^2, the posterior q(x_s | x_t, x_0) is N(c_t x_t + c_0 x_0, var_q I) with
 c_t = a sigma_s^2 / sigma_t^2, c_0 = alpha_s v^2 / sigma_t^2 and var_q = sigma_s^2 v^2 / sigma_t^2. On DDPM's
 grid a^2 = 1 - beta_t, v^2 = beta_t and var_q is beta-tilde_t (Ho et al. 2020, Eq. 7). Nothing here needs
 alpha_0 = 1 or sigma_0 = 0, so the bound holds for VE (sigma_0 = sigma_min) and sub-VP too; it only needs closed-form
@@ -25,7 +25,7 @@ width 2/256 with the outer edges at -+inf; Ho et al. map pixels to k/127.5 - 1, 
 8-bit data, or "gaussian" for continuous data. Each term is estimated with one draw of x_t ~ q(x_t | x_0) per
 example, independent across terms, so `vlb_terms` is an unbiased estimate of L, in nats.
 
-Grid. `time_grid` spaces K times evenly in t (DDPM; on DDPM's chain a strided subset of its N steps that keeps the
+Grid. `bound_grid` spaces K times evenly in t (DDPM; on DDPM's chain a strided subset of its N steps that keeps the
 first one, t_1 = 1/N) or in log-SNR. With the exact score the bound falls as the grid is refined between fixed end
 points, like 1/K on a log-SNR grid (each step's Riemann-sum error is O(dlogSNR^2)), down to the decoder and prior
 mismatch; a uniform-in-t grid with t_1 fixed is far from that at small K, because its first step spans a huge
@@ -40,27 +40,23 @@ import torch
 from torch import Tensor
 
 from sde import SDE, ScoreFn, append_dims, as_time, batch_sum
+from sde.base import STEP_VARIANCES
 
-VARIANCES = ("posterior", "forward")
+VARIANCES = STEP_VARIANCES  # p(x_s | x_t)'s variance: the posterior's beta-tilde or the forward kernel's v^2
 DECODERS = ("discretized", "gaussian")
 GRIDS = ("uniform", "logsnr")
 PIXEL_LEVELS = 256
 
 
 def _logsnr_times(sde: SDE, t_first: float, num_steps: int) -> Tensor:
-    """Times [K] from t_first to T evenly spaced in log-SNR, by bisection on the decreasing sde.snr (float64)."""
+    """Times [K] from t_first to T evenly spaced in lambda_t (`sde.t_from_logsnr`, float64), ends exact."""
     ends = torch.tensor([t_first, sde.T], dtype=torch.float64)
-    target = torch.linspace(*sde.snr(ends).log().tolist(), num_steps, dtype=torch.float64)  # [K]
-    lo, hi = torch.full_like(target, t_first), torch.full_like(target, sde.T)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        above = sde.snr(mid).log() > target  # log SNR decreases with t: the root lies later
-        lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
-    return torch.cat([ends[:1], ((lo + hi) / 2)[1:-1], ends[1:]])
+    target = torch.linspace(*sde.logsnr(ends).tolist(), num_steps, dtype=torch.float64)  # [K]
+    return torch.cat([ends[:1], sde.t_from_logsnr(target)[1:-1].clamp(t_first, sde.T), ends[1:]])
 
 
-def time_grid(sde: SDE, num_steps: int, t_min: float | None = None, spacing: str = "uniform") -> Tensor:
-    """Grid t_1 = t_min < ... < t_K = T [K] (float64), evenly spaced in t or in log-SNR.
+def bound_grid(sde: SDE, num_steps: int, t_min: float | None = None, spacing: str = "uniform") -> Tensor:
+    """Increasing grid t_1 = t_min < ... < t_K = T [K] of the bound (float64), evenly spaced in t or in lambda_t.
 
     t_min defaults to T / num_steps, so "uniform" gives k T / K. On DDPM's chain (an SDE with N steps) the times
     are snapped to the chain's i/N and t_min defaults to 1/N, so "uniform" is a strided subset that keeps the
@@ -138,27 +134,17 @@ def _decoder_nll(x0: Tensor, x0_hat: Tensor, std: Tensor, decoder: str) -> Tenso
 
 
 def _x0_hat(score_fn: ScoreFn, sde: SDE, x_t: Tensor, t: Tensor, clip_x0: bool) -> Tensor:
-    """Tweedie's denoiser x0_hat = (x_t + sigma_t^2 score) / alpha_t (Efron 2011), optionally clipped to [-1, 1]."""
-    alpha, sigma = sde.marginal(t)
-    x0_hat = (x_t + append_dims(sigma**2, x_t.ndim) * score_fn(x_t, t)) / append_dims(alpha, x_t.ndim)
+    """Tweedie's denoiser `sde.denoise`, optionally clipped to [-1, 1]."""
+    x0_hat = sde.denoise(x_t, t, score_fn(x_t, t))
     return x0_hat.clamp(-1, 1) if clip_x0 else x0_hat
-
-
-def posterior_coefficients(sde: SDE, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(c_t, c_0, var_q, v^2), each like t, of q(x_s | x_t, x_0) = N(c_t x_t + c_0 x_0, var_q I) for s < t, where
-    x_t = a x_s + v noise is the exact kernel (Ho et al. 2020, Eqs. 6-7, for any linear SDE)."""
-    (alpha_s, sigma_s), (_, sigma_t) = sde.marginal(s), sde.marginal(t)
-    a, v = sde.transition(s, t)
-    c_t, c_0 = a * sigma_s**2 / sigma_t**2, alpha_s * v**2 / sigma_t**2
-    return c_t, c_0, sigma_s**2 * v**2 / sigma_t**2, v**2
 
 
 def _diffusion_term(score_fn, sde, x0, s, t, variance, clip_x0, generator) -> Tensor:
     """L_{k-1} = KL(q(x_s | x_t, x_0) || p(x_s | x_t)) [B] at one draw x_t ~ q(x_t | x_0)."""
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = sde.perturb(x0, t, noise)
-    c_t, c_0, var_q, v2 = posterior_coefficients(sde, s, t)
-    var_p = var_q if variance == "posterior" else v2
+    c_t, c_0, var_q = sde.posterior(s, t)
+    var_p = sde.step_variance(s, t, variance)
     c_t, c_0 = append_dims(c_t, x0.ndim), append_dims(c_0, x0.ndim)
     mean_q = c_t * x_t + c_0 * x0
     mean_p = c_t * x_t + c_0 * _x0_hat(score_fn, sde, x_t, t, clip_x0)

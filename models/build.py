@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from sde import SDE, make_sde
+from sde import SDE, make_sde, sde_parameters
 
 from .score import ScoreModel
 
 
 def make_sde_from_config(cfg) -> SDE:
-    """The SDE named by cfg.sde (the discrete DDPM chain uses cfg.sde.N steps)."""
-    return make_sde(cfg.sde.name, beta_min=cfg.sde.beta_min, beta_max=cfg.sde.beta_max,
-                    sigma_min=cfg.sde.sigma_min, sigma_max=cfg.sde.sigma_max, N=cfg.sde.N)
+    """The path named by cfg.sde.name, with the keys of cfg.sde that its constructor takes (the others are
+    other paths' parameters)."""
+    s = cfg.sde
+    return make_sde(s.name, **{key: s[key] for key in sde_parameters(s.name)})
 
 
 def data_shape(cfg) -> tuple[int, ...]:
@@ -39,4 +40,6 @@ def make_net(cfg):
 
 def make_score_model(cfg, sde: SDE | None = None) -> ScoreModel:
     """ScoreModel(net, sde) as the config describes (on CPU; the driver moves it)."""
-    return ScoreModel(make_net(cfg), sde or make_sde_from_config(cfg), precision=cfg.model.precision)
+    m = cfg.model
+    return ScoreModel(make_net(cfg), sde or make_sde_from_config(cfg), precision=m.precision,
+                      parameterization=m.parameterization, sigma_data=m.sigma_data)

@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sde import SDE, ScoreFn, append_dims, as_time
+from sde import SDE, ScoreFn, as_time
+
+from .score import network_input
 
 Projection = Callable[[Tensor, Tensor], Tensor]  # project(x [B, *D], t [B]) -> x [B, *D]
 FIXED_STEP_METHODS = ("euler", "heun", "rk4")  # ODE methods whose every step the samplers' callback sees
@@ -82,11 +84,7 @@ def cfg_score_fn(model: nn.Module, y: int | Tensor, scale: float) -> ScoreFn:
 
 def classifier_log_probs(classifier: nn.Module, sde: SDE, x: Tensor, t: Tensor | float) -> Tensor:
     """log p_t(c | x_t) [B, C] of a noisy classifier, with the score networks' preconditioning (see module doc)."""
-    t = as_time(t, x)
-    alpha, sigma = sde.marginal(t)
-    c_in = append_dims(torch.rsqrt(alpha**2 + sigma**2), x.ndim)
-    noise_label = torch.log(sigma) - torch.log(alpha)
-    return F.log_softmax(classifier(c_in * x, noise_label), dim=-1)
+    return F.log_softmax(classifier(*network_input(sde, x, as_time(t, x))), dim=-1)
 
 
 def classifier_score_fn(score_fn: ScoreFn, classifier: nn.Module, sde: SDE, y: int | Tensor,

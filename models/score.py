@@ -1,14 +1,21 @@
-"""The one wrapper that turns any noise-prediction network into a score model (Song et al. 2021; Ho et al. 2020).
+"""The one wrapper that turns a network into a score model for any Gaussian path (Song et al. 2021; Karras et al.
+2022).
 
-A network eps_theta(x_t, t) predicts the noise in x_t = alpha_t x_0 + sigma_t noise. The score follows as
-s(x, t) = -eps_theta(x, t) / sigma_t and Tweedie's denoiser as x0_hat = (x - sigma_t eps_theta) / alpha_t.
-The same wrapper serves VP, sub-VP, VE and DDPM: it reads only sde.marginal(t). It is also the single place
-of the network's preconditioning (input scaled to unit variance, noise level given as log(sigma_t/alpha_t))
-and of the precision policy (bf16 autocast around the network on request, fp32 everywhere else).
+Every path has x_t = alpha_t x_0 + sigma_t noise. Whatever the network's parameterisation, the wrapper exposes the
+noise prediction eps(x, t), the score s(x, t) = -eps / sigma_t and Tweedie's denoiser (`sde.denoise`). It is the
+single place of the network's preconditioning, for score models and noisy classifiers alike (`network_input`):
+- "eps" (Ho et al. 2020): the network predicts the noise from x_t / sqrt(alpha_t^2 + sigma_t^2) (unit variance for
+  unit-variance data) and the noise label log(sigma_t / alpha_t);
+- "edm" (Karras et al. 2022, Sec. 5 and Table 1): on y = x_t / alpha_t with noise level s = sigma_t / alpha_t, the
+  denoiser D(y; s) = c_skip y + c_out F(c_in y; c_noise) with c_skip = sd^2 / (s^2 + sd^2), c_out = s sd /
+  sqrt(s^2 + sd^2), c_in = 1 / sqrt(s^2 + sd^2), c_noise = log(s) / 4 and sd = sigma_data; then
+  eps = (y - D) / s = s y / (s^2 + sd^2) - sd F / sqrt(s^2 + sd^2).
+It is also the home of the precision policy (bf16 autocast around the network on request, fp32 everywhere else).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -17,31 +24,55 @@ from torch import Tensor, nn
 from sde import SDE, append_dims, as_time
 
 PRECISIONS = ("fp32", "bf16")
+PARAMETERIZATIONS = ("eps", "edm")
+
+
+def network_input(sde: SDE, x: Tensor, t: Tensor, sigma_data: float | None = None) -> tuple[Tensor, Tensor]:
+    """(scaled input [B, *D], noise label [B]) a network sees at x_t: the "eps" preconditioning, or EDM's c_in y and
+    c_noise when sigma_data is given (see the module docstring)."""
+    alpha, sigma = sde.marginal(t)
+    if sigma_data is None:
+        return x * append_dims(torch.rsqrt(alpha**2 + sigma**2), x.ndim), torch.log(sigma) - torch.log(alpha)
+    s = sigma / alpha
+    return x * append_dims(1 / (alpha * torch.sqrt(s**2 + sigma_data**2)), x.ndim), torch.log(s) / 4
 
 
 class ScoreModel(nn.Module):
-    """Score s(x, t) = -eps(x, t) / sigma_t and denoiser of an eps-network `net(x, noise_label, y=None)`."""
+    """Score s(x, t) = -eps(x, t) / sigma_t and denoiser of a network `net(x_in, noise_label, y=None)`."""
 
-    def __init__(self, net: nn.Module, sde: SDE, precision: str = "fp32"):
+    def __init__(self, net: nn.Module, sde: SDE, precision: str = "fp32", parameterization: str = "eps",
+                 sigma_data: float = 0.5):
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; valid: {list(PRECISIONS)}")
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown parameterization {parameterization!r}; valid: {list(PARAMETERIZATIONS)}")
+        if not (math.isfinite(sigma_data) and sigma_data > 0):
+            raise ValueError(f"sigma_data must be a positive finite number, got {sigma_data!r}")
         self.net, self.sde, self.precision = net, sde, precision
+        self.parameterization, self.sigma_data = parameterization, float(sigma_data)
 
     @property
     def num_classes(self) -> int:
         """Number of classes the network is conditioned on (0: unconditional)."""
         return int(getattr(self.net, "num_classes", 0))
 
+    def _net(self, x_in: Tensor, noise_label: Tensor, y: Tensor | None, dtype: torch.dtype) -> Tensor:
+        with torch.autocast(x_in.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = self.net(x_in, noise_label, y) if y is not None else self.net(x_in, noise_label)
+        return out.to(dtype)
+
     def eps(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
-        """The network's noise prediction eps_theta(x_t, t) [B, *D] (used by the losses)."""
+        """The noise prediction eps_theta(x_t, t) [B, *D] (used by the losses)."""
         t = as_time(t, x)
+        if self.parameterization == "eps":
+            return self._net(*network_input(self.sde, x, t), y, x.dtype)
+        # EDM: eps = (y - D(y; s)) / s on y = x / alpha, s = sigma / alpha.
         alpha, sigma = self.sde.marginal(t)
-        c_in = append_dims(torch.rsqrt(alpha**2 + sigma**2), x.ndim)  # x_t has unit variance for unit-variance data
-        noise_label = torch.log(sigma) - torch.log(alpha)  # log noise-to-signal ratio, [B]
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            eps = self.net(c_in * x, noise_label, y) if y is not None else self.net(c_in * x, noise_label)
-        return eps.to(x.dtype)
+        s, sd = sigma / alpha, self.sigma_data
+        out = self._net(*network_input(self.sde, x, t, sd), y, x.dtype)
+        y_t = x / append_dims(alpha, x.ndim)
+        return append_dims(s / (s**2 + sd**2), x.ndim) * y_t - append_dims(sd * torch.rsqrt(s**2 + sd**2), x.ndim) * out
 
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """The score s_theta(x, t) = -eps_theta(x, t) / sigma_t [B, *D]."""
@@ -50,10 +81,9 @@ class ScoreModel(nn.Module):
         return -self.eps(x, t, y) / append_dims(sigma, x.ndim)
 
     def denoise(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
-        """Tweedie's x0_hat = (x - sigma_t eps_theta) / alpha_t = (x + sigma_t^2 s) / alpha_t [B, *D]."""
+        """Tweedie's x0_hat = (x + sigma_t^2 s) / alpha_t [B, *D] (`sde.denoise`)."""
         t = as_time(t, x)
-        alpha, sigma = self.sde.marginal(t)
-        return (x - append_dims(sigma, x.ndim) * self.eps(x, t, y)) / append_dims(alpha, x.ndim)
+        return self.sde.denoise(x, t, self(x, t, y))
 
     def score_fn(self, y: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
         """The score as the samplers' `score_fn(x, t)`, with the labels y (if any) fixed."""

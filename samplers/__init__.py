@@ -15,13 +15,15 @@ import torch
 from torch import Tensor
 
 from sde import SDE, ScoreFn
+from sde.base import STEP_VARIANCES as VARIANCES  # the ancestral step's variance: "forward" (beta_t), "posterior"
+from sde.ode_methods import ODE_METHODS
 
-from .base import VARIANCES, ancestral_step, final_denoise, tweedie
+from .base import ancestral_step, final_denoise
 from .fast import ddim_sample, dpm_solver_sample
-from .grids import GRIDS, logsnr, time_from_logsnr, time_grid
+from .grids import GRIDS, time_grid
 from .langevin import CORRECTORS, ald_sample
 from .nfe import CountingScoreFn, count_nfe
-from .ode_solvers import ODE_METHODS, ode_sample, solve_probability_flow
+from .ode_solvers import ode_sample, solve_probability_flow
 from .options import SAMPLER_OPTIONS, check_sampler_options, options_from_config
 from .sde_solvers import PREDICTORS, ancestral_sample, pc_sample
 
@@ -35,9 +37,10 @@ SAMPLERS = {
 }
 
 
-def run_sampler(name: str, score_fn: ScoreFn, sde: SDE, x: Tensor, *, steps: int, grid: str = "uniform",
+def run_sampler(name: str, score_fn: ScoreFn, sde: SDE, x: Tensor, *, steps: int, grid: str = "default",
                 t_min: float = 1e-3, generator: torch.Generator | None = None, callback=None, **options) -> Tensor:
-    """Check the options, build the named time grid (T -> t_min, `steps` steps) and run the named sampler."""
+    """Check the options, build the named time grid (T -> t_min, `steps` steps; "default": the path's own) and
+    run the named sampler."""
     check_sampler_options(name, sde, steps=steps, grid=grid, t_min=t_min, **options)
     ts = time_grid(sde, steps, t_min, grid)
     return SAMPLERS[name](score_fn, sde, x, ts, generator=generator, callback=callback, **options)
@@ -60,13 +63,10 @@ __all__ = [
     "ddim_sample",
     "dpm_solver_sample",
     "final_denoise",
-    "logsnr",
     "ode_sample",
     "options_from_config",
     "pc_sample",
     "run_sampler",
     "solve_probability_flow",
-    "time_from_logsnr",
     "time_grid",
-    "tweedie",
 ]

@@ -1,7 +1,7 @@
 """Few-step samplers: DDIM (Song et al. 2021a) and multistep DPM-Solver++ (Lu et al. 2022b, deterministic or
 stochastic), for 10-20 NFE.
 
-Both read only x_t = alpha_t x_0 + sigma_t noise, so they serve VP, sub-VP, VE and the DDPM chain alike.
+Both read only x_t = alpha_t x_0 + sigma_t noise, so they serve every Gaussian path alike.
 The data prediction is Tweedie's x0_hat = (x + sigma_t^2 score) / alpha_t and the noise prediction
 noise_hat = -sigma_t score. With lambda_t = log(alpha_t / sigma_t) the probability-flow ODE is solved exactly
 in its linear part (an exponential integrator): DPM-Solver++(1) is DDIM with eta = 0, and orders 2 and 3
@@ -17,8 +17,7 @@ from torch import Tensor
 
 from sde import SDE, ScoreFn, append_dims, as_time
 
-from .base import check_grid, final_denoise, posterior_coefficients, randn_like, tweedie
-from .grids import logsnr
+from .base import check_grid, final_denoise, randn_like
 
 
 def ddim_step(sde: SDE, x: Tensor, t: Tensor, s: Tensor, score: Tensor, eta: float,
@@ -29,9 +28,9 @@ def ddim_step(sde: SDE, x: Tensor, t: Tensor, s: Tensor, score: Tensor, eta: flo
     """
     alpha_s, sigma_s = sde.marginal(s)
     _, sigma_t = sde.marginal(t)
-    x0_hat = tweedie(sde, x, t, score)
+    x0_hat = sde.denoise(x, t, score)
     noise_hat = -append_dims(sigma_t, x.ndim) * score
-    c2 = eta**2 * posterior_coefficients(sde, s, t)[2]
+    c2 = eta**2 * sde.posterior(s, t)[2]
     x = append_dims(alpha_s, x.ndim) * x0_hat + append_dims((sigma_s**2 - c2).clamp_min(0).sqrt(), x.ndim) * noise_hat
     return x + append_dims(c2.sqrt(), x.ndim) * randn_like(x, generator) if eta > 0 else x
 
@@ -106,11 +105,11 @@ def dpm_solver_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, ord
     check_grid(sde, ts)
     ts = ts.to(x.device, torch.float64)
     alpha, sigma = sde.marginal(ts)
-    lam = logsnr(sde, ts).tolist()
+    lam = sde.logsnr(ts).tolist()
     steps, x0_hats = len(ts) - 1, []
     for i in range(steps):
         t = as_time(float(ts[i]), x)
-        x0_hats = (x0_hats + [tweedie(sde, x, t, score_fn(x, t))])[-order:]
+        x0_hats = (x0_hats + [sde.denoise(x, t, score_fn(x, t))])[-order:]
         k = min(order, i + 1, steps - i if lower_order_final and steps < 15 else order)
         x = dpm_solver_update(x, x0_hats[-k:], lam[i + 1 - k:i + 2], (float(sigma[i]), float(sigma[i + 1])),
                               float(alpha[i + 1]), eta, generator)

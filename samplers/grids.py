@@ -1,9 +1,9 @@
 """Sampling time grids from T down to t_min: uniform, quadratic, log-SNR-uniform and Karras (EDM, rho = 7).
 
 Every grid is a decreasing float64 tensor [steps + 1] with t[0] = T and t[-1] = t_min exactly. The log-SNR and
-Karras grids are spaced in lambda_t = log(alpha_t / sigma_t) (Lu et al. 2022) and in EDM's noise level
-sigma_t / alpha_t = exp(-lambda_t) (Karras et al. 2022, Eq. 5) and mapped back to t by bisection, so they work
-for every SDE: each SDE here is "alpha_t x_0 + sigma_t noise" and lambda_t decreases strictly in t.
+Karras grids are spaced in lambda_t = sde.logsnr(t) = log(alpha_t / sigma_t) (Lu et al. 2022) and in EDM's noise
+level sigma_t / alpha_t = exp(-lambda_t) (Karras et al. 2022, Eq. 5) and mapped back to t by `sde.t_from_logsnr`,
+so they work for every path: each is "alpha_t x_0 + sigma_t noise" and lambda_t decreases strictly in t.
 """
 
 from __future__ import annotations
@@ -12,23 +12,6 @@ import torch
 from torch import Tensor
 
 from sde import SDE
-
-
-def logsnr(sde: SDE, t: Tensor) -> Tensor:
-    """Half log signal-to-noise ratio lambda_t = log(alpha_t / sigma_t) (Lu et al. 2022, Sec. 3.1)."""
-    alpha, sigma = sde.marginal(t)
-    return torch.log(alpha) - torch.log(sigma)
-
-
-def time_from_logsnr(sde: SDE, lam: Tensor, iters: int = 64) -> Tensor:
-    """Invert lambda_t on [0, T] by bisection (lambda_t is strictly decreasing), in float64."""
-    lam = torch.as_tensor(lam, dtype=torch.float64)
-    lo, hi = torch.zeros_like(lam), torch.full_like(lam, sde.T)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        above = logsnr(sde, mid) > lam  # lambda(mid) too large: the answer lies later
-        lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
-    return (lo + hi) / 2
 
 
 def uniform_grid(sde: SDE, steps: int, t_min: float) -> Tensor:
@@ -45,18 +28,18 @@ def quadratic_grid(sde: SDE, steps: int, t_min: float) -> Tensor:
 def logsnr_grid(sde: SDE, steps: int, t_min: float) -> Tensor:
     """Times evenly spaced in lambda_t = log(alpha_t / sigma_t) (Lu et al. 2022, DPM-Solver's 'logSNR')."""
     ends = torch.tensor([sde.T, t_min], dtype=torch.float64)
-    lam_max_t, lam_min_t = logsnr(sde, ends).unbind()
+    lam_max_t, lam_min_t = sde.logsnr(ends).unbind()
     lam = torch.linspace(float(lam_max_t), float(lam_min_t), steps + 1, dtype=torch.float64)
-    return pin_ends(time_from_logsnr(sde, lam), sde.T, t_min)
+    return pin_ends(sde.t_from_logsnr(lam), sde.T, t_min)
 
 
 def karras_grid(sde: SDE, steps: int, t_min: float, rho: float = 7.0) -> Tensor:
     """Noise levels s = sigma_t / alpha_t evenly spaced in s^(1/rho) (Karras et al. 2022, Eq. 5, rho = 7)."""
     ends = torch.tensor([sde.T, t_min], dtype=torch.float64)
-    s_max, s_min = torch.exp(-logsnr(sde, ends)).unbind()
+    s_max, s_min = torch.exp(-sde.logsnr(ends)).unbind()
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
     s = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
-    return pin_ends(time_from_logsnr(sde, -torch.log(s)), sde.T, t_min)
+    return pin_ends(sde.t_from_logsnr(-torch.log(s)), sde.T, t_min)
 
 
 def pin_ends(t: Tensor, t_max: float, t_min: float) -> Tensor:
@@ -69,10 +52,12 @@ def pin_ends(t: Tensor, t_max: float, t_min: float) -> Tensor:
 GRIDS = {"uniform": uniform_grid, "quadratic": quadratic_grid, "logsnr": logsnr_grid, "karras": karras_grid}
 
 
-def time_grid(sde: SDE, steps: int, t_min: float = 1e-3, kind: str = "uniform") -> Tensor:
-    """The named time grid from sde.T down to t_min, float64 [steps + 1] (one of `GRIDS`)."""
+def time_grid(sde: SDE, steps: int, t_min: float = 1e-3, kind: str = "default") -> Tensor:
+    """The named time grid from sde.T down to t_min, float64 [steps + 1]: one of `GRIDS`, or "default" for the
+    path's own `default_grid`."""
+    kind = sde.default_grid if kind == "default" else kind
     if kind not in GRIDS:
-        raise ValueError(f"unknown time grid {kind!r}; valid grids: {sorted(GRIDS)}")
+        raise ValueError(f"unknown time grid {kind!r}; valid grids: {sorted(GRIDS) + ['default']}")
     if int(steps) != steps or steps < 1:
         raise ValueError(f"number of steps must be a positive integer, got {steps!r}")
     if not 0 <= t_min < sde.T:

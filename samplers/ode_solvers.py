@@ -14,12 +14,9 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from sde import SDE, ScoreFn, as_time
+from sde.ode_methods import FIXED_METHODS, check_ode_method
 
 from .base import check_grid, final_denoise
-
-FIXED_METHODS = ("euler", "heun", "rk4")
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-ODE_METHODS = FIXED_METHODS + ADAPTIVE_METHODS
 
 
 def probability_flow_drift(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor) -> Tensor:
@@ -50,8 +47,7 @@ def solve_probability_flow(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, m
 
     Fixed-step methods step through every time in ts; adaptive methods use only the end points.
     """
-    if method not in ODE_METHODS:
-        raise ValueError(f"unknown ODE method {method!r}; valid methods: {list(ODE_METHODS)}")
+    check_ode_method(method)
     times = [float(t) for t in ts]
     if method in FIXED_METHODS:
         for i in range(len(times) - 1):

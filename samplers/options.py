@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import torch
 
-from sde import SDE, SDES
+from sde import SDE, require
 
 # Sampler option -> key of the config's `sampling` section that sets it. steps, grid and t_min are common.
 SAMPLER_OPTIONS = {
@@ -23,9 +23,11 @@ SAMPLER_OPTIONS = {
     "dpm_solver": {"order": "order", "eta": "eta", "denoise": "denoise"},
 }
 GRID_OPTIONS = ("steps", "grid", "t_min")
-# Every sampler is written from the exact marginals and transitions, so it serves every SDE of `sde.SDES`.
-SUPPORTED_SDES = {name: tuple(SDES) for name in SAMPLER_OPTIONS}
-ZERO_SIGMA_AT_0 = ("vp", "subvp", "ddpm")  # sigma_0 = 0: no score at t = 0, the grid must stop at t_min > 0
+# What each sampler reads from the path besides marginal(t) (every one has a default derived from the marginals,
+# so any path serves every sampler; `require` names what an object that is not a full path lacks).
+SAMPLER_NEEDS = {"ancestral": ("posterior", "prior_std"), "ald": ("prior_std",),
+                 "pc": ("coefficients", "transition", "prior_std"), "ode": ("coefficients", "prior_std"),
+                 "ddim": ("posterior", "logsnr", "prior_std"), "dpm_solver": ("logsnr", "prior_std")}
 
 
 def _choice(name: str, value, valid) -> None:
@@ -47,9 +49,10 @@ def _flag(name: str, value) -> None:
 
 def _check_option(key: str, value) -> None:
     """Validate one sampler option's value."""
-    from .base import VARIANCES
+    from sde.base import STEP_VARIANCES as VARIANCES
+    from sde.ode_methods import ODE_METHODS
+
     from .langevin import CORRECTORS
-    from .ode_solvers import ODE_METHODS
     from .sde_solvers import PREDICTORS
 
     if key == "predictor":
@@ -73,15 +76,13 @@ def _check_option(key: str, value) -> None:
         _flag(key, value)
 
 
-def check_sampler_options(sampler: str, sde: SDE | str, *, steps=None, grid=None, t_min=None, **options) -> None:
-    """Raise ValueError for an unknown sampler or option, a bad value, or a sampler/SDE pair that cannot work."""
+def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_min=None, **options) -> None:
+    """Raise ValueError for an unknown sampler or option, a bad value, or a path that lacks what the sampler needs
+    (named), before any score evaluation."""
     from .grids import GRIDS
 
     _choice("sampler", sampler, SAMPLER_OPTIONS)
-    sde_name = sde if isinstance(sde, str) else sde.name
-    if sde_name not in SUPPORTED_SDES[sampler]:
-        raise ValueError(f"sampler {sampler!r} cannot sample the {sde_name!r} SDE; it supports "
-                         f"{list(SUPPORTED_SDES[sampler])}")
+    require(sde, *SAMPLER_NEEDS[sampler], who=f"sampler {sampler!r}")
     valid = set(SAMPLER_OPTIONS[sampler]) | ({"lower_order_final"} if sampler == "dpm_solver" else set())
     unknown = sorted(set(options) - valid)
     if unknown:
@@ -89,17 +90,20 @@ def check_sampler_options(sampler: str, sde: SDE | str, *, steps=None, grid=None
     if steps is not None:
         _positive("number of steps", steps, integer=True)
     if grid is not None:
-        _choice("time grid", grid, GRIDS)
+        _choice("time grid", grid, [*GRIDS, "default"])
     if t_min is not None:
-        big_t = 1.0 if isinstance(sde, str) else sde.T
-        if not (isinstance(t_min, (int, float)) and 0 <= t_min < big_t):
-            raise ValueError(f"t_min must lie in [0, T = {big_t}), got {t_min!r}")
-        if t_min == 0 and sde_name in ZERO_SIGMA_AT_0:
-            raise ValueError(f"sampler {sampler!r} cannot stop at t_min = 0 on the {sde_name!r} SDE (sigma_0 = 0: "
-                             "the score is undefined there); use t_min > 0, e.g. 1e-3")
+        if not (isinstance(t_min, (int, float)) and 0 <= t_min < sde.T):
+            raise ValueError(f"t_min must lie in [0, T = {sde.T}), got {t_min!r}")
+        alpha, sigma = sde.marginal(torch.tensor([float(t_min), float(sde.T)], dtype=torch.float64))
+        if not float(sigma[0]) > 0:
+            raise ValueError(f"sampler {sampler!r} cannot stop at t_min = {t_min} on {sde!r}: sigma_t = 0 there, "
+                             "so the score is undefined; use t_min > 0, e.g. 1e-3")
+        if not float(alpha.min()) > 0:
+            raise ValueError(f"sampler {sampler!r} needs alpha_t > 0 on [t_min, T] for the data prediction; {sde!r} "
+                             f"has alpha = {alpha.tolist()} at t = {[float(t_min), float(sde.T)]}")
     for key, value in options.items():
         _check_option(key, value)
-    if sampler == "ald" and "eps" in options and t_min is not None and not isinstance(sde, str):
+    if sampler == "ald" and "eps" in options and t_min is not None:
         from .langevin import check_ald_step
 
         alpha, sigma = sde.marginal(torch.tensor([float(t_min)], dtype=torch.float64))

@@ -37,7 +37,7 @@ def reverse_diffusion_predictor(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tenso
 
 
 def ancestral_predictor(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor, s: Tensor,
-                        generator: torch.Generator | None, variance: str = "beta") -> Tensor:
+                        generator: torch.Generator | None, variance: str = "forward") -> Tensor:
     """Ancestral step x_s ~ q(x_s | x_t, x0_hat) (Ho et al. 2020, Alg. 2; Song et al. 2021, Eq. 47)."""
     return ancestral_step(sde, x, t, s, score_fn(x, t), randn_like(x, generator), variance)
 
@@ -58,7 +58,7 @@ PREDICTORS = {
 
 def pc_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, predictor: str = "reverse_diffusion",
               corrector: str = "langevin", snr: float = 0.16, n_corrector_steps: int = 1,
-              per_sample_step: bool = True, variance: str = "beta", denoise: bool = True,
+              per_sample_step: bool = True, variance: str = "forward", denoise: bool = True,
               generator: torch.Generator | None = None, callback=None) -> Tensor:
     """Predictor-corrector sampler (Song et al. 2021, Alg. 1) over the decreasing grid ts.
 
@@ -86,7 +86,7 @@ def pc_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, predictor: 
     return final_denoise(score_fn, sde, x, float(ts[-1]), denoise)
 
 
-def ancestral_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, variance: str = "beta",
+def ancestral_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, variance: str = "forward",
                      denoise: bool = True, generator: torch.Generator | None = None, callback=None) -> Tensor:
     """Ancestral sampling: DDPM's reverse chain on VP (Ho et al. 2020, Alg. 2), SMLD's on VE (Song et al. 2021).
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import append_dims
+from .base import SDE, append_dims
 from .vp import VPSDE
 
 
@@ -27,3 +27,6 @@ class SubVPSDE(VPSDE):
     def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
         big_b = self.beta_integral(t)
         return torch.exp(-0.5 * big_b), -torch.expm1(-big_b)
+
+    def t_from_logsnr(self, lam: Tensor) -> Tensor:
+        return SDE.t_from_logsnr(self, lam)  # VP's closed form does not hold here: bisection

@@ -22,8 +22,8 @@ class VESDE(SDE):
     name = "ve"
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
-        if not (sigma_min > 0 and sigma_max > sigma_min):
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+        if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and sigma_min > 0 and sigma_max > sigma_min):
+            raise ValueError(f"need finite 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
 
@@ -36,6 +36,11 @@ class VESDE(SDE):
 
     def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return torch.ones_like(t), self.sigma(t)
+
+    def t_from_logsnr(self, lam: Tensor) -> Tensor:
+        """Closed form: sigma(t) = e^{-lambda}, so t = (-lambda - log sigma_min) / log(sigma_max / sigma_min)."""
+        lam = torch.as_tensor(lam, dtype=torch.float64)
+        return ((-lam - math.log(self.sigma_min)) / self._log_ratio).clamp(0.0, self.T)
 
     def noise_ladder(self, L: int) -> Tensor:
         """NCSN's geometric ladder sigma_1 = sigma_max > ... > sigma_L = sigma_min (Song & Ermon 2019), [L]."""

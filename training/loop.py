@@ -237,7 +237,8 @@ def draw_time_and_noise(sde, x0, cfg, generator) -> tuple:
         t, weight = sample_importance_time(sde, x0.shape[0], tc.t_min, generator)
         t, weight = t.to(x0), weight.to(x0)
     else:
-        t = sample_time(sde, x0.shape[0], tc.loss, tc.t_min, cfg.sde.N, generator, x0.device).to(x0.dtype)
+        t = sample_time(sde, x0.shape[0], tc.loss, tc.t_min, cfg.sde.N, generator, x0.device, tc.p_mean,
+                        tc.p_std).to(x0.dtype)
         weight = None
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     return t, noise, weight

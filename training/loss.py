@@ -5,7 +5,10 @@ With x_t = alpha_t x_0 + sigma_t noise, the DSM objective (Song et al. 2021, Eq.
 lambda = sigma_t^2 gives the plain noise-prediction MSE; lambda = g(t)^2 is the likelihood weighting that bounds
 the KL divergence (Song et al. 2021b). DDPM's L_simple (Ho et al. 2020, Eq. 14) is the same MSE at t = i/N with
 i uniform on 1..N of the DDPM chain, and NCSN's objective (Song & Ermon 2019, Eq. 6 with lambda = sigma^2) is the
-same MSE on the noise ladder. So there is one loss and three ways of drawing t. Losses are per example, [B],
+same MSE on the noise ladder. EDM (Karras et al. 2022, Sec. 5) draws the noise level s = sigma_t / alpha_t
+log-normally, ln s ~ N(P_mean, P_std^2), and weights |D - x_0|^2 by (s^2 + sd^2) / (s sd)^2, which is
+(s^2 + sd^2) / sd^2 times the eps-MSE (D = y - s eps on y = x_t / alpha_t). So there is one loss and four ways of
+drawing t. Losses are per example, [B],
 averaged over dimensions; the trainer reduces them.
 """
 
@@ -16,8 +19,8 @@ from torch import Tensor
 
 from sde import SDE, append_dims
 
-WEIGHTINGS = ("sigma2", "likelihood")
-TIME_SAMPLINGS = ("continuous", "ddpm", "smld")
+WEIGHTINGS = ("sigma2", "likelihood", "edm")
+TIME_SAMPLINGS = ("continuous", "ddpm", "smld", "lognormal")
 
 
 def dsm_loss(model, sde: SDE, x0: Tensor, t: Tensor, noise: Tensor, y: Tensor | None = None,
@@ -32,13 +35,22 @@ def dsm_loss(model, sde: SDE, x0: Tensor, t: Tensor, noise: Tensor, y: Tensor | 
         _, g = sde.sde(x_t, t)
         _, sigma = sde.marginal(t)
         mse = mse * g**2 / sigma**2
+    elif weighting == "edm":
+        alpha, sigma = sde.marginal(t)
+        sd2 = model.sigma_data**2
+        mse = mse * ((sigma / alpha) ** 2 + sd2) / sd2
     return mse
 
 
 def sample_time(sde: SDE, batch_size: int, how: str = "continuous", t_min: float = 1e-5, num_scales: int = 1000,
-                generator: torch.Generator | None = None, device=None) -> Tensor:
+                generator: torch.Generator | None = None, device=None, p_mean: float = -1.2,
+                p_std: float = 1.2) -> Tensor:
     """Training times [B]: uniform on [t_min, T] ('continuous'), DDPM's grid i/N with i uniform on 1..N ('ddpm'),
-    or the NCSN ladder's times i/(L-1), i uniform on 0..L-1 ('smld')."""
+    the NCSN ladder's times i/(L-1), i uniform on 0..L-1 ('smld'), or EDM's log-normal noise levels
+    ln(sigma_t / alpha_t) ~ N(p_mean, p_std^2) mapped to t and clamped to [t_min, T] ('lognormal')."""
+    if how == "lognormal":
+        log_s = p_mean + p_std * torch.randn(batch_size, generator=generator, device=device, dtype=torch.float64)
+        return sde.t_from_logsnr(-log_s).clamp(t_min, sde.T).float()
     if how == "continuous":
         u = torch.rand(batch_size, generator=generator, device=device)
         return t_min + (sde.T - t_min) * u
@@ -53,9 +65,9 @@ def sample_time(sde: SDE, batch_size: int, how: str = "continuous", t_min: float
 
 def loss_fn(model, sde: SDE, x0: Tensor, y: Tensor | None = None, how: str = "continuous",
             weighting: str = "sigma2", t_min: float = 1e-5, num_scales: int = 1000,
-            generator: torch.Generator | None = None) -> Tensor:
+            generator: torch.Generator | None = None, p_mean: float = -1.2, p_std: float = 1.2) -> Tensor:
     """Draw t and noise, then the DSM loss per example [B] (the objective named by `how`)."""
-    t = sample_time(sde, x0.shape[0], how, t_min, num_scales, generator, x0.device).to(x0.dtype)
+    t = sample_time(sde, x0.shape[0], how, t_min, num_scales, generator, x0.device, p_mean, p_std).to(x0.dtype)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     return dsm_loss(model, sde, x0, t, noise, y, weighting)
 

@@ -1,0 +1,73 @@
+"""A discrete diffusion chain read as a continuous Gaussian path (Ho et al. 2020; Song et al. 2021, App. B).
+
+A chain of N steps with variances beta_1..beta_N has q(x_i | x_0) = N(sqrt(alpha-bar_i) x_0, (1 - alpha-bar_i) I),
+alpha-bar_i = prod_{j<=i} (1 - beta_j). `DiscreteChain` is the VP path whose beta(t) is piecewise constant on the
+grid t = i/N, -N log(1 - beta_i) on ((i-1)/N, i/N], so its marginal at t = i/N is exactly the chain's q(x_i | x_0)
+and its exact transitions between grid times are the chain's steps, while every continuous-time sampler and the
+likelihood apply to it unchanged. DDPM's linear betas (`sde.vp.DiscreteVPSDE`) and iDDPM's cosine betas
+(`sde.cosine.CosineVPSDE`) are two such chains.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import SDE, append_dims
+
+
+class DiscreteChain(SDE):
+    """The VP path with piecewise-constant beta(t) through a chain's betas [N] (each in (0, 1))."""
+
+    def __init__(self, betas: Tensor):
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        if betas.ndim != 1 or betas.numel() < 2 or not bool(((betas > 0) & (betas < 1)).all()):
+            raise ValueError("a discrete chain needs N >= 2 betas, each in (0, 1)")
+        self.N = int(betas.numel())
+        self.betas = betas  # [N], float64
+        log_one_minus = torch.log1p(-betas)
+        # B at the grid points t = i/N, i = 0..N: B_i = -sum_{j<=i} log(1 - beta_j).
+        self._big_b = torch.cat([torch.zeros(1, dtype=torch.float64), -torch.cumsum(log_one_minus, 0)])
+        self._rate = -log_one_minus * self.N  # piecewise-constant beta(t) on each interval, [N]
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        """The chain's alpha-bar_i = prod_{j<=i} (1 - beta_j), i = 1..N (float64, [N])."""
+        return torch.exp(-self._big_b[1:])
+
+    def _interval(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Index i of the interval (i/N, (i+1)/N] holding t, and the fraction of it elapsed."""
+        u = t.double() * self.N
+        i = torch.clamp(torch.ceil(u) - 1, 0, self.N - 1).long()
+        return i, u - i
+
+    def beta(self, t: Tensor) -> Tensor:
+        """The piecewise-constant beta(t) = -N log(1 - beta_i) on ((i-1)/N, i/N]."""
+        i, _ = self._interval(t)
+        return self._rate.to(t.device)[i].to(t.dtype)
+
+    def beta_integral(self, t: Tensor) -> Tensor:
+        """B(t) = int_0^t beta(s) ds, piecewise linear through the chain's -log alpha-bar_i."""
+        i, frac = self._interval(t)
+        big_b, rate = self._big_b.to(t.device), self._rate.to(t.device)
+        return (big_b[i] + frac * rate[i] / self.N).to(t.dtype)
+
+    def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        beta = self.beta(t)
+        return -0.5 * append_dims(beta, x.ndim) * x, beta.sqrt()
+
+    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        big_b = self.beta_integral(t)
+        return torch.exp(-0.5 * big_b), torch.sqrt(-torch.expm1(-big_b))
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+    def t_from_logsnr(self, lam: Tensor) -> Tensor:
+        """Closed form: B = log(1 + e^{-2 lambda}), then the interval of the piecewise-linear B(t) holding it."""
+        big_b = torch.nn.functional.softplus(-2 * torch.as_tensor(lam, dtype=torch.float64))
+        table = self._big_b.to(big_b.device)
+        i = (torch.searchsorted(table, big_b.contiguous()) - 1).clamp(0, self.N - 1)
+        frac = ((big_b - table[i]) / (table[i + 1] - table[i])).clamp(0, 1)
+        return (i + frac) / self.N
