@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from sde import SDE, ScoreFn, append_dims, as_time
+from sde import SDE, ScoreFn, append_dims, as_time, require
 from sde.ode_methods import ADAPTIVE_METHODS, TORCHDIFFEQ_NAME, check_ode_method
 
 from .divergence import DIVERGENCES, PROBES, draw_probes, exact_divergence, hutchinson_divergence
@@ -41,7 +41,8 @@ TIME_VARIABLES = ("auto", "t", "logsnr")
 
 def check_ode_options(sde: SDE, t_min: float, rtol: float, atol: float, method: str, divergence: str,
                       probe: str, num_probes: int) -> None:
-    """Raise ValueError naming the bad option and what is allowed, before any work is done."""
+    """Raise ValueError naming the bad option (or what the path lacks) and what is allowed, before any work."""
+    require(sde, "coefficients", "logsnr", "prior_std", who="the ODE likelihood")
     if not (isinstance(t_min, int | float) and 0 < t_min < sde.T):
         raise ValueError(f"t_min must lie in (0, T) = (0, {sde.T}), got {t_min!r}")
     for name, tol in (("rtol", rtol), ("atol", atol)):

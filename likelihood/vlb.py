@@ -39,7 +39,7 @@ import math
 import torch
 from torch import Tensor
 
-from sde import SDE, ScoreFn, append_dims, as_time, batch_sum
+from sde import SDE, ScoreFn, append_dims, as_time, batch_sum, require
 from sde.base import STEP_VARIANCES
 
 VARIANCES = STEP_VARIANCES  # p(x_s | x_t)'s variance: the posterior's beta-tilde or the forward kernel's v^2
@@ -86,14 +86,11 @@ def bound_grid(sde: SDE, num_steps: int, t_min: float | None = None, spacing: st
 
 def check_bound_support(sde: SDE, grid: Tensor) -> None:
     """Raise ValueError unless the SDE has closed-form marginals and the grid is usable for the bound."""
+    require(sde, "posterior", "prior_std", who="the discrete variational bound")
     grid = torch.as_tensor(grid, dtype=torch.float64)
     if grid.ndim != 1 or grid.numel() < 1 or grid[0] < 0 or grid[-1] > sde.T or (grid.diff() <= 0).any():
         raise ValueError(f"the bound needs an increasing grid 0 <= t_1 < ... < t_K <= T = {sde.T}, got {grid}")
-    try:
-        alpha, sigma = sde.marginal(grid)
-    except NotImplementedError:
-        raise ValueError(f"the discrete variational bound needs an SDE with closed-form Gaussian marginals "
-                         f"(sde.marginal / sde.transition); {type(sde).__name__} has none") from None
+    alpha, sigma = sde.marginal(grid)
     if not ((alpha > 0).all() and (sigma > 0).all() and (sde.snr(grid).diff() < 0).all()):
         raise ValueError(f"the discrete variational bound needs alpha_t > 0, sigma_t > 0 and a strictly decreasing "
                          f"signal-to-noise ratio on the grid; {sde!r} gives sigma(t_1) = {sigma[0].item():.3g}")

@@ -24,10 +24,10 @@ SAMPLER_OPTIONS = {
 }
 GRID_OPTIONS = ("steps", "grid", "t_min")
 # What each sampler reads from the path besides marginal(t) (every one has a default derived from the marginals,
-# so any path serves every sampler; `require` names what an object that is not a full path lacks).
-SAMPLER_NEEDS = {"ancestral": ("posterior", "prior_std"), "ald": ("prior_std",),
-                 "pc": ("coefficients", "transition", "prior_std"), "ode": ("coefficients", "prior_std"),
-                 "ddim": ("posterior", "logsnr", "prior_std"), "dpm_solver": ("logsnr", "prior_std")}
+# so any path serves every sampler; `require` names what an object that is not a full path lacks). The prior is
+# the caller's: samplers start from the x_T they are given.
+SAMPLER_NEEDS = {"ancestral": ("posterior",), "ald": (), "pc": ("coefficients", "transition"),
+                 "ode": ("coefficients",), "ddim": ("posterior", "logsnr"), "dpm_solver": ("logsnr",)}
 
 
 def _choice(name: str, value, valid) -> None:

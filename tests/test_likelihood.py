@@ -25,9 +25,9 @@ from likelihood import (
     log_likelihood,
     log_likelihood_per_probe,
 )
-from sde import VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
+from sde import EDMSDE, VESDE, VPSDE, CosineVPSDE, DiscreteVPSDE, RectifiedFlow, SubVPSDE
 
-SDES = [VPSDE(), SubVPSDE(), VESDE()]
+SDES = [VPSDE(), SubVPSDE(), VESDE(), CosineVPSDE(), EDMSDE(), RectifiedFlow()]
 
 
 def two_component_mixture() -> GaussianMixture:
@@ -138,7 +138,8 @@ def test_discrete_vp_chain_needs_logsnr_time(time_variable, max_err):
     assert (err < max_err) if time_variable == "logsnr" else (err > 1e-3)
 
 
-@pytest.mark.parametrize("sde", SDES + [DiscreteVPSDE(N=40)], ids=lambda s: s.name)
+@pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(), VESDE(), DiscreteVPSDE(N=40), CosineVPSDE(N=40), EDMSDE(),
+                                 RectifiedFlow()], ids=lambda s: s.name)
 def test_logsnr_time_derivative(sde):
     """d log SNR/dt = -g^2 / sigma^2 (used for dt/du) against a central finite difference, off the chain's jumps."""
     t = torch.tensor([0.113, 0.517, 0.871], dtype=torch.float64)
