@@ -1,0 +1,13 @@
+"""iDDPM's cosine schedule on MNIST (Nichol & Dhariwal 2021): its 1000-step chain with betas clipped at 0.999,
+trained with L_simple on the chain's steps, sampled with the stochastic DPM-Solver++(2M) in 20 steps."""
+
+from configs.vp_mnist import get_config as get_vp_config
+
+
+def get_config():
+    cfg = get_vp_config()  # the same network, schedule of learning rates and length as the default recipe
+    cfg.sde.name = "cosine"
+    cfg.training.loss = "ddpm"  # i uniform on 1..N, ||noise - eps_theta||^2 (iDDPM's L_simple)
+    cfg.sampling.sampler, cfg.sampling.steps, cfg.sampling.eta = "dpm_solver", 20, 1.0
+    cfg.sampling.t_min = 1.0 / cfg.sde.N  # the chain's first step
+    return cfg
