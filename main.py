@@ -27,7 +27,7 @@ flags.DEFINE_string("sampler", None, "Sampler name for --mode sample (overrides 
 def main(argv):
     """Validate everything, then run the chosen mode."""
     del argv
-    from configs.validate import ConfigError, validate_config
+    from compose.validate import ConfigError, validate_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     cfg = FLAGS.config
@@ -47,7 +47,7 @@ def main(argv):
 
 def run_mode(mode: str, cfg, workdir: str) -> None:
     """Dispatch to the mode's driver; results go to the work dir (the Python API returns them instead)."""
-    from training.checkpoint import CheckpointError
+    from infra.checkpoint import CheckpointError
 
     if mode == "train":
         from training.loop import TrainingDiverged, train

@@ -27,11 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from compose.checkpoints import (
+    load_evalnet,  # noqa: E402
+    load_score_model,  # noqa: E402
+)
+from compose.features import real_reference  # noqa: E402
 from configs.default import get_default_config  # noqa: E402
-from evaluation.features import real_reference  # noqa: E402
 from evaluation.quality import draw_samples, quality_of  # noqa: E402
-from training.checkpoint import latest_checkpoint, load_score_model  # noqa: E402
-from training.evalnet import load_evalnet, train_evalnet  # noqa: E402
+from infra.checkpoint import latest_checkpoint  # noqa: E402
+from training.evalnet import train_evalnet  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -88,8 +92,8 @@ def part_calibration(cfg, args, net, reference) -> list[dict]:
     same digits with Gaussian pixel noise, and a mode-collapsed set (one digit class only)."""
     import numpy as np
 
+    from compose.features import evalnet_outputs, pixels_to_evalnet_input
     from data.mnist import load_mnist
-    from evaluation.features import evalnet_outputs, pixels_to_evalnet_input
     from evaluation.quality import sample_metrics
 
     images, labels, _ = load_mnist(cfg.data.source, cfg.data.root, "train", progress=False)

@@ -117,9 +117,9 @@ def format_row(r: dict) -> str:
 
 def run_mnist(args) -> list[dict]:
     """Bits/dim of a trained checkpoint on the first test digits: the ODE at several tolerances, then the bound."""
+    from compose.checkpoints import load_score_model
     from data.mnist import load_mnist
     from evaluation.likelihood_eval import evaluate_bpd
-    from training.checkpoint import load_score_model
 
     device = torch.device(args.device)
     model, _ = load_score_model(args.checkpoint, device, use_ema=True)

@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from infra.io import atomic_write_bytes  # noqa: E402
 from sde import SDE, make_sde  # noqa: E402
-from training.checkpoint import atomic_write_bytes  # noqa: E402
 
 # (label, sampler, options, list of step counts): a sweep of each sampler's budget.
 SWEEP = [
@@ -140,10 +140,9 @@ MNIST_SWEEP = [  # CPU-sized for a trained U-Net (3 s per NFE for 500 samples on
 def evalnet_scorer(evalnet: str, test_root: str, num_real: int, train_cfg):
     """(fid_of(x) -> (FID, KID) of model-space samples against `num_real` real MNIST test digits under the
     evaluation network, floor) where floor is the same metric for as many real training digits as samples."""
-    from evaluation.features import evalnet_outputs, load_test_digits, pixels_to_evalnet_input
+    from compose.checkpoints import config_from_dict, load_evalnet
+    from compose.features import evalnet_outputs, load_test_digits, pixels_to_evalnet_input
     from evaluation.quality import frechet_distance, kernel_inception_distance
-    from training.checkpoint import config_from_dict
-    from training.evalnet import load_evalnet
 
     net, _ = load_evalnet(evalnet, "cpu")
     cfg = config_from_dict(train_cfg) if isinstance(train_cfg, dict) else train_cfg
@@ -172,8 +171,8 @@ def checkpoint_sweep(path: str, num: int, sweep, seed: int = 0, evalnet: str = "
                      batch: int = 250, on_row=None) -> tuple[list[dict], dict]:
     """Run the sweep on a trained checkpoint. Reference: PC with 1000 steps from other noise (sliced W2 in pixel
     space, with its own floor); with an evaluation network also FID/KID against the real test digits."""
-    from evaluation.sample import build_score_fn, model_shape
-    from training.checkpoint import load_score_model
+    from compose.checkpoints import load_score_model
+    from compose.sampling import build_score_fn, model_shape
 
     model, cfg = load_score_model(path, "cpu", True)
     model.eval()

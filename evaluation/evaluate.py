@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+
+from infra.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -12,7 +13,7 @@ logger = logging.getLogger(__name__)
 def run_eval(cfg, workdir: str) -> dict:
     """Evaluate the latest checkpoint in workdir; results go to workdir/eval/ and tensorboard, and are returned."""
     from evaluation.likelihood_eval import run_likelihood_eval
-    from training import distributed
+    from infra import distributed
 
     results = {"likelihood": run_likelihood_eval(cfg, workdir)}  # sharded under torchrun; every rank gets it all
     if cfg.eval.sample_metrics:
@@ -23,8 +24,6 @@ def run_eval(cfg, workdir: str) -> dict:
         return results
     path = os.path.join(workdir, "eval", "results.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=2, default=str)
-    os.replace(path + ".tmp", path)
+    atomic_write_json(path, results)
     logger.info("evaluation results written to %s", path)
     return results

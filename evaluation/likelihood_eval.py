@@ -12,7 +12,7 @@ Images are processed in chunks of `cfg.eval.batch_size`; each chunk's results ar
 os.replace) to <workdir>/eval/likelihood_chunks/, with a fingerprint of the settings, the checkpoint and the
 pixels, and every chunk's randomness is seeded from (seed, chunk index): a killed evaluation restarts where it
 stopped and gives the same numbers as an uninterrupted one, and under torchrun the ranks share the chunks out
-round robin (training/distributed.py) with the same numbers as one process. Outputs: eval/likelihood.json
+round robin (infra/distributed.py) with the same numbers as one process. Outputs: eval/likelihood.json
 (summary with standard errors), eval/per_image.npz (per-image results) and tensorboard scalars under
 <workdir>/tensorboard.
 """
@@ -20,7 +20,6 @@ round robin (training/distributed.py) with the same numbers as one process. Outp
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from data.datasets import dequantize_and_scale
+from infra.io import atomic_write_json, atomic_write_npz
 from likelihood import (
     VARIANCES,
     bits_per_dim,
@@ -49,24 +49,6 @@ logger = logging.getLogger(__name__)
 
 CHUNK_DIR = "likelihood_chunks"
 BOUND_TERMS = ("total", "prior", "diffusion", "decoder")
-
-
-# ---- Atomic files. ---------------------------------------------------------------------------------------------------
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to a temp file next to `path`, fsync, then os.replace it onto `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _save_npz(path: Path, arrays: dict) -> None:
-    """np.savez to memory, then an atomic write (a killed process never leaves a half-written .npz)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    _atomic_write(path, buffer.getvalue())
 
 
 # ---- One chunk. ------------------------------------------------------------------------------------------------------
@@ -131,7 +113,7 @@ def evaluate_bpd(score_fn, sde, images, out_dir=None, tag: str = "", seed: int =
                  progress: bool = False, dist=None, **options) -> dict:
     """Bits/dim of 8-bit images [N, C, H, W] by the probability-flow ODE and the variational bound, in resumable
     chunks under `out_dir` (None: in memory). `options` as in DEFAULT_OPTIONS. Under torchrun (`dist`, a
-    training.distributed.Dist) each rank does the chunks it owns (round robin) and every rank gets all results.
+    infra.distributed.Dist) each rank does the chunks it owns (round robin) and every rank gets all results.
     Returns the summary with standard errors and "per_image" arrays."""
     unknown = set(options) - set(DEFAULT_OPTIONS)
     if unknown:
@@ -156,12 +138,12 @@ def evaluate_bpd(score_fn, sde, images, out_dir=None, tag: str = "", seed: int =
         if result is None:
             result = _run_chunk(score_fn, sde, chunk, opts, seed, c, device)
             if path is not None:
-                _save_npz(path, {**result, "fingerprint": np.array(fingerprint)})
+                atomic_write_npz(path, **{**result, "fingerprint": np.array(fingerprint)})
         else:
             logger.info("chunk %d already done (%s); skipping it", c, path)
         chunks.append(result)
     if dist is not None and dist.enabled:
-        from training.distributed import gather_round_robin
+        from infra.distributed import gather_round_robin
 
         chunks = gather_round_robin(chunks, dist)
     return _summarise(chunks, opts, images)
@@ -214,7 +196,8 @@ DEFAULT_OPTIONS = {"batch_size": 64, "num_dequant": 1, "num_probes": 1, "probe":
 # ---- The driver. -----------------------------------------------------------------------------------------------------
 def _load_model(cfg, workdir: str, device):
     """(score_fn, sde, tag, step) of the checkpoint sampling would use; weights frozen (only x needs gradients)."""
-    from training.checkpoint import checkpoint_step, load_score_model, recorded_sha256, resolve_checkpoint
+    from compose.checkpoints import load_score_model
+    from infra.checkpoint import checkpoint_step, recorded_sha256, resolve_checkpoint
 
     path = resolve_checkpoint(cfg.sampling.checkpoint or workdir)
     model, _ = load_score_model(path, device, use_ema=cfg.sampling.use_ema)
@@ -237,8 +220,8 @@ def _load_images(cfg) -> torch.Tensor:
 def _write_outputs(results: dict, out_dir: Path, workdir: str, step: int) -> None:
     """eval/likelihood.json, eval/per_image.npz (both atomic) and tensorboard scalars."""
     summary = {k: v for k, v in results.items() if k != "per_image"}
-    _atomic_write(out_dir / "likelihood.json", json.dumps(summary, indent=2).encode())
-    _save_npz(out_dir / "per_image.npz", results["per_image"])
+    atomic_write_json(out_dir / "likelihood.json", summary)
+    atomic_write_npz(out_dir / "per_image.npz", **results["per_image"])
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(os.path.join(workdir, "tensorboard")) as writer:
@@ -252,7 +235,7 @@ def run_likelihood_eval(cfg, workdir: str) -> dict:
     """Bits/dim of the checkpoint in `workdir` on MNIST by the probability-flow ODE and the variational bound;
     writes eval/likelihood.json, eval/per_image.npz and tensorboard scalars; resumes a killed run. Under torchrun
     the chunks are shared out round robin and rank 0 writes the outputs."""
-    from training import distributed
+    from infra import distributed
 
     e = cfg.eval
     options = {k: e[k] for k in DEFAULT_OPTIONS}

@@ -7,10 +7,47 @@ and any pair of times s < t (Ho et al. 2020, Eqs. 6-7).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from sde import SDE, ScoreFn, append_dims, as_time
+from sde.base import STEP_VARIANCES
+from sde.ode_methods import check_ode_method
+
+
+def check_choice(name: str, value, valid) -> None:
+    """Raise ValueError naming an unknown choice and the valid ones."""
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {sorted(valid)}")
+
+
+def check_positive(name: str, value, integer: bool = False) -> None:
+    """Raise ValueError unless value is a positive number (an integer if asked)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)
+    if not ok or (integer and int(value) != value):
+        kind = "a positive integer" if integer else "> 0"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def check_option(key: str, value) -> None:
+    """Validate one sampler option's value by its keyword (predictor and corrector names: see samplers/options.py)."""
+    if key == "variance":
+        check_choice("ancestral variance", value, STEP_VARIANCES)
+    elif key == "method":
+        check_ode_method(value)
+    elif key == "order":
+        check_choice("DPM-Solver order", value, (1, 2, 3))
+    elif key == "eta":
+        if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+            raise ValueError(f"eta must lie in [0, 1] (DDIM and DPM-Solver++ stochasticity), got {value!r}")
+    elif key in ("snr", "eps", "rtol", "atol"):
+        check_positive(key, value)
+    elif key in ("n_steps", "n_corrector_steps"):
+        check_positive(key, value, integer=True)
+    elif key in ("denoise", "per_sample_step", "lower_order_final") and not isinstance(value, bool):
+        raise ValueError(f"{key} must be True or False, got {value!r}")
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:

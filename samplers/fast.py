@@ -17,7 +17,7 @@ from torch import Tensor
 
 from sde import SDE, ScoreFn, append_dims, as_time
 
-from .base import check_grid, final_denoise, randn_like
+from .base import check_grid, check_option, final_denoise, randn_like
 
 
 def ddim_step(sde: SDE, x: Tensor, t: Tensor, s: Tensor, score: Tensor, eta: float,
@@ -38,9 +38,7 @@ def ddim_step(sde: SDE, x: Tensor, t: Tensor, s: Tensor, score: Tensor, eta: flo
 def ddim_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, eta: float = 0.0, denoise: bool = True,
                 generator: torch.Generator | None = None, callback=None) -> Tensor:
     """DDIM sampler, deterministic for eta = 0 (Song et al. 2021a, Alg. in Sec. 4.1). NFE = steps (+1 denoise)."""
-    from .options import check_sampler_options
-
-    check_sampler_options("ddim", sde, eta=eta)
+    check_option("eta", eta)
     check_grid(sde, ts)
     ts = ts.to(x.device, torch.float64)
     for i in range(len(ts) - 1):
@@ -99,9 +97,8 @@ def dpm_solver_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, ord
     The first steps warm up at lower order; with fewer than 15 steps the last steps also lower their order
     (as the reference implementation does), which keeps very short grids stable.
     """
-    from .options import check_sampler_options
-
-    check_sampler_options("dpm_solver", sde, order=order, eta=eta)
+    check_option("order", order)
+    check_option("eta", eta)
     check_grid(sde, ts)
     ts = ts.to(x.device, torch.float64)
     alpha, sigma = sde.marginal(ts)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from sde import SDE, ScoreFn, append_dims, as_time
 
-from .base import check_grid, final_denoise, randn_like
+from .base import check_grid, check_option, final_denoise, randn_like
 
 
 def langevin_step(x: Tensor, score: Tensor, step: Tensor, noise: Tensor) -> Tensor:
@@ -92,9 +92,8 @@ def ald_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, eps: float
     the step alpha_t^2 times larger and x rescaled by alpha_t' / alpha_t between levels; on VE (alpha = 1) it is
     Song & Ermon's algorithm verbatim. The final denoising is Tweedie's at the last level (Song & Ermon 2020).
     """
-    from .options import check_sampler_options
-
-    check_sampler_options("ald", sde, eps=eps, n_steps=n_steps)
+    check_option("eps", eps)
+    check_option("n_steps", n_steps)
     check_grid(sde, ts)
     ts = ts.to(x.device, torch.float64)
     alpha, sigma = sde.marginal(ts)

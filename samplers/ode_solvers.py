@@ -16,7 +16,7 @@ from torchdiffeq import odeint
 from sde import SDE, ScoreFn, as_time
 from sde.ode_methods import FIXED_METHODS, check_ode_method
 
-from .base import check_grid, final_denoise
+from .base import check_grid, check_option, final_denoise
 
 
 def probability_flow_drift(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor) -> Tensor:
@@ -73,9 +73,8 @@ def ode_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, method: st
                callback=None) -> Tensor:
     """Probability-flow ODE sampler from T to t_min (Song et al. 2021, Sec. 4.3); deterministic given x_T."""
     del generator  # deterministic
-    from .options import check_sampler_options
-
-    check_sampler_options("ode", sde, method=method, rtol=rtol, atol=atol)
+    for key, value in (("method", method), ("rtol", rtol), ("atol", atol)):
+        check_option(key, value)
     check_grid(sde, ts)
     x = solve_probability_flow(score_fn, sde, x, ts, method, rtol, atol, callback)
     # Final denoising.

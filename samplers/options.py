@@ -12,6 +12,11 @@ import torch
 
 from sde import SDE, require
 
+from .base import check_choice, check_option, check_positive
+from .grids import GRIDS
+from .langevin import CORRECTORS, check_ald_step
+from .sde_solvers import PREDICTORS
+
 # Sampler option -> key of the config's `sampling` section that sets it. steps, grid and t_min are common.
 SAMPLER_OPTIONS = {
     "ancestral": {"variance": "ancestral_variance", "denoise": "denoise"},
@@ -30,67 +35,29 @@ SAMPLER_NEEDS = {"ancestral": ("posterior",), "ald": (), "pc": ("coefficients", 
                  "ode": ("coefficients",), "ddim": ("posterior", "logsnr"), "dpm_solver": ("logsnr",)}
 
 
-def _choice(name: str, value, valid) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {sorted(valid)}")
-
-
-def _positive(name: str, value, integer: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    if not ok or (integer and int(value) != value):
-        kind = "a positive integer" if integer else "> 0"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-
-
-def _flag(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-
-
 def _check_option(key: str, value) -> None:
-    """Validate one sampler option's value."""
-    from sde.base import STEP_VARIANCES as VARIANCES
-    from sde.ode_methods import ODE_METHODS
-
-    from .langevin import CORRECTORS
-    from .sde_solvers import PREDICTORS
-
+    """Validate one sampler option's value (the registries of predictors and correctors live with the solvers)."""
     if key == "predictor":
-        _choice("predictor", value, PREDICTORS)
+        check_choice("predictor", value, PREDICTORS)
     elif key == "corrector":
-        _choice("corrector", value, CORRECTORS)
-    elif key == "variance":
-        _choice("ancestral variance", value, VARIANCES)
-    elif key == "method":
-        _choice("ODE method", value, ODE_METHODS)
-    elif key == "order":
-        _choice("DPM-Solver order", value, (1, 2, 3))
-    elif key == "eta":
-        if not (isinstance(value, (int, float)) and 0 <= value <= 1):
-            raise ValueError(f"eta must lie in [0, 1] (DDIM and DPM-Solver++ stochasticity), got {value!r}")
-    elif key in ("snr", "eps", "rtol", "atol"):
-        _positive(key, value)
-    elif key in ("n_steps", "n_corrector_steps"):
-        _positive(key, value, integer=True)
-    elif key in ("denoise", "per_sample_step", "lower_order_final"):
-        _flag(key, value)
+        check_choice("corrector", value, CORRECTORS)
+    else:
+        check_option(key, value)
 
 
 def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_min=None, **options) -> None:
     """Raise ValueError for an unknown sampler or option, a bad value, or a path that lacks what the sampler needs
     (named), before any score evaluation."""
-    from .grids import GRIDS
-
-    _choice("sampler", sampler, SAMPLER_OPTIONS)
+    check_choice("sampler", sampler, SAMPLER_OPTIONS)
     require(sde, *SAMPLER_NEEDS[sampler], who=f"sampler {sampler!r}")
     valid = set(SAMPLER_OPTIONS[sampler]) | ({"lower_order_final"} if sampler == "dpm_solver" else set())
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for sampler {sampler!r}; valid options: {sorted(valid)}")
     if steps is not None:
-        _positive("number of steps", steps, integer=True)
+        check_positive("number of steps", steps, integer=True)
     if grid is not None:
-        _choice("time grid", grid, [*GRIDS, "default"])
+        check_choice("time grid", grid, [*GRIDS, "default"])
     if t_min is not None:
         if not (isinstance(t_min, (int, float)) and 0 <= t_min < sde.T):
             raise ValueError(f"t_min must lie in [0, T = {sde.T}), got {t_min!r}")
@@ -104,8 +71,6 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
     for key, value in options.items():
         _check_option(key, value)
     if sampler == "ald" and "eps" in options and t_min is not None:
-        from .langevin import check_ald_step
-
         alpha, sigma = sde.marginal(torch.tensor([float(t_min)], dtype=torch.float64))
         check_ald_step(options["eps"], float(sigma / alpha))
     if options.get("predictor") == "none" and options.get("corrector") == "none":
@@ -114,5 +79,5 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
 
 def options_from_config(sampler: str, sampling: Mapping) -> dict:
     """The sampler's keyword options read from a mapping with the config's `sampling` keys (plain data)."""
-    _choice("sampler", sampler, SAMPLER_OPTIONS)
+    check_choice("sampler", sampler, SAMPLER_OPTIONS)
     return {option: sampling[key] for option, key in SAMPLER_OPTIONS[sampler].items()}

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from sde import SDE, ScoreFn, append_dims, as_time
 
-from .base import ancestral_step, check_grid, final_denoise, randn_like
+from .base import ancestral_step, check_choice, check_grid, check_option, final_denoise, randn_like
 from .langevin import CORRECTORS
 
 
@@ -64,10 +64,12 @@ def pc_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, predictor: 
 
     NFE: (1 if a predictor) + n_corrector_steps (if a corrector), per step; + 1 for the final denoising.
     """
-    from .options import check_sampler_options
-
-    check_sampler_options("pc", sde, predictor=predictor, corrector=corrector, snr=snr,
-                          n_corrector_steps=n_corrector_steps, variance=variance)
+    check_choice("predictor", predictor, PREDICTORS)
+    check_choice("corrector", corrector, CORRECTORS)
+    for key, value in (("snr", snr), ("n_corrector_steps", n_corrector_steps), ("variance", variance)):
+        check_option(key, value)
+    if predictor == corrector == "none":
+        raise ValueError("predictor 'none' with corrector 'none' does nothing; choose at least one")
     check_grid(sde, ts)
     predict, correct = PREDICTORS[predictor], CORRECTORS[corrector]
     extra = {"variance": variance} if predictor == "ancestral" else {}

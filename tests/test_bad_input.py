@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from compose.validate import ConfigError, validate_config
 from configs.toy_gmm import get_config as toy_config
-from configs.validate import ConfigError, validate_config
 from configs.vp_mnist import get_config as mnist_config
 
 REPO = Path(__file__).resolve().parents[1]

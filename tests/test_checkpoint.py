@@ -16,17 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from compose.build import make_score_model
+from compose.checkpoints import check_resume_config, load_score_model
 from configs.default import get_default_config
-from models.build import make_score_model
-from training.checkpoint import (
+from infra.checkpoint import (
     CheckpointError,
-    check_resume_config,
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     load_latest_checkpoint,
-    load_score_model,
     save_checkpoint,
     sha256_file,
     sidecar_path,
@@ -142,7 +141,7 @@ def test_malicious_pickle_is_refused_and_runs_no_code(tmp_path):
 def test_malicious_pickle_refused_with_force_no_weights_only_env(tmp_path):
     """torch 2.13 applies TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD only when weights_only is not passed; ours always is."""
     marker, zip_pt, raw_pt = write_malicious(tmp_path)
-    code = ("import sys\nfrom training.checkpoint import load_checkpoint, CheckpointError\n"
+    code = ("import sys\nfrom infra.checkpoint import load_checkpoint, CheckpointError\n"
             "for p in sys.argv[1:]:\n    try:\n        load_checkpoint(p)\n        print('LOADED', p)\n"
             "    except CheckpointError as e:\n        print('REFUSED', p)\n")
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONPATH": str(REPO)}

@@ -36,8 +36,9 @@ if __name__ == "__main__":  # run by torchrun as the worker script
 
 import training.loop as loop  # noqa: E402
 from configs.toy_gmm import get_config as toy_config  # noqa: E402
-from training import distributed  # noqa: E402
-from training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint  # noqa: E402
+from infra import distributed  # noqa: E402
+from infra.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint  # noqa: E402
+from tests import hooks  # noqa: E402
 
 # Labels with dropout exercise every sharded draw: batch, label dropout, t, noise. Weights change visibly per step.
 OVERRIDES = {"model.hidden": 32, "model.depth": 2, "model.num_classes": 4, "training.p_uncond": 0.3,
@@ -118,7 +119,7 @@ def free_ports(n: int) -> list[int]:
 
 def torchrun(port: int, *args: str, env: dict | None = None) -> subprocess.Popen:
     """`python -m torch.distributed.run --nproc_per_node=2` on 127.0.0.1 (one intra-op thread per process)."""
-    base = {k: v for k, v in os.environ.items() if k != loop.SIGNAL_AT_STEP_ENV}
+    base = {k: v for k, v in os.environ.items() if k not in (hooks.SIGNAL_ENV, hooks.SLOW_SAVE_ENV)}
     env = {**base, "OMP_NUM_THREADS": "1", **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
@@ -150,8 +151,8 @@ def runs(tmp_path_factory):
     flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
     port_two, port_resume = free_ports(2)
     procs = {
-        "two": torchrun(port_two, "main.py", "--config=configs/toy_gmm.py", "--mode=train",
-                        f"--workdir={tmp / 'two'}", *flags, env={loop.SIGNAL_AT_STEP_ENV: "5:SIGTERM:1"}),
+        "two": torchrun(port_two, "tests/hooks.py", "--config=configs/toy_gmm.py", "--mode=train",
+                        f"--workdir={tmp / 'two'}", *flags, env={hooks.SIGNAL_ENV: "5:SIGTERM:1"}),
         "resume": torchrun(port_resume, "tests/test_distributed.py", "worker", str(tmp / "resume"),
                            str(tmp / "worker.npz")),
     }
@@ -235,7 +236,7 @@ def test_sharded_bits_per_dim_equal_the_single_process_evaluation(runs):
 
 # ---- Checks without launching. ---------------------------------------------------------------------------------------
 def test_the_global_batch_must_divide_and_unsharded_modes_are_refused(monkeypatch, tmp_path):
-    from configs.validate import ConfigError, validate_config
+    from compose.validate import ConfigError, validate_config
 
     assert distributed.Dist(rank=1, world_size=2).shard(32) == slice(16, 32)
     with pytest.raises(ValueError, match="33 is not divisible by the number of processes 2"):
@@ -259,7 +260,7 @@ def test_the_global_batch_must_divide_and_unsharded_modes_are_refused(monkeypatc
     ("distributed.backend", "mpi", r"distributed.backend = 'mpi' is unknown"),
 ])
 def test_distributed_and_precision_options_are_checked(key, value, match, tmp_path):
-    from configs.validate import ConfigError, validate_config
+    from compose.validate import ConfigError, validate_config
 
     cfg = toy_cfg()
     section, name = key.split(".")

@@ -257,9 +257,10 @@ def test_train_classifier_learns_the_exact_posterior_and_refuses_another_sde(tmp
     """200 steps on the toy mixture: KL(exact p_t(c|x) || classifier) < 0.05 nats at t = 0.3 (its CE, ~0.75, is
     far above that, so an untrained or mispreconditioned net fails); the checkpoint reloads, and with another SDE
     it is refused."""
+    from compose.checkpoints import load_classifier
     from configs.toy_cond import get_config
     from data.toy import make_mixture
-    from training.classifier import load_classifier, train_classifier
+    from training.classifier import train_classifier
 
     cfg = get_config()
     cfg.classifier.n_iters, cfg.classifier.checkpoint_every = 200, 100
@@ -280,7 +281,7 @@ def test_train_classifier_learns_the_exact_posterior_and_refuses_another_sde(tmp
         load_classifier(tmp_path, sde=VPSDE(beta_max=10.0))
 
     # The sampling driver's score function: classifier guidance of an unconditional model through the work dir.
-    from evaluation.sample import build_score_fn
+    from compose.sampling import build_score_fn
 
     sampling = {**get_config().sampling.to_dict(), "label": 1, "classifier_scale": 1.0,
                 "classifier_workdir": str(tmp_path)}
@@ -293,7 +294,7 @@ def test_train_classifier_learns_the_exact_posterior_and_refuses_another_sde(tmp
         build_score_fn(ScoreModel(mix.eps_net(VESDE()), VESDE()), sampling, None)
 
     # A class sheet from an unconditional model: the classifier's classes are cycled, one label per sample.
-    from evaluation.sample import batch_labels, label_classes
+    from compose.sampling import batch_labels, label_classes
 
     uncond = ScoreModel(mix.eps_net(sde), sde)
     sheet = {**sampling, "label": -1, "class_grid": True}
@@ -303,8 +304,8 @@ def test_train_classifier_learns_the_exact_posterior_and_refuses_another_sde(tmp
 
 def test_sampling_driver_refuses_bad_guidance_requests():
     """Labels on an unconditional checkpoint, labels out of range, a classifier scale without a classifier."""
+    from compose.sampling import build_score_fn
     from configs.default import get_default_config
-    from evaluation.sample import build_score_fn
 
     sde, mix = VPSDE(), labelled_mixture()
     sampling = get_default_config().sampling.to_dict()

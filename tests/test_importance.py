@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
+from losses.importance import likelihood_weight, sample_importance_time
 from sde import VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
-from training.importance import likelihood_weight, sample_importance_time
 
 T_MIN = 1e-5
 
@@ -92,9 +92,9 @@ def test_training_loss_with_importance_sampling_is_the_likelihood_weighted_loss(
     the draws by lambda twice would be off by orders of magnitude."""
     from configs.toy_gmm import get_config
     from data.toy import make_mixture
+    from losses.dsm import ideal_dsm_value
     from models.score import ScoreModel
     from training.loop import compute_loss, draw_time_and_noise
-    from training.loss import ideal_dsm_value
 
     cfg = get_config()
     cfg.training.weighting, cfg.training.importance_sampling, cfg.training.t_min = "likelihood", True, T_MIN

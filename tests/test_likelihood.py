@@ -267,11 +267,11 @@ def test_evaluate_bpd_matches_exact_discrete_likelihood():
 def test_run_likelihood_eval_end_to_end(tmp_path):
     """A tiny U-Net checkpoint saved with training.checkpoint, tiny MNIST test IDX files: JSON, per-image npz and
     tensorboard are written; a second call resumes from the stored chunks and returns the same numbers."""
-    pytest.importorskip("training.checkpoint")
+    pytest.importorskip("infra.checkpoint")
+    from compose.build import make_score_model
     from configs.default import get_default_config
     from evaluation.likelihood_eval import run_likelihood_eval
-    from models.build import make_score_model
-    from training.checkpoint import save_checkpoint
+    from infra.checkpoint import save_checkpoint
 
     cfg = get_default_config()
     cfg.model.base_channels, cfg.model.channel_mult, cfg.model.attn_resolutions = 8, (1,), ()

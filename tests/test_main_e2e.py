@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.checkpoint import checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint
+from infra.checkpoint import checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SCALARS = {"train/loss", "train/lr", "train/grad_norm", "train/bad_steps"}

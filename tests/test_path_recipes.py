@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from training.checkpoint import load_score_model
+from compose.checkpoints import load_score_model
 
 RECIPES = ["cosine_mnist", "edm_mnist", "rectified_flow_mnist"]
 
@@ -46,7 +46,7 @@ def digits(tmp_path_factory):
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_trains_samples_with_every_sampler_and_evaluates(recipe, digits, tmp_path):
-    from configs.validate import validate_config
+    from compose.validate import validate_config
     from evaluation.evaluate import run_eval
     from evaluation.sample import run_sampling
     from training.loop import train

@@ -119,9 +119,10 @@ def test_train_evalnet_end_to_end_and_quality_eval_pieces(tmp_path):
     """train_evalnet on 200 fake digits (IDX train + test files, 25 steps: seconds): runs, learns, reports the
     test accuracy that the restored checkpoint reproduces, and the restored net's features feed FID (of the
     test digits with themselves: 0; 100 digits < 128 features makes the covariance singular, hence 1e-3)."""
+    from compose.checkpoints import load_evalnet
+    from compose.features import evalnet_outputs, real_reference
     from configs.default import get_default_config
-    from evaluation.features import evalnet_outputs, real_reference
-    from training.evalnet import load_evalnet, train_evalnet
+    from training.evalnet import train_evalnet
 
     for split, (prefix, n) in {"train": ("train", 200), "test": ("t10k", 100)}.items():
         images, labels = _fake_digits(n, seed=len(split))

@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 import torch
 
+import infra.state as state
 import training.loop as loop
-import training.state as state
 from configs.toy_gmm import get_config as toy_config
 from configs.vp_mnist import get_config as mnist_config
-from training.checkpoint import (
+from infra.checkpoint import (
     CheckpointError,
     WorkdirLock,
     checkpoint_path,
@@ -38,6 +38,7 @@ from training.checkpoint import (
     list_checkpoints,
     load_checkpoint,
 )
+from tests import hooks
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)  # the machine is shared: 2 threads under contention are many times slower than 1
@@ -72,13 +73,11 @@ def write_idx(root: Path, n: int = 7) -> Path:
 
 
 def run_interrupted(cfg, workdir: Path, stop_at: int, monkeypatch, sig: str = "SIGTERM") -> None:
-    """Train until a real signal (sent by the loop's test hook after step `stop_at`), then resume to the end."""
-    monkeypatch.setenv(loop.SIGNAL_AT_STEP_ENV, f"{stop_at}:{sig}")
+    """Train until a real signal (sent by the test's on_step hook after step `stop_at`), then resume to the end."""
     with pytest.raises(loop.TrainingInterrupted) as stop:
-        loop.train(cfg, workdir)
+        loop.train(cfg, workdir, on_step=hooks.signal_after(stop_at, sig))
     assert stop.value.code == loop.EXIT_INTERRUPTED == 75
     assert latest_checkpoint(workdir) == checkpoint_path(workdir, stop_at)
-    monkeypatch.delenv(loop.SIGNAL_AT_STEP_ENV)
     loop.train(cfg, workdir)
 
 
@@ -124,7 +123,7 @@ def main_py(workdir: Path, *flags: str, env: dict | None = None, log: Path | Non
     """Start `main.py --mode train` on the toy config (stdout piped, stderr to `log`)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "main.py", "--config=configs/toy_gmm.py", "--mode=train", f"--workdir={workdir}",
+    cmd = [sys.executable, "tests/hooks.py", "--config=configs/toy_gmm.py", "--mode=train", f"--workdir={workdir}",
            "--config.training.snapshot_every=0", "--config.training.batch_size=32", "--config.model.hidden=32",
            *flags]
     stderr = open(log or os.devnull, "w")  # noqa: SIM115 - handed to the child
@@ -174,7 +173,7 @@ def test_a_second_training_process_on_a_busy_work_dir_is_refused_and_a_kill_free
 def test_sigkill_during_a_save_keeps_the_previous_checkpoint_and_resume_works(tmp_path, caplog):
     workdir = tmp_path / "run"
     proc = main_py(workdir, "--config.training.n_iters=1000000", "--config.training.checkpoint_every=20",
-                   env={"SCORESDE_TEST_SLOW_SAVE": "60@40"}, log=tmp_path / "first.log")
+                   env={hooks.SLOW_SAVE_ENV: "60@40"}, log=tmp_path / "first.log")
     for line in proc.stdout:  # the hook prints once ckpt_000040.pt is half written to its temp file
         if "slow save: ckpt_000040.pt half written" in line:
             proc.send_signal(signal.SIGKILL)

@@ -13,13 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
+import compose.sampling as sampling
 import evaluation.sample as driver
+from compose.build import make_score_model
 from configs.default import get_default_config
 from data.toy import make_mixture
-from models.build import make_score_model
+from infra.checkpoint import save_checkpoint
 from models.score import ScoreModel
 from sde import make_sde
-from training.checkpoint import save_checkpoint
 
 
 def toy_cfg(**sampling):
@@ -98,7 +99,7 @@ def test_notebook_api_samples_the_oracle_mixture():
     """ScoreModel(oracle eps-net): 1000 DPM-Solver++ samples, mean log p_0 within 5 s.e. of E_p[log p_0]."""
     mixture, sde = make_mixture("gmm2d"), make_sde("vp")
     model = ScoreModel(mixture.eps_net(sde), sde)
-    x, info = driver.sample(model, "dpm_solver", 1000, shape=(2,), steps=25, grid="logsnr", order=3,
+    x, info = sampling.sample(model, "dpm_solver", 1000, shape=(2,), steps=25, grid="logsnr", order=3,
                             generator=torch.Generator().manual_seed(0))
     assert x.shape == (1000, 2) and info["nfe"] == 26 and info["options"]["order"] == 3
     truth = mixture.log_prob(mixture.sample(100_000, torch.Generator().manual_seed(1), dtype=torch.float64))
@@ -110,16 +111,16 @@ def test_notebook_api_rejects_unknown_names():
     sde = make_sde("ve")
     model = ScoreModel(make_mixture("gmm2d").eps_net(sde), sde)
     with pytest.raises(ValueError, match=r"unknown sampler 'euler'; valid: \['ald', 'ancestral'"):
-        driver.sample(model, "euler", 4, shape=(2,))
+        sampling.sample(model, "euler", 4, shape=(2,))
     with pytest.raises(ValueError, match="unknown option 'n_steps' for sampler 'pc'"):
-        driver.sample(model, "pc", 4, shape=(2,), n_steps=3)
+        sampling.sample(model, "pc", 4, shape=(2,), n_steps=3)
 
 
 def test_build_score_fn_is_the_models_score():
     sde = make_sde("vp")
     model = ScoreModel(make_mixture("gmm2d").eps_net(sde), sde)
     x, t = torch.randn(5, 2, dtype=torch.float64), torch.full((5,), 0.3, dtype=torch.float64)
-    torch.testing.assert_close(driver.build_score_fn(model, None)(x, t), model(x, t))
+    torch.testing.assert_close(sampling.build_score_fn(model, None)(x, t), model(x, t))
 
 
 def test_main_sample_mode_end_to_end(tmp_path):

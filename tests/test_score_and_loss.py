@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from data.toy import GaussianMixture, make_mixture
+from losses.dsm import dsm_loss, ideal_dsm_value, loss_fn, sample_time
 from models import ScoreModel
 from sde import VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
-from training.loss import dsm_loss, ideal_dsm_value, loss_fn, sample_time
 
 SDES = [VPSDE(), SubVPSDE(), VESDE(), DiscreteVPSDE(N=1000)]
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 import training.loop as loop
+from compose.build import make_score_model, make_sde_from_config
 from configs.default import get_default_config
 from configs.toy_gmm import get_config as toy_config
 from data.toy import make_mixture
-from models.build import make_score_model, make_sde_from_config
+from infra.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
+from losses.dsm import dsm_loss
 from models.score import ScoreModel
-from training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 from training.ema import EMA
-from training.loss import dsm_loss
 
 torch.set_num_threads(1)  # the machine is shared: 2 threads under contention are many times slower than 1
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import (
+from compose.checkpoints import load_score_model
+from infra.checkpoint import (
     CKPT_DIR,
     CheckpointError,
     WorkdirLock,
@@ -19,7 +20,6 @@ from training.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_latest_checkpoint,
-    load_score_model,
     save_checkpoint,
 )
 
@@ -37,12 +37,13 @@ def _digests(workdir) -> dict[str, str]:
 
 
 def test_every_mode_in_one_workdir_keeps_the_score_checkpoints(tmp_path):
+    from compose.checkpoints import load_classifier, load_evalnet
     from configs.toy_cond import get_config
     from evaluation.sample import run_sampling
     from training.classifier import KIND as CLF
-    from training.classifier import load_classifier, train_classifier
+    from training.classifier import train_classifier
     from training.evalnet import KIND as EVALNET
-    from training.evalnet import load_evalnet, train_evalnet
+    from training.evalnet import train_evalnet
     from training.loop import train
 
     workdir = tmp_path / "run"

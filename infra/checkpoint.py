@@ -1,4 +1,4 @@
-"""Crash-safe checkpoints: atomic writes, sha256 sidecars, `weights_only=True` loads, and rebuilding a ScoreModel.
+"""Crash-safe checkpoint files: atomic writes, sha256 sidecars, `weights_only=True` loads, kinds and the training lock.
 
 Layout: ``<workdir>/checkpoints/ckpt_000500.pt`` plus ``ckpt_000500.pt.sha256`` (``sha256sum -c`` format) for the
 score model; the other kinds of network a work dir can hold have folders of their own (``KINDS``), so one mode's
@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from .io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +35,11 @@ FORMAT = "scoresde-checkpoint-v1"
 SCORE = "score_model"
 # Kind of network -> (checkpoint folder, training lock file) inside a work dir. Checkpoints written before kinds had
 # folders of their own all sit in checkpoints/; a kind whose folder is empty also looks there (for its kind only).
+CLASSIFIER, EVALNET = "noisy_classifier", "mnist_evalnet"
 KINDS = {SCORE: (CKPT_DIR, ".train.lock"),
-         "noisy_classifier": ("checkpoints_classifier", ".train_classifier.lock"),
-         "mnist_evalnet": ("checkpoints_evalnet", ".train_evalnet.lock")}
+         CLASSIFIER: ("checkpoints_classifier", ".train_classifier.lock"),
+         EVALNET: ("checkpoints_evalnet", ".train_evalnet.lock")}
 _NAME = re.compile(r"^ckpt_(\d{6,})\.pt$")
-SLOW_SAVE_ENV = "SCORESDE_TEST_SLOW_SAVE"  # test hook "SECONDS[@MIN_STEP]": pause half-way through writing
 
 
 class CheckpointError(RuntimeError):
@@ -145,36 +145,6 @@ def latest_checkpoint(workdir: str | os.PathLike, kind: str = SCORE) -> Path | N
 
 
 # ---- Writing. --------------------------------------------------------------------------------------------------------
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, slow: float = 0.0) -> None:
-    """Write bytes to a temp file in the same folder, fsync, rename onto `path`, fsync the folder."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            half = len(data) // 2
-            f.write(data[:half])
-            if slow > 0:  # test hook: a kill now leaves a half-written temp file
-                f.flush()
-                print(f"[test hook] slow save: {path.name} half written", flush=True)
-                time.sleep(slow)
-            f.write(data[half:])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _existing_valid(path: Path) -> bool:
     """True if a valid checkpoint is already at `path`; an invalid one is renamed to `<name>.corrupt-<time>`
     (evidence is kept, never deleted) so the new checkpoint can take its place."""
@@ -209,10 +179,8 @@ def save_checkpoint(workdir: str | os.PathLike, step: int, state: dict, keep: in
     torch.save({"format": FORMAT, **state, "kind": kind}, buffer)
     data = buffer.getvalue()
     digest = sha256_bytes(data)
-    seconds, _, min_step = os.environ.get(SLOW_SAVE_ENV, "").partition("@")
-    slow = float(seconds) if seconds and step >= int(min_step or 0) else 0.0
     sidecar_path(path).unlink(missing_ok=True)  # an orphaned sidecar must not vouch for the new file
-    atomic_write_bytes(path, data, slow)
+    atomic_write_bytes(path, data)
     atomic_write_bytes(sidecar_path(path), f"{digest}  {path.name}\n".encode())
     verify_checkpoint(path)  # re-read from disk before anything older is deleted
     _prune(workdir, keep, newest=path, kind=kind)
@@ -320,72 +288,6 @@ def resolve_checkpoint(workdir_or_file: str | os.PathLike, kind: str = SCORE) ->
     return path
 
 
-def config_from_dict(stored: dict):
-    """The default config updated with a stored plain-data config (keys unknown to this version are ignored)."""
-    from configs.default import get_default_config
-
-    cfg = get_default_config()
-
-    def merge(section, values: dict, prefix: str) -> None:
-        for key, value in values.items():
-            if key not in section:
-                logger.warning("ignoring unknown stored config key %s%s", prefix, key)
-            elif isinstance(value, dict):
-                merge(section[key], value, f"{prefix}{key}.")
-            else:
-                section[key] = value
-
-    merge(cfg, stored, "")
-    return cfg
-
-
-def load_score_model(workdir_or_file: str | os.PathLike, device="cpu", use_ema: bool = True):
-    """(ScoreModel in eval mode on `device`, stored config as a plain dict) from a checkpoint file or work dir."""
-    from models.build import make_score_model
-
-    path = resolve_checkpoint(workdir_or_file)
-    ckpt = load_checkpoint(path, SCORE)
-    cfg_dict = json.loads(ckpt["config"])
-    model = make_score_model(config_from_dict(cfg_dict))
-    weights = ckpt["ema"] if use_ema else ckpt["model"]
-    try:
-        model.net.load_state_dict(weights)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit the stored config's network: {err}") from None
-    logger.info("loaded %s weights from %s (step %d)", "EMA" if use_ema else "raw", path, ckpt["step"])
-    return model.to(torch.device(device)).eval(), cfg_dict
-
-
-# ---- Resuming. -------------------------------------------------------------------------------------------------------
-# Keys that define the network's weights or the SDE: a resumed run may not change them (n_iters, lr, ... may).
-RESUME_MUST_MATCH = ("sde.", "model.", "data.dataset", "data.image_size", "data.num_channels", "data.dim")
-RESUME_MAY_CHANGE = ("model.compile", "model.precision")
-
-
-def flatten_config(cfg: dict, prefix: str = "") -> dict:
-    """{"a.b": value} from a nested plain dict (lists and tuples compare equal)."""
-    flat = {}
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple | list) else value
-    return flat
-
-
-def resume_config_problems(stored: dict, current: dict) -> tuple[list[str], list[str]]:
-    """(differences that forbid resuming, differences that are allowed), each as 'key: old -> new'."""
-    old, new = flatten_config(stored), flatten_config(current)
-    forbidden, allowed = [], []
-    for key in sorted(set(old) | set(new)):
-        if key in old and key in new and old[key] == new[key]:
-            continue
-        line = f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}"
-        must = key.startswith(RESUME_MUST_MATCH) and not key.startswith(RESUME_MAY_CHANGE)
-        (forbidden if must and key in old else allowed).append(line)
-    return forbidden, allowed
-
-
 def load_latest_checkpoint(workdir: str | os.PathLike, kind: str = SCORE) -> tuple[Path | None, dict | None]:
     """(path, contents) of the newest checkpoint of `kind` that verifies and loads; broken ones and checkpoints of
     other kinds are skipped, never deleted."""
@@ -395,13 +297,3 @@ def load_latest_checkpoint(workdir: str | os.PathLike, kind: str = SCORE) -> tup
         except CheckpointError as err:
             logger.warning("%s; falling back to an earlier checkpoint", err)
     return None, None
-
-
-def check_resume_config(stored_json: str, cfg, path) -> None:
-    """Refuse (CheckpointError) to resume from `path` with a config that changes the model, SDE or data shape."""
-    forbidden, allowed = resume_config_problems(json.loads(stored_json), cfg.to_dict())
-    if forbidden:
-        raise CheckpointError(f"refusing to resume from {path}: the config changes keys that define the model, "
-                              f"SDE or data: {'; '.join(forbidden)}. Use a new work dir, or restore these values.")
-    if allowed:
-        logger.warning("resuming from %s with changed config keys: %s", path, "; ".join(allowed))

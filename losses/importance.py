@@ -2,7 +2,7 @@
 training of score-based diffusion models", Sec. 5).
 
 The likelihood-weighted DSM objective with t ~ U[t_min, T] is E_t[lambda(t) || eps_theta - noise ||^2] with
-lambda(t) = g(t)^2 / sigma_t^2 (training/loss.py, weighting="likelihood"), whose weight spans five orders of
+lambda(t) = g(t)^2 / sigma_t^2 (losses/dsm.py, weighting="likelihood"), whose weight spans five orders of
 magnitude for VP (~1/t near 0), so its Monte-Carlo estimate is noisy. Drawing t from p(t) ∝ lambda(t) instead and
 multiplying the plain eps-MSE by
 

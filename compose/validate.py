@@ -10,9 +10,9 @@ import math
 import os
 from pathlib import Path
 
+from losses.dsm import TIME_SAMPLINGS as LOSSES
+from losses.dsm import WEIGHTINGS
 from models.score import PARAMETERIZATIONS, PRECISIONS
-from training.loss import TIME_SAMPLINGS as LOSSES
-from training.loss import WEIGHTINGS
 
 VECTOR_MODELS, IMAGE_MODELS = ("mlp",), ("unet",)
 LR_DECAYS = ("constant", "cosine")
@@ -77,7 +77,7 @@ def _check_device(cfg) -> list[str]:
 
 
 def _check_sde(cfg) -> list[str]:
-    from models.build import make_sde_from_config
+    from compose.build import make_sde_from_config
     from sde import SDES, sde_parameters
 
     s = cfg.sde
@@ -170,7 +170,7 @@ def _check_distributed(cfg) -> list[str]:
     """Backend, timeout, and the precision policy (bf16 autocast only on GPUs; CPU runs are fp32)."""
     import torch
 
-    from training.distributed import BACKENDS
+    from infra.distributed import BACKENDS
 
     d, m = cfg.distributed, cfg.model
     problems = _one_of("distributed.backend", d.backend, BACKENDS)
@@ -189,7 +189,7 @@ def _check_distributed(cfg) -> list[str]:
 def _check_world_size(cfg, mode: str) -> list[str]:
     """Under torchrun: the global training batch must split evenly over the processes, and only the modes that are
     sharded (train, sample, eval without sample metrics) may run."""
-    from training.distributed import env_world_size
+    from infra.distributed import env_world_size
 
     world, bs = env_world_size(), cfg.training.batch_size
     if world == 1:
@@ -235,7 +235,7 @@ def _check_training(cfg) -> list[str]:
                         f"weighting; set training.weighting = 'likelihood' (got {t.weighting!r})")
     if t.importance_sampling:
         try:
-            from training.importance import sample_importance_time  # noqa: F401
+            from losses.importance import sample_importance_time  # noqa: F401
         except ImportError as err:
             problems.append(f"training.importance_sampling = True but training.importance is unavailable ({err})")
     return problems
@@ -244,7 +244,7 @@ def _check_training(cfg) -> list[str]:
 def _check_sampler(cfg) -> list[str]:
     """The sampler's name and options, checked by the samplers package itself (skipped if it cannot be imported)."""
     s = cfg.sampling
-    from models.build import make_sde_from_config
+    from compose.build import make_sde_from_config
     from samplers import SAMPLERS, check_sampler_options, options_from_config
 
     if s.sampler not in SAMPLERS:
@@ -312,7 +312,7 @@ def _check_workdir(cfg, mode: str, workdir: str) -> list[str]:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return [f"cannot write to work dir {workdir}: no write permission on {ancestor}"]
     if mode in ("sample", "eval"):
-        from training.checkpoint import list_checkpoints
+        from infra.checkpoint import list_checkpoints
 
         file = cfg.sampling.checkpoint
         if file and not Path(file).is_file():
@@ -351,7 +351,8 @@ def _check_training_data(cfg) -> list[str]:
 
 def _check_resume(cfg, workdir: str) -> list[str]:
     """A run resumes from the work dir's newest valid checkpoint: its model, SDE and data shape must not change."""
-    from training.checkpoint import CheckpointError, check_resume_config, load_latest_checkpoint
+    from compose.checkpoints import check_resume_config
+    from infra.checkpoint import CheckpointError, load_latest_checkpoint
 
     path, ckpt = load_latest_checkpoint(workdir)
     if ckpt is None:
