@@ -82,9 +82,17 @@ def part_evalnet(cfg, args) -> dict:
         train_evalnet(cfg, args.evalnet_workdir)
     net, info = load_evalnet(args.evalnet_workdir)
     reference = real_reference(cfg, net)
-    return {"net": net, "reference": reference, "trained_now": trained, "seconds": time.perf_counter() - start,
-            "test_accuracy": reference["accuracy"], "num_test": len(reference["labels"]),
-            "train_data": info.get("train"), "steps": info.get("steps"), "checkpoint": info["checkpoint"]}
+    return {
+        "net": net,
+        "reference": reference,
+        "trained_now": trained,
+        "seconds": time.perf_counter() - start,
+        "test_accuracy": reference["accuracy"],
+        "num_test": len(reference["labels"]),
+        "train_data": info.get("train"),
+        "steps": info.get("steps"),
+        "checkpoint": info["checkpoint"],
+    }
 
 
 def part_calibration(cfg, args, net, reference) -> list[dict]:
@@ -102,14 +110,22 @@ def part_calibration(cfg, args, net, reference) -> list[dict]:
     ones = rng.choice(np.flatnonzero(labels == 1), min(args.num_samples, int((labels == 1).sum())), replace=False)
     x = pixels_to_evalnet_input(images[pick])
     g = torch.Generator().manual_seed(cfg.seed)
-    sets = {"real training digits": (x, labels[pick]),
-            "real + noise (std 0.2)": (x + 0.2 * torch.randn(x.shape, generator=g), labels[pick]),
-            "real, digit 1 only": (pixels_to_evalnet_input(images[ones]), labels[ones])}
+    sets = {
+        "real training digits": (x, labels[pick]),
+        "real + noise (std 0.2)": (x + 0.2 * torch.randn(x.shape, generator=g), labels[pick]),
+        "real, digit 1 only": (pixels_to_evalnet_input(images[ones]), labels[ones]),
+    }
     rows = []
     for name, (images_x, images_y) in sets.items():
         feats, preds = evalnet_outputs(net, images_x)
-        rows.append({"setting": name, **sample_metrics(feats, reference["feats"], preds, images_y,
-                                                       cfg.eval.kid_subsets, cfg.eval.kid_subset_size)})
+        rows.append(
+            {
+                "setting": name,
+                **sample_metrics(
+                    feats, reference["feats"], preds, images_y, cfg.eval.kid_subsets, cfg.eval.kid_subset_size
+                ),
+            }
+        )
     return rows
 
 
@@ -117,8 +133,10 @@ def part_guidance(cfg, args, net, reference) -> list[dict]:
     """Rows of the table: real digits, unconditional, then every guidance setting."""
     model, _ = load_score_model(args.workdir, "cpu", use_ema=True)
     if not model.num_classes and not args.classifier_workdir:
-        raise SystemExit(f"{args.workdir} holds an unconditional model; part 2 needs a class-conditional one, or "
-                         f"--classifier-workdir for classifier guidance of the unconditional model")
+        raise SystemExit(
+            f"{args.workdir} holds an unconditional model; part 2 needs a class-conditional one, or "
+            f"--classifier-workdir for classifier guidance of the unconditional model"
+        )
     base, e, n = cfg.sampling.to_dict(), cfg.eval, args.num_samples
     labels = torch.arange(n) % 10  # MNIST's digits, cycling (the classifier's classes for an unconditional model)
     rows = []
@@ -126,17 +144,30 @@ def part_guidance(cfg, args, net, reference) -> list[dict]:
     if model.num_classes:  # classifier-free guidance needs the conditional network
         settings += [(f"CFG w={w:g}", {"guidance_scale": w}, labels) for w in map(float, args.scales.split(","))]
     if args.classifier_workdir:
-        settings += [(f"classifier lambda={c:g}", {"guidance_scale": 1.0, "classifier_scale": c,
-                                                   "classifier_workdir": args.classifier_workdir}, labels)
-                     for c in map(float, args.classifier_scales.split(","))]
+        settings += [
+            (
+                f"classifier lambda={c:g}",
+                {"guidance_scale": 1.0, "classifier_scale": c, "classifier_workdir": args.classifier_workdir},
+                labels,
+            )
+            for c in map(float, args.classifier_scales.split(","))
+        ]
     for name, overrides, setting_labels in settings:
         start = time.perf_counter()
         x, nfe = draw_samples(model, {**base, **overrides}, n, setting_labels, cfg.seed, "cpu")
-        row = {"setting": name, **quality_of(net, x, reference, setting_labels, e), "nfe": nfe,
-               "seconds": time.perf_counter() - start, **overrides}
+        row = {
+            "setting": name,
+            **quality_of(net, x, reference, setting_labels, e),
+            "nfe": nfe,
+            "seconds": time.perf_counter() - start,
+            **overrides,
+        }
         rows.append(row)
-        print(f"{name}: FID {row['fid']:.2f}, KID {row['kid']:.4f}, acc {row.get('accuracy', float('nan')):.3f}, "
-              f"{row['seconds']:.0f} s", flush=True)
+        print(
+            f"{name}: FID {row['fid']:.2f}, KID {row['kid']:.4f}, acc {row.get('accuracy', float('nan')):.3f}, "
+            f"{row['seconds']:.0f} s",
+            flush=True,
+        )
     return rows
 
 
@@ -144,12 +175,16 @@ def write_report(out: Path, summary: dict, rows: list[dict]) -> None:
     """JSON, a markdown table and a plot of FID / accuracy against the CFG scale."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "guidance_bench.json").write_text(json.dumps({**summary, "rows": rows}, indent=2, default=str))
-    lines = ["| setting | FID | KID (x1e3) | accuracy | KL(hist, uniform) | NFE | time (s) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| setting | FID | KID (x1e3) | accuracy | KL(hist, uniform) | NFE | time (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         acc = f"{r['accuracy']:.3f}" if "accuracy" in r else "-"
-        lines.append(f"| {r['setting']} | {r['fid']:.2f} | {1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f} | {acc} | "
-                     f"{r['kl_to_uniform']:.3f} | {r.get('nfe', '-')} | {r.get('seconds', 0):.0f} |")
+        lines.append(
+            f"| {r['setting']} | {r['fid']:.2f} | {1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f} | {acc} | "
+            f"{r['kl_to_uniform']:.3f} | {r.get('nfe', '-')} | {r.get('seconds', 0):.0f} |"
+        )
     (out / "guidance_bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     cfg_rows = [r for r in rows if r["setting"].startswith("CFG")]
@@ -178,11 +213,17 @@ def main() -> None:
     cfg = make_config(args)
     start = time.perf_counter()
     ev = part_evalnet(cfg, args)
-    summary = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                          f"{args.threads} torch threads, torch {torch.__version__}",
-               "command": " ".join(sys.argv), "evalnet": {k: v for k, v in ev.items() if k not in ("net", "reference")}}
-    print(f"evaluation net: test accuracy {ev['test_accuracy']:.4f} on {ev['num_test']} real test digits "
-          f"({'trained' if ev['trained_now'] else 'loaded'} in {ev['seconds']:.0f} s)", flush=True)
+    summary = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.threads} torch threads, torch {torch.__version__}",
+        "command": " ".join(sys.argv),
+        "evalnet": {k: v for k, v in ev.items() if k not in ("net", "reference")},
+    }
+    print(
+        f"evaluation net: test accuracy {ev['test_accuracy']:.4f} on {ev['num_test']} real test digits "
+        f"({'trained' if ev['trained_now'] else 'loaded'} in {ev['seconds']:.0f} s)",
+        flush=True,
+    )
     rows = part_calibration(cfg, args, ev["net"], ev["reference"])
     if args.workdir:
         rows += part_guidance(cfg, args, ev["net"], ev["reference"])

@@ -95,24 +95,38 @@ def run_analytic(args) -> list[dict]:
         exact = oracle.log_prob(x, args.t_min)
         err = (exact - logp) / (args.dim * math.log(2))  # bits/dim error (positive: too pessimistic)
         ode_err = (exact - (logp - sde.prior_logp(z.double()) + oracle.log_prob(z, sde.T))) / (args.dim * math.log(2))
-        rows.append({"setting": label, "sde": sde_name, "nfe": nfe, "seconds": seconds, "cpu_seconds": cpu_seconds,
-                     "bpd_exact": (-exact / (args.dim * math.log(2))).mean().item(),
-                     "err_mean": err.mean().item(), "err_stderr": err.std().item() / math.sqrt(len(err)),
-                     "err_rms": err.pow(2).mean().sqrt().item(), "ode_err_mean": ode_err.mean().item(),
-                     "ode_err_rms": ode_err.pow(2).mean().sqrt().item()})
+        rows.append(
+            {
+                "setting": label,
+                "sde": sde_name,
+                "nfe": nfe,
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "bpd_exact": (-exact / (args.dim * math.log(2))).mean().item(),
+                "err_mean": err.mean().item(),
+                "err_stderr": err.std().item() / math.sqrt(len(err)),
+                "err_rms": err.pow(2).mean().sqrt().item(),
+                "ode_err_mean": ode_err.mean().item(),
+                "ode_err_rms": ode_err.pow(2).mean().sqrt().item(),
+            }
+        )
         print(format_row(rows[-1]), flush=True)
     return rows
 
 
-HEADER = ("| setting | NFE | wall (s) | CPU (s) | err mean +- s.e. (bits/dim) | err RMS | ode err mean | ode err RMS "
-          "|\n"
-          "|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| setting | NFE | wall (s) | CPU (s) | err mean +- s.e. (bits/dim) | err RMS | ode err mean | ode err RMS "
+    "|\n"
+    "|---|---|---|---|---|---|---|---|"
+)
 
 
 def format_row(r: dict) -> str:
-    return (f"| {r['setting']} | {r['nfe']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
-            f"{r['err_mean']:+.2e} +- {r['err_stderr']:.1e} | "
-            f"{r['err_rms']:.1e} | {r['ode_err_mean']:+.2e} | {r['ode_err_rms']:.1e} |")
+    return (
+        f"| {r['setting']} | {r['nfe']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
+        f"{r['err_mean']:+.2e} +- {r['err_stderr']:.1e} | "
+        f"{r['err_rms']:.1e} | {r['ode_err_mean']:+.2e} | {r['ode_err_rms']:.1e} |"
+    )
 
 
 def run_mnist(args) -> list[dict]:
@@ -130,34 +144,64 @@ def run_mnist(args) -> list[dict]:
     rows = []
     common = {"batch_size": args.batch_size, "num_probes": args.num_probes, "num_dequant": args.num_dequant}
     for tol in args.tolerances:
-        res = evaluate_bpd(model.score_fn(), model.sde, images, device=device, bound=False, rtol=tol, atol=tol,
-                           **common)
-        rows.append({"setting": f"ODE dopri5 tol={tol:g}", "bpd": res["ode_bpd"], "stderr": res["ode_bpd_stderr"],
-                     "probe_stderr": res["ode_bpd_probe_stderr"], "nfe": res["ode_nfe_mean"],
-                     "seconds": res["ode_seconds"]})
+        res = evaluate_bpd(
+            model.score_fn(), model.sde, images, device=device, bound=False, rtol=tol, atol=tol, **common
+        )
+        rows.append(
+            {
+                "setting": f"ODE dopri5 tol={tol:g}",
+                "bpd": res["ode_bpd"],
+                "stderr": res["ode_bpd_stderr"],
+                "probe_stderr": res["ode_bpd_probe_stderr"],
+                "nfe": res["ode_nfe_mean"],
+                "seconds": res["ode_seconds"],
+            }
+        )
         print(rows[-1], flush=True)
     if args.no_bound:
         return rows
-    res = evaluate_bpd(model.score_fn(), model.sde, images, device=device, bound=True, rtol=1e-2, atol=1e-2,
-                       method="euler", bound_steps=args.bound_steps, **common)
-    rows.append({"setting": f"bound {args.bound_steps} steps", "bpd": res["bound_bpd_total"],
-                 "stderr": res["bound_bpd_total_stderr"], "prior": res["bound_bpd_prior"],
-                 "diffusion": res["bound_bpd_diffusion"], "decoder": res["bound_bpd_decoder"],
-                 "seconds": res["bound_seconds"]})
+    res = evaluate_bpd(
+        model.score_fn(),
+        model.sde,
+        images,
+        device=device,
+        bound=True,
+        rtol=1e-2,
+        atol=1e-2,
+        method="euler",
+        bound_steps=args.bound_steps,
+        **common,
+    )
+    rows.append(
+        {
+            "setting": f"bound {args.bound_steps} steps",
+            "bpd": res["bound_bpd_total"],
+            "stderr": res["bound_bpd_total_stderr"],
+            "prior": res["bound_bpd_prior"],
+            "diffusion": res["bound_bpd_diffusion"],
+            "decoder": res["bound_bpd_decoder"],
+            "seconds": res["bound_seconds"],
+        }
+    )
     print(rows[-1], flush=True)
     return rows
 
 
 def mnist_table(rows: list[dict], args) -> str:
     """Markdown table of the MNIST rows: bits/dim with its standard error over images, NFE, seconds."""
-    lines = [f"{args.num_images} real MNIST test digits, {args.num_probes} Hutchinson probe(s), {args.num_dequant} "
-             "dequantisation draw(s) per image; s.e. = std over images / sqrt(N)", "",
-             "| setting | bits/dim | s.e. | NFE | seconds | bound terms (prior / diffusion / decoder) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"{args.num_images} real MNIST test digits, {args.num_probes} Hutchinson probe(s), {args.num_dequant} "
+        "dequantisation draw(s) per image; s.e. = std over images / sqrt(N)",
+        "",
+        "| setting | bits/dim | s.e. | NFE | seconds | bound terms (prior / diffusion / decoder) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        terms = (f"{r['prior']:.2e} / {r['diffusion']:.4f} / {r['decoder']:.4f}" if "prior" in r else "-")
-        lines.append(f"| {r['setting']} | {r['bpd']:.4f} | {r['stderr']:.4f} | {r.get('nfe', '-')} | "
-                     f"{r['seconds']:.0f} | {terms} |")
+        terms = f"{r['prior']:.2e} / {r['diffusion']:.4f} / {r['decoder']:.4f}" if "prior" in r else "-"
+        lines.append(
+            f"| {r['setting']} | {r['bpd']:.4f} | {r['stderr']:.4f} | {r.get('nfe', '-')} | "
+            f"{r['seconds']:.0f} | {terms} |"
+        )
     return "\n".join(lines)
 
 
@@ -180,8 +224,10 @@ def main(argv=None) -> None:
     parser.add_argument("--name", default="", help="results file name (default: by mode)")
     parser.add_argument("--results-dir", default=RESULTS, help="folder of the .json and .md results")
     args = parser.parse_args(argv)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, " \
-              f"{torch.get_num_threads()} threads"
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     command = "python " + " ".join(sys.argv)
     print(f"machine: {machine}\ncommand: {command}", flush=True)
     os.makedirs(args.results_dir, exist_ok=True)
@@ -195,8 +241,9 @@ def main(argv=None) -> None:
         json.dump({"machine": machine, "command": command, "args": vars(args), "rows": rows}, f, indent=2)
     with open(os.path.join(args.results_dir, f"{name}.md"), "w") as f:
         f.write(f"machine: {machine}\n\ncommand: `{command}`\n\n")
-        f.write((HEADER + "\n" + "\n".join(format_row(r) for r in rows)) if not args.checkpoint
-                else mnist_table(rows, args))
+        f.write(
+            (HEADER + "\n" + "\n".join(format_row(r) for r in rows)) if not args.checkpoint else mnist_table(rows, args)
+        )
         f.write("\n")
 
 

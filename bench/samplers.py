@@ -42,10 +42,13 @@ SWEEP = [
     ("dpm_solver++ 2M (logSNR)", "dpm_solver", {"grid": "logsnr", "order": 2}, [5, 10, 15, 20, 30]),
     ("dpm_solver++ 3M (logSNR)", "dpm_solver", {"grid": "logsnr", "order": 3}, [5, 10, 15, 20, 30]),
     ("dpm_solver++ 3M (quadratic)", "dpm_solver", {"grid": "quadratic", "order": 3}, [5, 10, 15, 20, 30]),
-    ("dpm_solver++ 2M SDE eta=1 (logSNR)", "dpm_solver", {"grid": "logsnr", "order": 2, "eta": 1.0},
-     [10, 20, 30, 50]),
-    ("dpm_solver++ 2M SDE eta=1 (quadratic)", "dpm_solver", {"grid": "quadratic", "order": 2, "eta": 1.0},
-     [10, 20, 30, 50]),
+    ("dpm_solver++ 2M SDE eta=1 (logSNR)", "dpm_solver", {"grid": "logsnr", "order": 2, "eta": 1.0}, [10, 20, 30, 50]),
+    (
+        "dpm_solver++ 2M SDE eta=1 (quadratic)",
+        "dpm_solver",
+        {"grid": "quadratic", "order": 2, "eta": 1.0},
+        [10, 20, 30, 50],
+    ),
 ]
 
 
@@ -74,8 +77,10 @@ class SlicedWasserstein:
 
 def machine() -> str:
     """One line describing this machine and the torch build."""
-    return (f"{platform.platform()}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-            f"python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    return (
+        f"{platform.platform()}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+        f"python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
 
 def run_one(sampler: str, score_fn, sde: SDE, shape, num: int, steps: int, options: dict, seed: int):
@@ -95,8 +100,9 @@ def run_one(sampler: str, score_fn, sde: SDE, shape, num: int, steps: int, optio
     return out, counted.nfe, time.perf_counter() - start
 
 
-def oracle_sweep(sde_name: str, num: int, sweep, seed: int = 0, on_row=None,
-                 num_reference: int = 100_000) -> tuple[list[dict], dict]:
+def oracle_sweep(
+    sde_name: str, num: int, sweep, seed: int = 0, on_row=None, num_reference: int = 100_000
+) -> tuple[list[dict], dict]:
     """Run the sweep on the 'gmm2d' oracle; returns result rows and the reference floors."""
     from data.toy import make_mixture
 
@@ -106,18 +112,34 @@ def oracle_sweep(sde_name: str, num: int, sweep, seed: int = 0, on_row=None,
     truth = mixture.sample(num_reference, torch.Generator().manual_seed(30_000 + seed), dtype=torch.float64)
     expected_logp = float(mixture.log_prob(truth).mean())
     sliced_w2 = SlicedWasserstein(truth)
-    floors = {"sw_floor": sliced_w2(exact), "logp_se": float(mixture.log_prob(truth).std()) / num**0.5,
-              "expected_logp": expected_logp}
+    floors = {
+        "sw_floor": sliced_w2(exact),
+        "logp_se": float(mixture.log_prob(truth).std()) / num**0.5,
+        "expected_logp": expected_logp,
+    }
     rows = []
     for label, sampler, options, step_list in sweep:
         for steps in step_list:
             out, nfe, secs = run_one(sampler, score_fn, sde, mixture.shape, num, steps, options, seed)
             out = out.double()
             dlogp = float(mixture.log_prob(out).mean()) - expected_logp
-            rows.append({"sampler": label, "name": sampler, "options": options, "steps": steps, "nfe": nfe,
-                         "sw": sliced_w2(out), "dlogp": dlogp, "seconds": secs})
-            print(f"  {label:28s} steps={steps:5d} nfe={nfe:5d} sw={rows[-1]['sw']:.4f} "
-                  f"dlogp={rows[-1]['dlogp']:+.4f} ({secs:.1f}s)", flush=True)
+            rows.append(
+                {
+                    "sampler": label,
+                    "name": sampler,
+                    "options": options,
+                    "steps": steps,
+                    "nfe": nfe,
+                    "sw": sliced_w2(out),
+                    "dlogp": dlogp,
+                    "seconds": secs,
+                }
+            )
+            print(
+                f"  {label:28s} steps={steps:5d} nfe={nfe:5d} sw={rows[-1]['sw']:.4f} "
+                f"dlogp={rows[-1]['dlogp']:+.4f} ({secs:.1f}s)",
+                flush=True,
+            )
             if on_row is not None:
                 on_row(rows, floors)
     return rows, floors
@@ -167,8 +189,9 @@ def evalnet_scorer(evalnet: str, test_root: str, num_real: int, train_cfg):
     return score, floor
 
 
-def checkpoint_sweep(path: str, num: int, sweep, seed: int = 0, evalnet: str = "", test_root: str = "",
-                     batch: int = 250, on_row=None) -> tuple[list[dict], dict]:
+def checkpoint_sweep(
+    path: str, num: int, sweep, seed: int = 0, evalnet: str = "", test_root: str = "", batch: int = 250, on_row=None
+) -> tuple[list[dict], dict]:
     """Run the sweep on a trained checkpoint. Reference: PC with 1000 steps from other noise (sliced W2 in pixel
     space, with its own floor); with an evaluation network also FID/KID against the real test digits."""
     from compose.checkpoints import load_score_model
@@ -187,8 +210,7 @@ def checkpoint_sweep(path: str, num: int, sweep, seed: int = 0, evalnet: str = "
     def draw(sampler, steps, options, s):  # in batches, so memory stays flat for any num
         outs, nfe, secs = [], 0, 0.0
         for b, start in enumerate(range(0, num, batch)):
-            out, n, t = run_one(sampler, score_fn, sde, shape, min(batch, num - start), steps, options,
-                                s * 1000 + b)
+            out, n, t = run_one(sampler, score_fn, sde, shape, min(batch, num - start), steps, options, s * 1000 + b)
             outs.append(out)
             nfe, secs = n, secs + t
         return torch.cat(outs), nfe, secs
@@ -200,14 +222,24 @@ def checkpoint_sweep(path: str, num: int, sweep, seed: int = 0, evalnet: str = "
             sliced_w2 = SlicedWasserstein(ref)
             floors["sw_floor"] = sliced_w2(ref2)
         else:  # FID/KID against real test digits replaces the sliced W2 to PC-1000 (4,000 NFE saved per image)
+
             def sliced_w2(_):
                 return float("nan")
+
         rows = []
         for label, sampler, options, step_list in sweep:
             for steps in step_list:
                 out, nfe, secs = draw(sampler, steps, options, seed)
-                row = {"sampler": label, "name": sampler, "options": options, "steps": steps, "nfe": nfe,
-                       "sw": sliced_w2(out), "dlogp": float("nan"), "seconds": secs}
+                row = {
+                    "sampler": label,
+                    "name": sampler,
+                    "options": options,
+                    "steps": steps,
+                    "nfe": nfe,
+                    "sw": sliced_w2(out),
+                    "dlogp": float("nan"),
+                    "seconds": secs,
+                }
                 msg = f"  {label:28s} steps={steps:5d} nfe={nfe:5d} sw={row['sw']:.4f}"
                 if fid_of is not None:
                     row["fid"], row["kid"] = fid_of(out)
@@ -223,14 +255,19 @@ def table(rows: list[dict], floors: dict) -> str:
     """A markdown table of the results (FID/KID columns when an evaluation network scored the samples)."""
     if "fid_floor" in floors:
         lines = ["| sampler | steps | NFE | FID (eval net) | KID | seconds |", "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['fid']:.3f} | {r['kid']:.4f} | "
-                  f"{r['seconds']:.1f} |" for r in rows]
-        return "\n".join(lines) + (f"\n\nreal training digits of the same count (the floor): FID "
-                                    f"{floors['fid_floor']:.3f}, KID {floors['kid_floor']:.4f}")
+        lines += [
+            f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['fid']:.3f} | {r['kid']:.4f} | {r['seconds']:.1f} |"
+            for r in rows
+        ]
+        return "\n".join(lines) + (
+            f"\n\nreal training digits of the same count (the floor): FID "
+            f"{floors['fid_floor']:.3f}, KID {floors['kid_floor']:.4f}"
+        )
     lines = ["| sampler | steps | NFE | sliced W2 | mean log p - E log p | seconds |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['sw']:.4f} | {r['dlogp']:+.4f} | "
-                     f"{r['seconds']:.1f} |")
+        lines.append(
+            f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['sw']:.4f} | {r['dlogp']:+.4f} | {r['seconds']:.1f} |"
+        )
     floor = f"sliced W2 of an exact sample set of the same size (the floor): {floors['sw_floor']:.4f}"
     if "logp_se" in floors:
         floor += f"; Monte-Carlo s.e. of mean log p: {floors['logp_se']:.4f}"
@@ -292,25 +329,39 @@ def main(argv=None) -> None:
         parser.error("--evalnet needs --checkpoint and --test-root (the real MNIST test IDX folder)")
     base = MNIST_SWEEP if args.evalnet else SWEEP
     override = [int(n) for n in args.steps.split(",")] if args.steps else None
-    sweep = [(lab, s, o, override or (steps[:2] if args.quick else steps)) for lab, s, o, steps in base
-             if args.only in lab]
+    sweep = [
+        (lab, s, o, override or (steps[:2] if args.quick else steps)) for lab, s, o, steps in base if args.only in lab
+    ]
     if not sweep:
         parser.error(f"--only {args.only!r} matches no sweep row; rows are {[row[0] for row in base]}")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
 
     def write_json(rows, floors, complete=False):  # after every row, so an interrupted sweep keeps what it measured
-        result = {"command": " ".join(sys.argv), "machine": machine(), "sde": args.sde, "num": args.num,
-                  "checkpoint": args.checkpoint, "complete": complete, "floors": floors, "rows": rows}
+        result = {
+            "command": " ".join(sys.argv),
+            "machine": machine(),
+            "sde": args.sde,
+            "num": args.num,
+            "checkpoint": args.checkpoint,
+            "complete": complete,
+            "floors": floors,
+            "rows": rows,
+        }
         atomic_write_bytes(args.out + ".json", json.dumps(result, indent=1).encode())
 
     if args.checkpoint:
-        rows, floors = checkpoint_sweep(args.checkpoint, args.num, sweep, args.seed, args.evalnet, args.test_root,
-                                        on_row=write_json)
-        title = (f"samplers on {args.checkpoint}, {args.num} samples" if args.evalnet
-                 else f"samplers on {args.checkpoint} (vs PC 1000 steps)")
+        rows, floors = checkpoint_sweep(
+            args.checkpoint, args.num, sweep, args.seed, args.evalnet, args.test_root, on_row=write_json
+        )
+        title = (
+            f"samplers on {args.checkpoint}, {args.num} samples"
+            if args.evalnet
+            else f"samplers on {args.checkpoint} (vs PC 1000 steps)"
+        )
     else:
-        rows, floors = oracle_sweep(args.sde, args.num, sweep, args.seed, on_row=write_json,
-                                     num_reference=args.reference)
+        rows, floors = oracle_sweep(
+            args.sde, args.num, sweep, args.seed, on_row=write_json, num_reference=args.reference
+        )
         title = f"samplers on the gmm2d oracle, {args.sde} SDE, {args.num} samples"
     print(table(rows, floors))
     write_json(rows, floors, complete=True)

@@ -81,20 +81,44 @@ def run(model: str, procs: int, threads: int, args) -> dict:
     """One row: launch the worker(s), return steps/s and examples/s."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.json")
-        script = [os.path.abspath(__file__), "--worker", f"--model={model}", f"--threads={threads}",
-                  f"--steps={args.steps}", f"--warmup={args.warmup}", f"--out={out}"]
-        launcher = [sys.executable] if procs == 1 else [
-            sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}"]
+        script = [
+            os.path.abspath(__file__),
+            "--worker",
+            f"--model={model}",
+            f"--threads={threads}",
+            f"--steps={args.steps}",
+            f"--warmup={args.warmup}",
+            f"--out={out}",
+        ]
+        launcher = (
+            [sys.executable]
+            if procs == 1
+            else [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                f"--nproc_per_node={procs}",
+                "--master_addr=127.0.0.1",
+                f"--master_port={free_port()}",
+            ]
+        )
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": REPO}
-        subprocess.run(launcher + script, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            launcher + script, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         with open(out) as f:
             res = json.load(f)
     rate = res["steps"] / res["seconds"]
-    return {"model": model, "processes": procs, "threads": threads, "global_batch": BATCH[model],
-            "steps": res["steps"], "seconds": res["seconds"], "steps_per_s": rate,
-            "examples_per_s": rate * BATCH[model]}
+    return {
+        "model": model,
+        "processes": procs,
+        "threads": threads,
+        "global_batch": BATCH[model],
+        "steps": res["steps"],
+        "seconds": res["seconds"],
+        "steps_per_s": rate,
+        "examples_per_s": rate * BATCH[model],
+    }
 
 
 def main() -> None:
@@ -121,13 +145,22 @@ def main() -> None:
             for label, procs, threads in settings:
                 row = {"setting": label, "repeat": repeat, **run(model, procs, threads, model_args)}
                 runs.append(row)
-                print(f"{model:5s} {label:28s} {row['steps_per_s']:8.2f} steps/s {row['examples_per_s']:10.0f} ex/s "
-                      f"(load avg now {os.getloadavg()[0]:.2f})", flush=True)
+                print(
+                    f"{model:5s} {label:28s} {row['steps_per_s']:8.2f} steps/s {row['examples_per_s']:10.0f} ex/s "
+                    f"(load avg now {os.getloadavg()[0]:.2f})",
+                    flush=True,
+                )
     rows = summarise(runs)
-    record = {"command": "nice -n 10 python bench/throughput.py " + " ".join(sys.argv[1:]),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-              "load_average_before": load_before, "load_average_after": os.getloadavg(),
-              "date": time.strftime("%Y-%m-%d %H:%M"), "repeats": args.repeats, "rows": rows, "runs": runs}
+    record = {
+        "command": "nice -n 10 python bench/throughput.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "repeats": args.repeats,
+        "rows": rows,
+        "runs": runs,
+    }
     write_results(record)
 
 
@@ -137,9 +170,15 @@ def summarise(runs: list[dict]) -> list[dict]:
     for key in dict.fromkeys((r["model"], r["setting"]) for r in runs):
         group = [r for r in runs if (r["model"], r["setting"]) == key]
         rates = [r["steps_per_s"] for r in group]
-        rows.append({k: group[0][k] for k in ("model", "setting", "processes", "threads", "global_batch", "steps")}
-                    | {"steps_per_s": statistics.median(rates), "min": min(rates), "max": max(rates),
-                       "examples_per_s": statistics.median(rates) * group[0]["global_batch"]})
+        rows.append(
+            {k: group[0][k] for k in ("model", "setting", "processes", "threads", "global_batch", "steps")}
+            | {
+                "steps_per_s": statistics.median(rates),
+                "min": min(rates),
+                "max": max(rates),
+                "examples_per_s": statistics.median(rates) * group[0]["global_batch"],
+            }
+        )
     return rows
 
 
@@ -148,16 +187,23 @@ def write_results(record: dict) -> None:
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "throughput.json"), "w") as f:
         json.dump(record, f, indent=2)
-    lines = [f"Command: `{record['command']}`  ", f"Machine: {record['machine']}, {record['date']}  ",
-             f"Load average (1/5/15 min) before: {', '.join(f'{v:.2f}' for v in record['load_average_before'])}; "
-             f"after: {', '.join(f'{v:.2f}' for v in record['load_average_after'])}", "",
-             f"| model | setting | global batch | steps/s (median of {record['repeats']}; range) | examples/s | "
-             "vs 1 process, 1 thread |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Command: `{record['command']}`  ",
+        f"Machine: {record['machine']}, {record['date']}  ",
+        f"Load average (1/5/15 min) before: {', '.join(f'{v:.2f}' for v in record['load_average_before'])}; "
+        f"after: {', '.join(f'{v:.2f}' for v in record['load_average_after'])}",
+        "",
+        f"| model | setting | global batch | steps/s (median of {record['repeats']}; range) | examples/s | "
+        "vs 1 process, 1 thread |",
+        "|---|---|---|---|---|---|",
+    ]
     base = {r["model"]: r["steps_per_s"] for r in record["rows"] if r["processes"] == 1 and r["threads"] == 1}
     for r in record["rows"]:
-        lines.append(f"| {r['model']} | {r['setting']} | {r['global_batch']} | {r['steps_per_s']:.2f} "
-                     f"({r['min']:.2f}-{r['max']:.2f}) | "
-                     f"{r['examples_per_s']:.0f} | {r['steps_per_s'] / base[r['model']]:.2f}x |")
+        lines.append(
+            f"| {r['model']} | {r['setting']} | {r['global_batch']} | {r['steps_per_s']:.2f} "
+            f"({r['min']:.2f}-{r['max']:.2f}) | "
+            f"{r['examples_per_s']:.0f} | {r['steps_per_s'] / base[r['model']]:.2f}x |"
+        )
     with open(os.path.join(RESULTS, "throughput.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

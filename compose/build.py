@@ -33,10 +33,16 @@ def make_net(cfg):
     """The eps-network named by cfg.model.name."""
     m = cfg.model
     if m.name == "unet":
-        return UNet(in_channels=cfg.data.num_channels, image_size=cfg.data.image_size,
-                    base_channels=m.base_channels, channel_mult=tuple(m.channel_mult),
-                    num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
-                    dropout=m.dropout, num_classes=m.num_classes)
+        return UNet(
+            in_channels=cfg.data.num_channels,
+            image_size=cfg.data.image_size,
+            base_channels=m.base_channels,
+            channel_mult=tuple(m.channel_mult),
+            num_res_blocks=m.num_res_blocks,
+            attn_resolutions=tuple(m.attn_resolutions),
+            dropout=m.dropout,
+            num_classes=m.num_classes,
+        )
     if m.name == "mlp":
         return MLP(dim=cfg.data.dim, hidden=m.hidden, depth=m.depth, num_classes=m.num_classes)
     raise ValueError(f"unknown model {m.name!r}; valid: ['unet', 'mlp']")
@@ -45,8 +51,13 @@ def make_net(cfg):
 def make_score_model(cfg, sde: SDE | None = None) -> ScoreModel:
     """ScoreModel(net, sde) as the config describes (on CPU; the driver moves it)."""
     m = cfg.model
-    return ScoreModel(make_net(cfg), sde or make_sde_from_config(cfg), precision=m.precision,
-                      parameterization=m.parameterization, sigma_data=m.sigma_data)
+    return ScoreModel(
+        make_net(cfg),
+        sde or make_sde_from_config(cfg),
+        precision=m.precision,
+        parameterization=m.parameterization,
+        sigma_data=m.sigma_data,
+    )
 
 
 def make_train_data(cfg):
@@ -55,8 +66,15 @@ def make_train_data(cfg):
     if d.dataset == "gmm":
         return make_mixture("gmm2d", d.dim)
     if d.dataset == "mnist":
-        return make_dataset("mnist", source=d.source, root=d.root, split="train", dequantize=d.dequantize,
-                            seed=cfg.seed, base_url=mirror_list(d.mirrors))
+        return make_dataset(
+            "mnist",
+            source=d.source,
+            root=d.root,
+            split="train",
+            dequantize=d.dequantize,
+            seed=cfg.seed,
+            base_url=mirror_list(d.mirrors),
+        )
     return make_dataset(d.dataset)
 
 
@@ -64,10 +82,20 @@ def classifier_arch(cfg, num_classes: int) -> dict:
     """Constructor arguments (plain data, stored in the checkpoint) of the classifier that fits cfg's data."""
     c = cfg.classifier
     if cfg.model.name == "mlp":
-        return {"name": "NoisyMLPClassifier", "dim": cfg.data.dim, "num_classes": num_classes, "hidden": c.hidden,
-                "depth": c.depth}
-    return {"name": "NoisyClassifier", "in_channels": cfg.data.num_channels, "image_size": cfg.data.image_size,
-            "num_classes": num_classes, "base_channels": c.base_channels}
+        return {
+            "name": "NoisyMLPClassifier",
+            "dim": cfg.data.dim,
+            "num_classes": num_classes,
+            "hidden": c.hidden,
+            "depth": c.depth,
+        }
+    return {
+        "name": "NoisyClassifier",
+        "in_channels": cfg.data.num_channels,
+        "image_size": cfg.data.image_size,
+        "num_classes": num_classes,
+        "base_channels": c.base_channels,
+    }
 
 
 def build_classifier(arch: dict) -> nn.Module:
@@ -86,6 +114,7 @@ def data_num_classes(data) -> int:
         return int(data.num_classes)
     labels = getattr(data, "labels", None)
     if labels is None:
-        raise ValueError("classifier training needs labelled data (MNIST or the 'gmm' mixture); "
-                         f"{type(data).__name__} has no labels")
+        raise ValueError(
+            f"classifier training needs labelled data (MNIST or the 'gmm' mixture); {type(data).__name__} has no labels"
+        )
     return int(labels.max()) + 1

@@ -86,8 +86,10 @@ def check_resume_config(stored_json: str, cfg, path) -> None:
     """Refuse (CheckpointError) to resume from `path` with a config that changes the model, SDE or data shape."""
     forbidden, allowed = resume_config_problems(json.loads(stored_json), cfg.to_dict())
     if forbidden:
-        raise CheckpointError(f"refusing to resume from {path}: the config changes keys that define the model, "
-                              f"SDE or data: {'; '.join(forbidden)}. Use a new work dir, or restore these values.")
+        raise CheckpointError(
+            f"refusing to resume from {path}: the config changes keys that define the model, "
+            f"SDE or data: {'; '.join(forbidden)}. Use a new work dir, or restore these values."
+        )
     if allowed:
         logger.warning("resuming from %s with changed config keys: %s", path, "; ".join(allowed))
 
@@ -107,8 +109,9 @@ def load_classifier(workdir_or_file: str | os.PathLike, device="cpu", sde=None) 
 def load_evalnet(workdir_or_file: str | os.PathLike, device="cpu") -> tuple[nn.Module, dict]:
     """(MNISTFeatureNet in eval mode, its stored results: accuracy, data, checkpoint path)."""
     if not str(workdir_or_file):
-        raise CheckpointError("no evaluation network given: set eval.evalnet_workdir (train one with "
-                              "--mode train_evalnet)")
+        raise CheckpointError(
+            "no evaluation network given: set eval.evalnet_workdir (train one with --mode train_evalnet)"
+        )
     path = resolve_checkpoint(workdir_or_file, EVALNET)
     ckpt = load_checkpoint(path, EVALNET)  # another kind is refused (train an evaluation net with --mode train_evalnet)
     net = MNISTFeatureNet(**ckpt["arch"])

@@ -65,5 +65,10 @@ def real_reference(cfg, net: nn.Module) -> dict:
     accuracy on them."""
     images, labels, desc = load_test_digits(cfg, cfg.eval.num_real)
     feats, preds = evalnet_outputs(net, pixels_to_evalnet_input(images), quantize=False)
-    return {"feats": feats, "preds": preds, "labels": labels, "description": desc,
-            "accuracy": float((preds == labels).mean())}
+    return {
+        "feats": feats,
+        "preds": preds,
+        "labels": labels,
+        "description": desc,
+        "accuracy": float((preds == labels).mean()),
+    }

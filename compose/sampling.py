@@ -79,13 +79,21 @@ def steps_bar(sampling: Mapping, score_fn, desc: str = "steps") -> tqdm:
     name, steps = sampling["sampler"], int(sampling["steps"])
     adaptive = name == "ode" and sampling["ode_method"] not in ("euler", "heun", "rk4")
     total = None if adaptive else steps + (name == "ald")
-    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True,
-                postfix={"nfe": score_fn.nfe})
+    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, postfix={"nfe": score_fn.nfe})
 
 
 @torch.no_grad()
-def sample_batch(model, sde, sampling: Mapping, num: int, shape, generator: torch.Generator, device,
-                 labels: torch.Tensor | None = None, progress: bool = False) -> tuple[torch.Tensor, int]:
+def sample_batch(
+    model,
+    sde,
+    sampling: Mapping,
+    num: int,
+    shape,
+    generator: torch.Generator,
+    device,
+    labels: torch.Tensor | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, int]:
     """One batch of num samples with the configured sampler; returns (samples [num, *shape], NFE). `progress`
     shows a bar over the sampler's steps."""
     name = sampling["sampler"]
@@ -97,22 +105,45 @@ def sample_batch(model, sde, sampling: Mapping, num: int, shape, generator: torc
         bar.set_postfix(nfe=score_fn.nfe, refresh=False)
         bar.update(1)
 
-    x = run_sampler(name, score_fn, sde, x_T, steps=sampling["steps"], grid=sampling["grid"],
-                    t_min=sampling["t_min"], generator=generator, callback=callback if bar is not None else None,
-                    **options_from_config(name, sampling))
+    x = run_sampler(
+        name,
+        score_fn,
+        sde,
+        x_T,
+        steps=sampling["steps"],
+        grid=sampling["grid"],
+        t_min=sampling["t_min"],
+        generator=generator,
+        callback=callback if bar is not None else None,
+        **options_from_config(name, sampling),
+    )
     if bar is not None:
         bar.close()
     return x, score_fn.nfe
 
 
-def sample_images(model, sde, sampling: Mapping, num: int, generator: torch.Generator | None = None, device=None,
-                  shape=None, progress: bool = False) -> tuple[torch.Tensor, dict]:
+def sample_images(
+    model,
+    sde,
+    sampling: Mapping,
+    num: int,
+    generator: torch.Generator | None = None,
+    device=None,
+    shape=None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, dict]:
     """num samples in batches of sampling.batch_size (in memory; no files); returns (x, info)."""
     device = torch.device(device or next(model.parameters(), torch.empty(0)).device)
     shape = tuple(shape) if shape is not None else model_shape(model)
     generator = generator or torch.Generator(device).manual_seed(0)
-    check_sampler_options(sampling["sampler"], sde, steps=sampling["steps"], grid=sampling["grid"],
-                          t_min=sampling["t_min"], **options_from_config(sampling["sampler"], sampling))
+    check_sampler_options(
+        sampling["sampler"],
+        sde,
+        steps=sampling["steps"],
+        grid=sampling["grid"],
+        t_min=sampling["t_min"],
+        **options_from_config(sampling["sampler"], sampling),
+    )
     xs, nfes, start, num_classes = [], [], time.perf_counter(), label_classes(model, sampling)
     for offset in tqdm(range(0, num, sampling["batch_size"]), disable=not progress, desc="sampling"):
         n = min(sampling["batch_size"], num - offset)
@@ -127,10 +158,18 @@ def sample_images(model, sde, sampling: Mapping, num: int, generator: torch.Gene
 def sampling_info(sampling: Mapping, nfes: list[int], seconds: float, num: int) -> dict:
     """The record of one sampling run (also the JSON line of samples/samples.jsonl)."""
     name = sampling["sampler"]
-    return {"sampler": name, "options": options_from_config(name, sampling), "steps": sampling["steps"],
-            "grid": sampling["grid"], "t_min": sampling["t_min"], "num_samples": num,
-            "batch_size": sampling["batch_size"], "nfe": float(np.mean(nfes)) if nfes else 0.0,
-            "nfe_per_batch": nfes, "wall_time": seconds}
+    return {
+        "sampler": name,
+        "options": options_from_config(name, sampling),
+        "steps": sampling["steps"],
+        "grid": sampling["grid"],
+        "t_min": sampling["t_min"],
+        "num_samples": num,
+        "batch_size": sampling["batch_size"],
+        "nfe": float(np.mean(nfes)) if nfes else 0.0,
+        "nfe_per_batch": nfes,
+        "wall_time": seconds,
+    }
 
 
 def default_sampling() -> dict:
@@ -138,9 +177,18 @@ def default_sampling() -> dict:
     return get_default_config().sampling.to_dict()
 
 
-def sample(model, sampler: str = "pc", num_samples: int = 64, *, batch_size: int | None = None, shape=None,
-           generator: torch.Generator | None = None, device=None, progress: bool = False,
-           **options) -> tuple[torch.Tensor, dict]:
+def sample(
+    model,
+    sampler: str = "pc",
+    num_samples: int = 64,
+    *,
+    batch_size: int | None = None,
+    shape=None,
+    generator: torch.Generator | None = None,
+    device=None,
+    progress: bool = False,
+    **options,
+) -> tuple[torch.Tensor, dict]:
     """Notebook API: samples of a ScoreModel with a named sampler; options by sampler keyword (`method`,
     `variance`, ...) or config key (`steps`, `grid`, `t_min`, `ode_method`, ...). Returns (x, info)."""
     sampling = default_sampling()
@@ -169,7 +217,9 @@ def classifier_for_sampling(sampling: Mapping, model) -> nn.Module | None:
     if not sampling["classifier_scale"]:
         return None
     if not sampling["classifier_workdir"]:
-        raise ValueError(f"sampling.classifier_scale = {sampling['classifier_scale']} needs "
-                         "sampling.classifier_workdir (train one with --mode train_classifier)")
+        raise ValueError(
+            f"sampling.classifier_scale = {sampling['classifier_scale']} needs "
+            "sampling.classifier_workdir (train one with --mode train_classifier)"
+        )
     device = str(next(model.parameters(), torch.empty(0)).device)
     return _cached_classifier(str(sampling["classifier_workdir"]), device, json.dumps(model.sde.config()))

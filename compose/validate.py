@@ -27,8 +27,16 @@ class ConfigError(ValueError):
 def validate_config(cfg, mode: str, workdir: str) -> None:
     """Raise ConfigError listing every problem with `cfg` for `mode` in `workdir`; creates nothing."""
     problems: list[str] = []
-    for check in (_check_device, _check_sde, _check_data, _check_model, _check_training, _check_sampling,
-                  _check_eval, _check_distributed):
+    for check in (
+        _check_device,
+        _check_sde,
+        _check_data,
+        _check_model,
+        _check_training,
+        _check_sampling,
+        _check_eval,
+        _check_distributed,
+    ):
         problems += check(cfg)
     problems += _check_workdir(cfg, mode, workdir)
     problems += _check_world_size(cfg, mode)
@@ -131,15 +139,19 @@ def _check_data(cfg) -> list[str]:
 
 def _check_model(cfg) -> list[str]:
     m, image_data = cfg.model, cfg.data.dataset == "mnist"
-    problems = _one_of("model.name", m.name, VECTOR_MODELS + IMAGE_MODELS) + _one_of(
-        "model.precision", m.precision, PRECISIONS) + _one_of("model.parameterization", m.parameterization,
-                                                              PARAMETERIZATIONS)
+    problems = (
+        _one_of("model.name", m.name, VECTOR_MODELS + IMAGE_MODELS)
+        + _one_of("model.precision", m.precision, PRECISIONS)
+        + _one_of("model.parameterization", m.parameterization, PARAMETERIZATIONS)
+    )
     problems += _in_range("model.sigma_data", m.sigma_data, 0, math.inf, lo_open=True, hi_open=True)
     problems += _in_range("model.dropout", m.dropout, 0, 1, hi_open=True)
     problems += _positive_int("model.num_classes", m.num_classes, minimum=0)
     if m.name in IMAGE_MODELS and not image_data:
-        problems.append(f"model.name = {m.name!r} needs image data, but data.dataset = {cfg.data.dataset!r} "
-                        f"is vector data; use model.name = 'mlp'")
+        problems.append(
+            f"model.name = {m.name!r} needs image data, but data.dataset = {cfg.data.dataset!r} "
+            f"is vector data; use model.name = 'mlp'"
+        )
     if m.name in VECTOR_MODELS and image_data:
         problems.append(f"model.name = {m.name!r} is for vector data; use 'unet' for {cfg.data.dataset!r}")
     if m.name == "unet":
@@ -179,8 +191,10 @@ def _check_distributed(cfg) -> list[str]:
     if d.backend == "nccl" and not on_cuda:
         problems.append(f"distributed.backend = 'nccl' needs device = 'cuda', got {cfg.device!r}; use 'gloo' or ''")
     if m.precision == "bf16" and not on_cuda:  # CPU runs stay fp32 (exact resume and the tests rely on it)
-        problems.append(f"model.precision = 'bf16' is for GPUs, but device = {cfg.device!r}; CPU runs are fp32: "
-                        f"use model.precision = 'fp32' (or device = 'cuda')")
+        problems.append(
+            f"model.precision = 'bf16' is for GPUs, but device = {cfg.device!r}; CPU runs are fp32: "
+            f"use model.precision = 'fp32' (or device = 'cuda')"
+        )
     if m.precision == "bf16" and on_cuda and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         problems.append("model.precision = 'bf16' but this GPU does not support bfloat16; use 'fp32'")
     return problems
@@ -198,8 +212,10 @@ def _check_world_size(cfg, mode: str) -> list[str]:
         what = f"--mode {mode}" if mode != "eval" else "eval.sample_metrics = True"
         return [f"{what} does not run distributed ({world} torchrun processes); launch it with plain python"]
     if mode == "train" and _is_int(bs) and bs % world:
-        return [f"training.batch_size = {bs} is the GLOBAL batch and must be divisible by the number of torchrun "
-                f"processes ({world}); use a multiple of {world}"]
+        return [
+            f"training.batch_size = {bs} is the GLOBAL batch and must be divisible by the number of torchrun "
+            f"processes ({world}); use a multiple of {world}"
+        ]
     return []
 
 
@@ -220,8 +236,14 @@ def _check_training(cfg) -> list[str]:
     problems += _in_range("training.grad_clip", t.grad_clip, 0, math.inf, hi_open=True)
     problems += _in_range("training.ema_decay", t.ema_decay, 0, 1, hi_open=True)
     problems += _in_range("training.p_uncond", t.p_uncond, 0, 1)
-    for key in ("log_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps", "snapshot_samples",
-                "snapshot_steps"):
+    for key in (
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "max_bad_steps",
+        "snapshot_samples",
+        "snapshot_steps",
+    ):
         problems += _positive_int(f"training.{key}", t[key])
     problems += _positive_int("training.snapshot_every", t.snapshot_every, minimum=0)  # 0: no sample grids
     if t.loss == "smld" and cfg.sde.name != "ve":
@@ -231,8 +253,10 @@ def _check_training(cfg) -> list[str]:
     if t.importance_sampling and t.loss != "continuous":
         problems.append(f"training.importance_sampling needs training.loss = 'continuous', got {t.loss!r}")
     if t.importance_sampling and t.weighting != "likelihood":
-        problems.append(f"training.importance_sampling draws t with density ∝ g^2/sigma^2 for the likelihood "
-                        f"weighting; set training.weighting = 'likelihood' (got {t.weighting!r})")
+        problems.append(
+            f"training.importance_sampling draws t with density ∝ g^2/sigma^2 for the likelihood "
+            f"weighting; set training.weighting = 'likelihood' (got {t.weighting!r})"
+        )
     if t.importance_sampling:
         try:
             from losses.importance import sample_importance_time  # noqa: F401
@@ -255,8 +279,9 @@ def _check_sampler(cfg) -> list[str]:
         return []  # reported by _check_sde
     try:  # the training loop's sample grids use the same sampler with training.snapshot_steps steps
         for steps in (s.steps, cfg.training.snapshot_steps):
-            check_sampler_options(s.sampler, sde, steps=steps, grid=s.grid, t_min=s.t_min,
-                                  **options_from_config(s.sampler, s))
+            check_sampler_options(
+                s.sampler, sde, steps=steps, grid=s.grid, t_min=s.t_min, **options_from_config(s.sampler, s)
+            )
     except (ValueError, KeyError) as err:
         return [f"sampling (sampler {s.sampler!r}): {err}"]
     return []
@@ -318,8 +343,10 @@ def _check_workdir(cfg, mode: str, workdir: str) -> list[str]:
         if file and not Path(file).is_file():
             return [f"sampling.checkpoint = {file!r} does not exist"]
         if not file and not list_checkpoints(path):
-            return [f"--mode {mode} needs a trained model, but {path / 'checkpoints'} has no checkpoint; "
-                    f"train first (--mode train) or set --config.sampling.checkpoint"]
+            return [
+                f"--mode {mode} needs a trained model, but {path / 'checkpoints'} has no checkpoint; "
+                f"train first (--mode train) or set --config.sampling.checkpoint"
+            ]
     return []
 
 

@@ -97,7 +97,7 @@ class EpochSampler:
             if self._perm is None:
                 self._perm = self.permutation(self.epoch)
             take = min(k, self.n - self.index)
-            out.append(self._perm[self.index: self.index + take])
+            out.append(self._perm[self.index : self.index + take])
             self.index += take
             k -= take
             if self.index == self.n:

@@ -22,7 +22,7 @@ def make_grid(x: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Tensor:
     grid = torch.zeros(c, nrows * (h + padding) + padding, ncol * (w + padding) + padding, dtype=torch.uint8)
     for i in range(b):
         top, left = padding + (i // ncol) * (h + padding), padding + (i % ncol) * (w + padding)
-        grid[:, top: top + h, left: left + w] = pixels[i]
+        grid[:, top : top + h, left : left + w] = pixels[i]
     return grid
 
 

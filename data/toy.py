@@ -27,8 +27,10 @@ class GaussianMixture:
         if covs.ndim == 1:
             covs = covs[:, None, None] ** 2 * torch.eye(d, dtype=torch.float64)
         if weights.shape != (k,) or covs.shape != (k, d, d) or (weights <= 0).any():
-            raise ValueError(f"need positive weights [K], means [K, D], covs [K, D, D]; got {weights.shape}, "
-                             f"{means.shape}, {covs.shape}")
+            raise ValueError(
+                f"need positive weights [K], means [K, D], covs [K, D, D]; got {weights.shape}, "
+                f"{means.shape}, {covs.shape}"
+            )
         self.weights, self.means, self.covs = weights / weights.sum(), means, covs
         self.labels = torch.arange(k) if labels is None else torch.as_tensor(labels).long()
         self.num_classes = int(self.labels.max()) + 1
@@ -38,8 +40,14 @@ class GaussianMixture:
         self.dim = d
 
     # ---- Data. ---------------------------------------------------------------------------------------------------
-    def sample(self, n: int, generator: torch.Generator | None = None, y: int | Tensor | None = None,
-               return_labels: bool = False, dtype=torch.float32):
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        y: int | Tensor | None = None,
+        return_labels: bool = False,
+        dtype=torch.float32,
+    ):
         """Draw n points [n, *shape] from p_0 (or from p_0(x | c = y)), optionally with their class labels."""
         weights = self._class_weights(y)
         comp = torch.multinomial(weights.float(), n, replacement=True, generator=generator)

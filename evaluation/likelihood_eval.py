@@ -59,12 +59,25 @@ def _chunk_ode(score_fn, sde, images, opts: dict, gen_cpu, gen_dev, device) -> d
     for _ in range(opts["num_dequant"]):
         x = dequantize_and_scale(images, generator=gen_cpu).to(device)
         logp, _, nfe = log_likelihood_per_probe(
-            score_fn, sde, x, t_min=opts["t_min"], rtol=opts["rtol"], atol=opts["atol"], method=opts["method"],
-            divergence=opts["divergence"], probe=opts["probe"], num_probes=opts["num_probes"], generator=gen_dev)
+            score_fn,
+            sde,
+            x,
+            t_min=opts["t_min"],
+            rtol=opts["rtol"],
+            atol=opts["atol"],
+            method=opts["method"],
+            divergence=opts["divergence"],
+            probe=opts["probe"],
+            num_probes=opts["num_probes"],
+            generator=gen_dev,
+        )
         bpd.append(bits_per_dim(logp.double().cpu(), num_dims))
         nfes.append(nfe)
-    return {"ode_bpd_samples": torch.stack(bpd, 1).numpy(), "ode_nfe": np.array(nfes),
-            "ode_seconds": np.array(time.perf_counter() - start)}
+    return {
+        "ode_bpd_samples": torch.stack(bpd, 1).numpy(),
+        "ode_nfe": np.array(nfes),
+        "ode_seconds": np.array(time.perf_counter() - start),
+    }
 
 
 def _chunk_bound(score_fn, sde, images, opts: dict, gen_dev, device) -> dict:
@@ -98,8 +111,16 @@ def _load_chunk(path: Path, fingerprint: str) -> dict | None:
 # ---- The evaluation. -------------------------------------------------------------------------------------------------
 def _check_eval_options(sde, opts: dict) -> None:
     """Every option checked before any work (ValueError naming the bad one)."""
-    check_ode_options(sde, opts["t_min"], opts["rtol"], opts["atol"], opts["method"], opts["divergence"],
-                      opts["probe"], opts["num_probes"])
+    check_ode_options(
+        sde,
+        opts["t_min"],
+        opts["rtol"],
+        opts["atol"],
+        opts["method"],
+        opts["divergence"],
+        opts["probe"],
+        opts["num_probes"],
+    )
     for key in ("batch_size", "num_dequant", "bound_steps"):
         if isinstance(opts[key], bool) or int(opts[key]) != opts[key] or opts[key] < 1:
             raise ValueError(f"{key} must be an integer >= 1, got {opts[key]!r}")
@@ -109,8 +130,18 @@ def _check_eval_options(sde, opts: dict) -> None:
         check_bound_support(sde, bound_grid(sde, opts["bound_steps"], spacing=opts["bound_spacing"]))
 
 
-def evaluate_bpd(score_fn, sde, images, out_dir=None, tag: str = "", seed: int = 0, device="cpu",
-                 progress: bool = False, dist=None, **options) -> dict:
+def evaluate_bpd(
+    score_fn,
+    sde,
+    images,
+    out_dir=None,
+    tag: str = "",
+    seed: int = 0,
+    device="cpu",
+    progress: bool = False,
+    dist=None,
+    **options,
+) -> dict:
     """Bits/dim of 8-bit images [N, C, H, W] by the probability-flow ODE and the variational bound, in resumable
     chunks under `out_dir` (None: in memory). `options` as in DEFAULT_OPTIONS. Under torchrun (`dist`, a
     infra.distributed.Dist) each rank does the chunks it owns (round robin) and every rank gets all results.
@@ -131,7 +162,7 @@ def evaluate_bpd(score_fn, sde, images, out_dir=None, tag: str = "", seed: int =
     for c, i in enumerate(_progress(starts, progress and (dist is None or dist.is_main))):
         if dist is not None and not dist.owns(c):  # another rank's chunk: its seed depends on c only
             continue
-        chunk = images[i: i + opts["batch_size"]]
+        chunk = images[i : i + opts["batch_size"]]
         fingerprint = _fingerprint(opts, tag, chunk)
         path = None if chunk_dir is None else chunk_dir / f"chunk_{c:05d}.npz"
         result = None if path is None else _load_chunk(path, fingerprint)
@@ -166,15 +197,22 @@ def _summarise(chunks: list[dict], opts: dict, images) -> dict:
     per_image = {"ode_bpd": samples.mean((1, 2)), "ode_bpd_samples": samples}
     nfe = np.concatenate([c["ode_nfe"] for c in chunks])
     mean, stderr = mean_and_stderr(torch.from_numpy(per_image["ode_bpd"]))
-    summary = {"num_images": int(images.shape[0]), "num_dims": int(images[0].numel()), **opts,
-               "ode_bpd": mean, "ode_bpd_stderr": stderr,
-               "ode_bpd_probe_stderr": probe_stderr(torch.from_numpy(samples)),
-               "ode_nfe_mean": float(nfe.mean()), "ode_seconds": float(sum(c["ode_seconds"] for c in chunks))}
+    summary = {
+        "num_images": int(images.shape[0]),
+        "num_dims": int(images[0].numel()),
+        **opts,
+        "ode_bpd": mean,
+        "ode_bpd_stderr": stderr,
+        "ode_bpd_probe_stderr": probe_stderr(torch.from_numpy(samples)),
+        "ode_nfe_mean": float(nfe.mean()),
+        "ode_seconds": float(sum(c["ode_seconds"] for c in chunks)),
+    }
     if opts["bound"]:
         for k in BOUND_TERMS:
             per_image[f"bound_{k}"] = np.concatenate([c[f"bound_{k}"] for c in chunks])
             summary[f"bound_bpd_{k}"], summary[f"bound_bpd_{k}_stderr"] = mean_and_stderr(
-                torch.from_numpy(per_image[f"bound_{k}"]))
+                torch.from_numpy(per_image[f"bound_{k}"])
+            )
         summary["bound_seconds"] = float(sum(c["bound_seconds"] for c in chunks))
     summary["per_image"] = per_image
     return summary
@@ -188,9 +226,21 @@ def _progress(iterable, enabled: bool):
     return tqdm(iterable, desc="bits/dim chunks")
 
 
-DEFAULT_OPTIONS = {"batch_size": 64, "num_dequant": 1, "num_probes": 1, "probe": "rademacher",
-                   "divergence": "hutchinson", "rtol": 1e-5, "atol": 1e-5, "method": "dopri5", "t_min": 1e-5,
-                   "bound": True, "bound_steps": 1000, "bound_variance": "posterior", "bound_spacing": "uniform"}
+DEFAULT_OPTIONS = {
+    "batch_size": 64,
+    "num_dequant": 1,
+    "num_probes": 1,
+    "probe": "rademacher",
+    "divergence": "hutchinson",
+    "rtol": 1e-5,
+    "atol": 1e-5,
+    "method": "dopri5",
+    "t_min": 1e-5,
+    "bound": True,
+    "bound_steps": 1000,
+    "bound_variance": "posterior",
+    "bound_spacing": "uniform",
+}
 
 
 # ---- The driver. -----------------------------------------------------------------------------------------------------
@@ -225,8 +275,14 @@ def _write_outputs(results: dict, out_dir: Path, workdir: str, step: int) -> Non
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(os.path.join(workdir, "tensorboard")) as writer:
-        for key in ("ode_bpd", "ode_nfe_mean", "bound_bpd_total", "bound_bpd_prior", "bound_bpd_diffusion",
-                    "bound_bpd_decoder"):
+        for key in (
+            "ode_bpd",
+            "ode_nfe_mean",
+            "bound_bpd_total",
+            "bound_bpd_prior",
+            "bound_bpd_diffusion",
+            "bound_bpd_decoder",
+        ):
             if key in summary:
                 writer.add_scalar(f"eval/{key}", summary[key], step)
 
@@ -246,12 +302,27 @@ def run_likelihood_eval(cfg, workdir: str) -> dict:
     images = _load_images(cfg)
     out_dir = Path(workdir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = evaluate_bpd(score_fn, sde, images, out_dir=out_dir, tag=tag, seed=cfg.seed, device=device,
-                           progress=True, dist=dist, **options)
+    results = evaluate_bpd(
+        score_fn,
+        sde,
+        images,
+        out_dir=out_dir,
+        tag=tag,
+        seed=cfg.seed,
+        device=device,
+        progress=True,
+        dist=dist,
+        **options,
+    )
     results["checkpoint"], results["step"] = tag, step
     if dist.is_main:
         _write_outputs(results, out_dir, workdir, step)
-        logger.info("bits/dim (ODE) %.4f +- %.4f over %d images; bound %s", results["ode_bpd"],
-                    results["ode_bpd_stderr"], results["num_images"], results.get("bound_bpd_total", "not computed"))
+        logger.info(
+            "bits/dim (ODE) %.4f +- %.4f over %d images; bound %s",
+            results["ode_bpd"],
+            results["ode_bpd_stderr"],
+            results["num_images"],
+            results.get("bound_bpd_total", "not computed"),
+        )
     distributed.barrier(dist)  # the outputs exist before any rank returns
     return {k: v for k, v in results.items() if k != "per_image"}

@@ -63,16 +63,21 @@ def polynomial_mmd2_unbiased(a: np.ndarray, b: np.ndarray, degree: int = 3) -> f
     return float(sum_aa + sum_bb - 2 * k_ab.mean())
 
 
-def kernel_inception_distance(feats_a, feats_b, num_subsets: int = 100, subset_size: int = 1000,
-                              seed: int = 0) -> tuple[float, float]:
+def kernel_inception_distance(
+    feats_a, feats_b, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID: mean and std over random subsets of the unbiased polynomial-kernel MMD^2 (Binkowski et al. 2018)."""
     a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"need feature sets [N, F] of the same width, got {a.shape} and {b.shape}")
     m = min(subset_size, a.shape[0], b.shape[0])
     rng = np.random.default_rng(seed)
-    values = [polynomial_mmd2_unbiased(a[rng.choice(a.shape[0], m, replace=False)],
-                                       b[rng.choice(b.shape[0], m, replace=False)]) for _ in range(num_subsets)]
+    values = [
+        polynomial_mmd2_unbiased(
+            a[rng.choice(a.shape[0], m, replace=False)], b[rng.choice(b.shape[0], m, replace=False)]
+        )
+        for _ in range(num_subsets)
+    ]
     return float(np.mean(values)), float(np.std(values))
 
 
@@ -86,8 +91,11 @@ def histogram_summary(hist: np.ndarray) -> dict:
     """Mode coverage of a class histogram: KL(hist || uniform) in nats, min and max class fraction."""
     k = hist.size
     nz = hist[hist > 0]
-    return {"kl_to_uniform": float((nz * np.log(nz * k)).sum()), "min_fraction": float(hist.min()),
-            "max_fraction": float(hist.max())}
+    return {
+        "kl_to_uniform": float((nz * np.log(nz * k)).sum()),
+        "min_fraction": float(hist.min()),
+        "max_fraction": float(hist.max()),
+    }
 
 
 def conditional_accuracy(preds, labels) -> float:
@@ -98,14 +106,27 @@ def conditional_accuracy(preds, labels) -> float:
     return float((preds == labels).mean())
 
 
-def sample_metrics(sample_feats, real_feats, sample_preds, labels=None, kid_subsets: int = 100,
-                   kid_subset_size: int = 1000, seed: int = 0) -> dict:
+def sample_metrics(
+    sample_feats,
+    real_feats,
+    sample_preds,
+    labels=None,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict:
     """FID, KID (mean, std), class histogram, and (for conditional samples) accuracy, as a JSON-ready dict."""
     kid, kid_std = kernel_inception_distance(sample_feats, real_feats, kid_subsets, kid_subset_size, seed)
     hist = class_histogram(sample_preds)
-    out = {"num_samples": int(len(sample_feats)), "num_real": int(len(real_feats)),
-           "fid": frechet_distance(sample_feats, real_feats), "kid": kid, "kid_std": kid_std,
-           "class_histogram": hist.round(4).tolist(), **histogram_summary(hist)}
+    out = {
+        "num_samples": int(len(sample_feats)),
+        "num_real": int(len(real_feats)),
+        "fid": frechet_distance(sample_feats, real_feats),
+        "kid": kid,
+        "kid_std": kid_std,
+        "class_histogram": hist.round(4).tolist(),
+        **histogram_summary(hist),
+    }
     if labels is not None:
         out["accuracy"] = conditional_accuracy(sample_preds, labels)
     return out
@@ -122,7 +143,7 @@ def draw_samples(model, sampling: dict, num: int, labels: torch.Tensor | None, s
     for b, offset in enumerate(range(0, num, bs)):
         n = min(bs, num - offset)
         generator = torch.Generator(device).manual_seed(seed * 1_000_003 + b)
-        batch_labels = None if labels is None else labels[offset: offset + n].to(device)
+        batch_labels = None if labels is None else labels[offset : offset + n].to(device)
         x, calls = sample_batch(model, model.sde, sampling, n, shape, generator, device, batch_labels)
         xs.append(x.cpu())
         nfe.append(calls)
@@ -134,8 +155,9 @@ def quality_of(net, x: torch.Tensor, reference: dict, labels: torch.Tensor | Non
     from compose.features import evalnet_outputs
 
     feats, preds = evalnet_outputs(net, x)
-    return sample_metrics(feats, reference["feats"], preds, None if labels is None else labels.numpy(),
-                          e.kid_subsets, e.kid_subset_size)
+    return sample_metrics(
+        feats, reference["feats"], preds, None if labels is None else labels.numpy(), e.kid_subsets, e.kid_subset_size
+    )
 
 
 def real_baseline(cfg, net, reference: dict, num: int) -> dict:
@@ -147,8 +169,7 @@ def real_baseline(cfg, net, reference: dict, num: int) -> dict:
     images, labels, desc = load_mnist(cfg.data.source, cfg.data.root, "train", progress=False)
     pick = np.random.default_rng(cfg.seed).choice(len(images), min(num, len(images)), replace=False)
     feats, preds = evalnet_outputs(net, pixels_to_evalnet_input(images[pick]), quantize=False)
-    out = sample_metrics(feats, reference["feats"], preds, labels[pick], cfg.eval.kid_subsets,
-                         cfg.eval.kid_subset_size)
+    out = sample_metrics(feats, reference["feats"], preds, labels[pick], cfg.eval.kid_subsets, cfg.eval.kid_subset_size)
     return {**out, "description": desc}
 
 
@@ -164,21 +185,29 @@ def run_quality_eval(cfg, workdir: str) -> dict:
     reference = real_reference(cfg, net)
     model, _ = load_score_model(cfg.sampling.checkpoint or workdir, device, cfg.sampling.use_ema)
     sampling = cfg.sampling.to_dict()
-    results = {"evalnet": {"checkpoint": net_info["checkpoint"], "accuracy_on_reference": reference["accuracy"]},
-               "reference": reference["description"], "sampler": sampling["sampler"], "steps": sampling["steps"],
-               "real_train_digits": real_baseline(cfg, net, reference, e.num_samples)}
+    results = {
+        "evalnet": {"checkpoint": net_info["checkpoint"], "accuracy_on_reference": reference["accuracy"]},
+        "reference": reference["description"],
+        "sampler": sampling["sampler"],
+        "steps": sampling["steps"],
+        "real_train_digits": real_baseline(cfg, net, reference, e.num_samples),
+    }
     # Unconditional samples.
-    x, nfe = draw_samples(model, {**sampling, "label": -1, "classifier_scale": 0.0}, e.num_samples, None, cfg.seed,
-                          device)
+    x, nfe = draw_samples(
+        model, {**sampling, "label": -1, "classifier_scale": 0.0}, e.num_samples, None, cfg.seed, device
+    )
     results["unconditional"] = {**quality_of(net, x, reference, None, e), "nfe": nfe}
     # Class-conditional samples, classes cycling 0..C-1, with the configured guidance.
     num_classes = label_classes(model, sampling)  # the model's, or the guiding classifier's
     if num_classes:
         labels = torch.arange(e.num_samples) % num_classes
         x, nfe = draw_samples(model, sampling, e.num_samples, labels, cfg.seed + 1, device)
-        results["conditional"] = {**quality_of(net, x, reference, labels, e), "nfe": nfe,
-                                  "guidance_scale": sampling["guidance_scale"],
-                                  "classifier_scale": sampling["classifier_scale"]}
+        results["conditional"] = {
+            **quality_of(net, x, reference, labels, e),
+            "nfe": nfe,
+            "guidance_scale": sampling["guidance_scale"],
+            "classifier_scale": sampling["classifier_scale"],
+        }
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "sample_quality.json"), "w") as f:

@@ -40,8 +40,20 @@ logger = logging.getLogger(__name__)
 # ---- The command-line run: batches on disk, resumable. ------------------------------------------------------------
 def run_key(sampling: Mapping, checkpoint: Path, seed: int) -> str:
     """A short hash of everything that determines the samples (parts of another setup are never mixed in)."""
-    keys = ("sampler", "steps", "grid", "t_min", "num_samples", "batch_size", "label", "class_grid",
-            "guidance_scale", "classifier_scale", "classifier_workdir", "use_ema")
+    keys = (
+        "sampler",
+        "steps",
+        "grid",
+        "t_min",
+        "num_samples",
+        "batch_size",
+        "label",
+        "class_grid",
+        "guidance_scale",
+        "classifier_scale",
+        "classifier_workdir",
+        "use_ema",
+    )
     what = {k: sampling[k] for k in keys} | options_from_config(sampling["sampler"], sampling)
     what |= {"checkpoint": str(checkpoint.resolve()), "mtime": checkpoint.stat().st_mtime, "seed": seed}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -128,11 +140,25 @@ def sample_to_disk(cfg, workdir: str) -> dict:
             save_grid(x[order], png_path, nrow=-(-len(x) // num_classes))
         else:
             save_grid(x, png_path, nrow=max(int(len(x) ** 0.5), 1))
-    info |= {"sde": sde.config(), "checkpoint": str(checkpoint), "npz": str(npz_path), "png": str(png_path),
-             "stamp": stamp, "resumed_batches": resumed, "seed": cfg.seed}
+    info |= {
+        "sde": sde.config(),
+        "checkpoint": str(checkpoint),
+        "npz": str(npz_path),
+        "png": str(png_path),
+        "stamp": stamp,
+        "resumed_batches": resumed,
+        "seed": cfg.seed,
+    }
     with open(out_dir / "samples.jsonl", "a") as f:
         f.write(json.dumps(info) + "\n")
     shutil.rmtree(parts_dir)
-    logger.info("%d samples (%s, NFE %.0f, %.1f s) written to %s and %s", num, s["sampler"], info["nfe"],
-                info["wall_time"], npz_path, png_path)
+    logger.info(
+        "%d samples (%s, NFE %.0f, %.1f s) written to %s and %s",
+        num,
+        s["sampler"],
+        info["nfe"],
+        info["wall_time"],
+        npz_path,
+        png_path,
+    )
     return distributed.broadcast_object(info, dist)

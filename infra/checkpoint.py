@@ -36,9 +36,11 @@ SCORE = "score_model"
 # Kind of network -> (checkpoint folder, training lock file) inside a work dir. Checkpoints written before kinds had
 # folders of their own all sit in checkpoints/; a kind whose folder is empty also looks there (for its kind only).
 CLASSIFIER, EVALNET = "noisy_classifier", "mnist_evalnet"
-KINDS = {SCORE: (CKPT_DIR, ".train.lock"),
-         CLASSIFIER: ("checkpoints_classifier", ".train_classifier.lock"),
-         EVALNET: ("checkpoints_evalnet", ".train_evalnet.lock")}
+KINDS = {
+    SCORE: (CKPT_DIR, ".train.lock"),
+    CLASSIFIER: ("checkpoints_classifier", ".train_classifier.lock"),
+    EVALNET: ("checkpoints_evalnet", ".train_evalnet.lock"),
+}
 _NAME = re.compile(r"^ckpt_(\d{6,})\.pt$")
 
 
@@ -111,8 +113,10 @@ def recorded_sha256(path: str | os.PathLike) -> str:
     try:
         text = side.read_text().split()
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} is incomplete: no sha256 sidecar {side.name} "
-                              f"(the save was interrupted, or the file was copied without it)") from None
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete: no sha256 sidecar {side.name} "
+            f"(the save was interrupted, or the file was copied without it)"
+        ) from None
     if not text or not re.fullmatch(r"[0-9a-f]{64}", text[0]):
         raise CheckpointError(f"checkpoint sidecar {side} is malformed (expected '<sha256>  {Path(path).name}')")
     return text[0]
@@ -128,8 +132,10 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
     expected = recorded_sha256(path)
     actual = sha256_file(path)
     if actual != expected:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: sha256 {actual[:16]}... does not match "
-                              f"the recorded {expected[:16]}... ({path.stat().st_size} bytes)")
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated: sha256 {actual[:16]}... does not match "
+            f"the recorded {expected[:16]}... ({path.stat().st_size} bytes)"
+        )
 
 
 def latest_checkpoint(workdir: str | os.PathLike, kind: str = SCORE) -> Path | None:
@@ -162,8 +168,9 @@ def _existing_valid(path: Path) -> bool:
         return False
 
 
-def save_checkpoint(workdir: str | os.PathLike, step: int, state: dict, keep: int = 3, kind: str = SCORE,
-                    overwrite: bool = False) -> Path:
+def save_checkpoint(
+    workdir: str | os.PathLike, step: int, state: dict, keep: int = 3, kind: str = SCORE, overwrite: bool = False
+) -> Path:
     """Atomically write `state` (tensors and plain data) as the step-`step` checkpoint of `kind`, verify it, prune
     that kind's folder to `keep`. A valid file at that step is kept unless `overwrite` (for a run that starts from
     scratch, where the step does not determine the state)."""
@@ -223,13 +230,15 @@ class WorkdirLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise CheckpointError(f"work dir {self.path.parent} is in use: another training process holds "
-                                  f"{self.path}. Wait for it to finish (or stop it), or train in another --workdir"
-                                  ) from None
+            raise CheckpointError(
+                f"work dir {self.path.parent} is in use: another training process holds "
+                f"{self.path}. Wait for it to finish (or stop it), or train in another --workdir"
+            ) from None
         except OSError as err:  # a file system without flock (some NFS mounts): train, but say it is unguarded
             os.close(fd)
-            logger.warning("cannot lock %s (%s): a second training process on this work dir would not be refused",
-                           self.path, err)
+            logger.warning(
+                "cannot lock %s (%s): a second training process on this work dir would not be refused", self.path, err
+            )
             return self
         self._fd = fd
         return self
@@ -251,8 +260,10 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
         with open(path, "rb") as f:
             ckpt = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as err:  # the restricted unpickler refuses anything but tensors and plain data
-        raise CheckpointError(f"refusing to load {path}: it is not a plain-data checkpoint "
-                              f"(weights_only=True load failed: {str(err).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"refusing to load {path}: it is not a plain-data checkpoint "
+            f"(weights_only=True load failed: {str(err).splitlines()[0]})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
     if kind is not None and stored_kind(ckpt) != kind:
@@ -283,8 +294,10 @@ def resolve_checkpoint(workdir_or_file: str | os.PathLike, kind: str = SCORE) ->
     path, _ = load_latest_checkpoint(_workdir_of(target, kind), kind)
     if path is None:
         workdir = _workdir_of(target, kind)
-        raise CheckpointError(f"no valid checkpoint of a {kind} in {checkpoint_dir(workdir, kind)} "
-                              f"(found {[p.name for p in list_checkpoints(workdir, kind)]})")
+        raise CheckpointError(
+            f"no valid checkpoint of a {kind} in {checkpoint_dir(workdir, kind)} "
+            f"(found {[p.name for p in list_checkpoints(workdir, kind)]})"
+        )
     return path
 
 

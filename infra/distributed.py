@@ -81,8 +81,9 @@ def setup(cfg) -> Dist:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if device.index not in (None, local_rank):
-            logger.warning("device = %r ignored under torchrun: local rank %d uses cuda:%d", cfg.device,
-                           local_rank, local_rank)
+            logger.warning(
+                "device = %r ignored under torchrun: local rank %d uses cuda:%d", cfg.device, local_rank, local_rank
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not td.is_initialized():

@@ -38,8 +38,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-
-
 def _write(f, data: bytes) -> None:
     """f.write(data); a separate function so that tests can slow a save down half-way (tests/hooks.py)."""
     f.write(data)

@@ -56,8 +56,9 @@ def check_pixels(images: Tensor) -> Tensor:
     if images.is_floating_point() or images.is_complex() or images.dtype == torch.bool:
         raise ValueError(f"pixels must be integers in 0..{PIXEL_LEVELS - 1}, got dtype {images.dtype}")
     if images.numel() and (int(images.min()) < 0 or int(images.max()) > PIXEL_LEVELS - 1):
-        raise ValueError(f"pixels must lie in 0..{PIXEL_LEVELS - 1}, got range {int(images.min())}.."
-                         f"{int(images.max())}")
+        raise ValueError(
+            f"pixels must lie in 0..{PIXEL_LEVELS - 1}, got range {int(images.min())}..{int(images.max())}"
+        )
     return images.to(torch.uint8)
 
 

@@ -39,8 +39,9 @@ from .divergence import DIVERGENCES, PROBES, draw_probes, exact_divergence, hutc
 TIME_VARIABLES = ("auto", "t", "logsnr")
 
 
-def check_ode_options(sde: SDE, t_min: float, rtol: float, atol: float, method: str, divergence: str,
-                      probe: str, num_probes: int) -> None:
+def check_ode_options(
+    sde: SDE, t_min: float, rtol: float, atol: float, method: str, divergence: str, probe: str, num_probes: int
+) -> None:
     """Raise ValueError naming the bad option (or what the path lacks) and what is allowed, before any work."""
     require(sde, "coefficients", "logsnr", "prior_std", who="the ODE likelihood")
     if not (isinstance(t_min, int | float) and 0 < t_min < sde.T):
@@ -57,8 +58,15 @@ def check_ode_options(sde: SDE, t_min: float, rtol: float, atol: float, method: 
         raise ValueError(f"num_probes must be an integer >= 1, got {num_probes!r}")
 
 
-def _ode_func(score_fn: ScoreFn, sde: SDE, divergence: str, probes: Tensor | None, counter: list[int],
-              time_variable: str, t_min: float):
+def _ode_func(
+    score_fn: ScoreFn,
+    sde: SDE,
+    divergence: str,
+    probes: Tensor | None,
+    counter: list[int],
+    time_variable: str,
+    t_min: float,
+):
     """Right-hand side of the augmented ODE (dx/du, d delta/du) = (f~ dt/du, div f~ dt/du per probe) in the
     integration variable u = t, or u = lambda_t with dt/dlambda = -2 sigma_t^2 / g_t^2 (true for every path)."""
 
@@ -82,7 +90,7 @@ def _ode_func(score_fn: ScoreFn, sde: SDE, divergence: str, probes: Tensor | Non
 
 
 def resolve_time_variable(sde: SDE, time_variable: str) -> str:
-    """"auto" -> "logsnr" for a path with piecewise-constant coefficients (a discrete chain of N steps: its
+    """ "auto" -> "logsnr" for a path with piecewise-constant coefficients (a discrete chain of N steps: its
     t-drift jumps N times, which misleads adaptive step control), else "t"."""
     if time_variable not in TIME_VARIABLES:
         raise ValueError(f"unknown time variable {time_variable!r}; valid: {list(TIME_VARIABLES)}")
@@ -91,11 +99,21 @@ def resolve_time_variable(sde: SDE, time_variable: str) -> str:
     return time_variable
 
 
-def log_likelihood_per_probe(score_fn: ScoreFn, sde: SDE, x: Tensor, t_min: float = 1e-5, rtol: float = 1e-5,
-                             atol: float = 1e-5, method: str = "dopri5", divergence: str = "hutchinson",
-                             probe: str = "rademacher", num_probes: int = 1,
-                             generator: torch.Generator | None = None, time_variable: str = "auto",
-                             options: dict | None = None) -> tuple[Tensor, Tensor, int]:
+def log_likelihood_per_probe(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    t_min: float = 1e-5,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    divergence: str = "hutchinson",
+    probe: str = "rademacher",
+    num_probes: int = 1,
+    generator: torch.Generator | None = None,
+    time_variable: str = "auto",
+    options: dict | None = None,
+) -> tuple[Tensor, Tensor, int]:
     """log p_{t_min}(x) in nats by the probability-flow ODE, one estimate per probe (Song et al. 2021, Eq. 39).
 
     Returns (logp [B, K] (K = 1 for the exact divergence), z = x(T) [B, *D], number of score evaluations).
@@ -127,14 +145,26 @@ def log_likelihood_per_probe(score_fn: ScoreFn, sde: SDE, x: Tensor, t_min: floa
     return logp, z, counter[0]
 
 
-def log_likelihood(score_fn: ScoreFn, sde: SDE, x: Tensor, t_min: float = 1e-5, rtol: float = 1e-5,
-                   atol: float = 1e-5, method: str = "dopri5", divergence: str = "hutchinson",
-                   probe: str = "rademacher", num_probes: int = 1, generator: torch.Generator | None = None,
-                   time_variable: str = "auto", options: dict | None = None) -> tuple[Tensor, Tensor, int]:
+def log_likelihood(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    t_min: float = 1e-5,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    divergence: str = "hutchinson",
+    probe: str = "rademacher",
+    num_probes: int = 1,
+    generator: torch.Generator | None = None,
+    time_variable: str = "auto",
+    options: dict | None = None,
+) -> tuple[Tensor, Tensor, int]:
     """log p(x) in nats per example [B] via the probability-flow ODE, with z = x(T) and the NFE (Song et al. 2021).
 
     The K Hutchinson estimates are averaged; see `log_likelihood_per_probe` for them one by one.
     """
-    logp, z, nfe = log_likelihood_per_probe(score_fn, sde, x, t_min, rtol, atol, method, divergence, probe,
-                                            num_probes, generator, time_variable, options)
+    logp, z, nfe = log_likelihood_per_probe(
+        score_fn, sde, x, t_min, rtol, atol, method, divergence, probe, num_probes, generator, time_variable, options
+    )
     return logp.mean(1), z, nfe

@@ -92,8 +92,10 @@ def check_bound_support(sde: SDE, grid: Tensor) -> None:
         raise ValueError(f"the bound needs an increasing grid 0 <= t_1 < ... < t_K <= T = {sde.T}, got {grid}")
     alpha, sigma = sde.marginal(grid)
     if not ((alpha > 0).all() and (sigma > 0).all() and (sde.snr(grid).diff() < 0).all()):
-        raise ValueError(f"the discrete variational bound needs alpha_t > 0, sigma_t > 0 and a strictly decreasing "
-                         f"signal-to-noise ratio on the grid; {sde!r} gives sigma(t_1) = {sigma[0].item():.3g}")
+        raise ValueError(
+            f"the discrete variational bound needs alpha_t > 0, sigma_t > 0 and a strictly decreasing "
+            f"signal-to-noise ratio on the grid; {sde!r} gives sigma(t_1) = {sigma[0].item():.3g}"
+        )
 
 
 def gaussian_kl(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tensor) -> Tensor:
@@ -109,9 +111,11 @@ def discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, std: Tensor) -
     x0, mean, std = x0.double(), mean.double(), append_dims(std.double(), x0.ndim)
     k = torch.round((x0 + 1) * PIXEL_LEVELS / 2 - 0.5)
     if x0.min() < -1 or x0.max() > 1 or ((2 * k + 1) / PIXEL_LEVELS - 1 - x0).abs().max() > 1e-4:
-        raise ValueError("the discretised decoder needs 8-bit data at pixel-bin centres (2k + 1)/256 - 1 in [-1, 1] "
-                         "(data.datasets.dequantize_and_scale(images, dequantize=False)); got values in "
-                         f"[{x0.min().item():.4g}, {x0.max().item():.4g}] off the centres")
+        raise ValueError(
+            "the discretised decoder needs 8-bit data at pixel-bin centres (2k + 1)/256 - 1 in [-1, 1] "
+            "(data.datasets.dequantize_and_scale(images, dequantize=False)); got values in "
+            f"[{x0.min().item():.4g}, {x0.max().item():.4g}] off the centres"
+        )
     lower = torch.where(k > 0, 2 * k / PIXEL_LEVELS - 1, -math.inf)
     upper = torch.where(k < PIXEL_LEVELS - 1, 2 * (k + 1) / PIXEL_LEVELS - 1, math.inf)
     a, b = (lower - mean) / std, (upper - mean) / std
@@ -149,9 +153,16 @@ def _diffusion_term(score_fn, sde, x0, s, t, variance, clip_x0, generator) -> Te
 
 
 @torch.no_grad()
-def vlb_terms(score_fn: ScoreFn, sde: SDE, x0: Tensor, grid: Tensor, variance: str = "posterior",
-              decoder: str = "discretized", clip_x0: bool = False,
-              generator: torch.Generator | None = None) -> dict[str, Tensor]:
+def vlb_terms(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x0: Tensor,
+    grid: Tensor,
+    variance: str = "posterior",
+    decoder: str = "discretized",
+    clip_x0: bool = False,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
     """Per-term negative ELBO in nats (Ho et al. 2020, Eq. 5): {"prior" [B], "diffusion" [B, K-1], "decoder" [B],
     "total" [B]}; "diffusion" holds L_{k-1} for k = 2..K in grid order."""
     if variance not in VARIANCES:
@@ -165,8 +176,9 @@ def vlb_terms(score_fn: ScoreFn, sde: SDE, x0: Tensor, grid: Tensor, variance: s
     prior_var = torch.full_like(sigma_t, sde.prior_std**2)
     prior = gaussian_kl(mean_t, sigma_t**2, torch.zeros_like(x0), prior_var)
     # Diffusion terms L_{k-1}, k = 2..K.
-    diffusion = [_diffusion_term(score_fn, sde, x0, s, t, variance, clip_x0, generator)
-                 for s, t in zip(times[:-1], times[1:])]
+    diffusion = [
+        _diffusion_term(score_fn, sde, x0, s, t, variance, clip_x0, generator) for s, t in zip(times[:-1], times[1:])
+    ]
     diffusion = torch.stack(diffusion, 1) if diffusion else x0.new_zeros(x0.shape[0], 0)
     # Decoder term L_0.
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -174,12 +186,20 @@ def vlb_terms(score_fn: ScoreFn, sde: SDE, x0: Tensor, grid: Tensor, variance: s
     alpha_1, sigma_1 = sde.marginal(times[0])
     decoder_nll = _decoder_nll(x0, _x0_hat(score_fn, sde, x_1, times[0], clip_x0), sigma_1 / alpha_1, decoder)
     decoder_nll = decoder_nll.to(x0.dtype)
-    return {"prior": prior, "diffusion": diffusion, "decoder": decoder_nll,
-            "total": prior + diffusion.sum(1) + decoder_nll}
+    return {
+        "prior": prior,
+        "diffusion": diffusion,
+        "decoder": decoder_nll,
+        "total": prior + diffusion.sum(1) + decoder_nll,
+    }
 
 
 def vlb_bits_per_dim(terms: dict[str, Tensor], num_dims: int) -> dict[str, Tensor]:
     """The bound's terms in bits/dim [B] each ("diffusion" summed over steps): nats / (D ln 2) (discrete data)."""
     scale = 1 / (num_dims * math.log(2))
-    return {"total": terms["total"] * scale, "prior": terms["prior"] * scale,
-            "diffusion": terms["diffusion"].sum(1) * scale, "decoder": terms["decoder"] * scale}
+    return {
+        "total": terms["total"] * scale,
+        "prior": terms["prior"] * scale,
+        "diffusion": terms["diffusion"].sum(1) * scale,
+        "decoder": terms["decoder"] * scale,
+    }

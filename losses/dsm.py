@@ -23,8 +23,9 @@ WEIGHTINGS = ("sigma2", "likelihood", "edm")
 TIME_SAMPLINGS = ("continuous", "ddpm", "smld", "lognormal")
 
 
-def dsm_loss(model, sde: SDE, x0: Tensor, t: Tensor, noise: Tensor, y: Tensor | None = None,
-             weighting: str = "sigma2") -> Tensor:
+def dsm_loss(
+    model, sde: SDE, x0: Tensor, t: Tensor, noise: Tensor, y: Tensor | None = None, weighting: str = "sigma2"
+) -> Tensor:
     """Denoising score matching at given times and noise (Song et al. 2021, Eq. 7), per example [B]."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown loss weighting {weighting!r}; valid: {list(WEIGHTINGS)}")
@@ -42,9 +43,17 @@ def dsm_loss(model, sde: SDE, x0: Tensor, t: Tensor, noise: Tensor, y: Tensor | 
     return mse
 
 
-def sample_time(sde: SDE, batch_size: int, how: str = "continuous", t_min: float = 1e-5, num_scales: int = 1000,
-                generator: torch.Generator | None = None, device=None, p_mean: float = -1.2,
-                p_std: float = 1.2) -> Tensor:
+def sample_time(
+    sde: SDE,
+    batch_size: int,
+    how: str = "continuous",
+    t_min: float = 1e-5,
+    num_scales: int = 1000,
+    generator: torch.Generator | None = None,
+    device=None,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+) -> Tensor:
     """Training times [B]: uniform on [t_min, T] ('continuous'), DDPM's grid i/N with i uniform on 1..N ('ddpm'),
     the NCSN ladder's times i/(L-1), i uniform on 0..L-1 ('smld'), or EDM's log-normal noise levels
     ln(sigma_t / alpha_t) ~ N(p_mean, p_std^2) mapped to t and clamped to [t_min, T] ('lognormal')."""
@@ -63,9 +72,19 @@ def sample_time(sde: SDE, batch_size: int, how: str = "continuous", t_min: float
     raise ValueError(f"unknown time sampling {how!r}; valid: {list(TIME_SAMPLINGS)}")
 
 
-def loss_fn(model, sde: SDE, x0: Tensor, y: Tensor | None = None, how: str = "continuous",
-            weighting: str = "sigma2", t_min: float = 1e-5, num_scales: int = 1000,
-            generator: torch.Generator | None = None, p_mean: float = -1.2, p_std: float = 1.2) -> Tensor:
+def loss_fn(
+    model,
+    sde: SDE,
+    x0: Tensor,
+    y: Tensor | None = None,
+    how: str = "continuous",
+    weighting: str = "sigma2",
+    t_min: float = 1e-5,
+    num_scales: int = 1000,
+    generator: torch.Generator | None = None,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+) -> Tensor:
     """Draw t and noise, then the DSM loss per example [B] (the objective named by `how`)."""
     t = sample_time(sde, x0.shape[0], how, t_min, num_scales, generator, x0.device, p_mean, p_std).to(x0.dtype)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)

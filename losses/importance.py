@@ -46,8 +46,9 @@ def _table(sde: SDE, t_min: float) -> tuple[Tensor, Tensor]:
     return edges, cdf / cdf[-1]
 
 
-def sample_importance_time(sde: SDE, batch: int, t_min: float = 1e-5,
-                           generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def sample_importance_time(
+    sde: SDE, batch: int, t_min: float = 1e-5, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Times t [B] with density ∝ g(t)^2 / sigma_t^2 on [t_min, T] and the weights [B] that keep the likelihood-weighted
     objective unbiased (Song et al. 2021b, Sec. 5); float32 on the CPU (the caller moves them)."""
     if isinstance(batch, bool) or int(batch) != batch or batch < 1:

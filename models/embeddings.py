@@ -43,8 +43,10 @@ def check_class_labels(y: torch.Tensor | None, num_classes: int, batch_size: int
     if num_classes == 0:
         raise ValueError("got class labels y, but the network was built unconditional (num_classes=0); pass y=None")
     if not isinstance(y, torch.Tensor) or torch.is_floating_point(y) or torch.is_complex(y) or y.dtype == torch.bool:
-        raise ValueError(f"y must be an integer (Long) tensor of class labels, got {type(y).__name__} "
-                         f"{getattr(y, 'dtype', '')}".rstrip())
+        raise ValueError(
+            f"y must be an integer (Long) tensor of class labels, got {type(y).__name__} "
+            f"{getattr(y, 'dtype', '')}".rstrip()
+        )
     if y.shape != (batch_size,):
         raise ValueError(f"y must have shape [B] = [{batch_size}], got {list(y.shape)}")
     if y.numel() > 0:

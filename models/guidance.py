@@ -37,8 +37,10 @@ FIXED_STEP_METHODS = ("euler", "heun", "rk4")  # ODE methods whose every step th
 def check_guidance_labels(y: int | Tensor, num_classes: int, what: str = "model") -> Tensor:
     """Class labels for guidance as a Long tensor (scalar or [B]); each must be a real class 0..num_classes-1."""
     if num_classes <= 0:
-        raise ValueError(f"guidance needs a class-conditional {what}, but this {what} is unconditional "
-                         f"(num_classes=0); train one with model.num_classes > 0, or sample with label=-1")
+        raise ValueError(
+            f"guidance needs a class-conditional {what}, but this {what} is unconditional "
+            f"(num_classes=0); train one with model.num_classes > 0, or sample with label=-1"
+        )
     y = torch.as_tensor(y)
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.ndim > 1:
         raise ValueError(f"class labels must be an integer or an integer tensor [B], got {y.dtype} {list(y.shape)}")
@@ -87,8 +89,7 @@ def classifier_log_probs(classifier: nn.Module, sde: SDE, x: Tensor, t: Tensor |
     return F.log_softmax(classifier(*network_input(sde, x, as_time(t, x))), dim=-1)
 
 
-def classifier_score_fn(score_fn: ScoreFn, classifier: nn.Module, sde: SDE, y: int | Tensor,
-                        scale: float) -> ScoreFn:
+def classifier_score_fn(score_fn: ScoreFn, classifier: nn.Module, sde: SDE, y: int | Tensor, scale: float) -> ScoreFn:
     """Classifier guidance s(x,t) + lambda grad_x log p_t(y | x) (Dhariwal & Nichol 2021; Song et al. 2021, Eq. 14).
 
     `classifier(x_in, noise_label) -> logits` must be trained on `sde`'s perturbed data (training/classifier.py);
@@ -104,8 +105,9 @@ def classifier_score_fn(score_fn: ScoreFn, classifier: nn.Module, sde: SDE, y: i
             x_in = x.detach().to(dtype).requires_grad_(True)
             log_probs = classifier_log_probs(classifier, sde, x_in, t.detach().to(dtype))
             if labels.numel() and int(labels.max()) >= log_probs.shape[-1]:
-                raise ValueError(f"class label {int(labels.max())} out of range for a classifier of "
-                                 f"{log_probs.shape[-1]} classes")
+                raise ValueError(
+                    f"class label {int(labels.max())} out of range for a classifier of {log_probs.shape[-1]} classes"
+                )
             selected = log_probs.gather(1, labels[:, None]).sum()
             grad = torch.autograd.grad(selected, x_in)[0]
         return score_fn(x, t) + lam * grad.to(x.dtype)
@@ -116,15 +118,19 @@ def classifier_score_fn(score_fn: ScoreFn, classifier: nn.Module, sde: SDE, y: i
 def check_same_sde(score_sde: dict, classifier_sde: dict) -> None:
     """Raise ValueError unless the classifier was trained on the score model's SDE (both as `SDE.config()`)."""
     keys = sorted(set(score_sde) | set(classifier_sde))
-    diff = [f"{k}: score model {score_sde.get(k)!r} vs classifier {classifier_sde.get(k)!r}"
-            for k in keys if score_sde.get(k) != classifier_sde.get(k)]
+    diff = [
+        f"{k}: score model {score_sde.get(k)!r} vs classifier {classifier_sde.get(k)!r}"
+        for k in keys
+        if score_sde.get(k) != classifier_sde.get(k)
+    ]
     if diff:
-        raise ValueError("the classifier was trained on a different SDE than the score model, so its gradient "
-                         "is not grad log p_t(y | x) of this diffusion (" + "; ".join(diff) + ")")
+        raise ValueError(
+            "the classifier was trained on a different SDE than the score model, so its gradient "
+            "is not grad log p_t(y | x) of this diffusion (" + "; ".join(diff) + ")"
+        )
 
 
-def inpaint_projection(sde: SDE, x_known: Tensor, mask: Tensor,
-                       generator: torch.Generator | None = None) -> Projection:
+def inpaint_projection(sde: SDE, x_known: Tensor, mask: Tensor, generator: torch.Generator | None = None) -> Projection:
     """Replace the known part by a perturbed copy of the data: x = m perturb(x_known, t) + (1-m) x (Song et al.
     2021, App. I.2). `mask` is 1 on known entries and broadcasts against x_known; fresh noise at every call."""
     if not torch.all((mask == 0) | (mask == 1)):
@@ -139,8 +145,18 @@ def inpaint_projection(sde: SDE, x_known: Tensor, mask: Tensor,
     return project
 
 
-def inpaint(sampler: Callable, score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, x_known: Tensor, mask: Tensor, *,
-            generator: torch.Generator | None = None, **options) -> Tensor:
+def inpaint(
+    sampler: Callable,
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    ts: Tensor,
+    x_known: Tensor,
+    mask: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    **options,
+) -> Tensor:
     """Impute the unknown entries (mask = 0) of x_known with any sampler of `samplers.SAMPLERS` (Song et al. 2021,
     App. I.2): the projection runs at T and after every sampler step, through the samplers' `callback`, which
     replaces the step's x in place; the known entries of the result are x_known itself.
@@ -149,8 +165,10 @@ def inpaint(sampler: Callable, score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tenso
     """
     method = options.get("method", _default_option(sampler, "method"))
     if method is not None and method not in FIXED_STEP_METHODS:
-        raise ValueError(f"inpainting needs a projection after every step, which the adaptive ODE method "
-                         f"{method!r} does not expose; use a fixed-step method {list(FIXED_STEP_METHODS)}")
+        raise ValueError(
+            f"inpainting needs a projection after every step, which the adaptive ODE method "
+            f"{method!r} does not expose; use a fixed-step method {list(FIXED_STEP_METHODS)}"
+        )
     project = inpaint_projection(sde, x_known, mask, generator)
 
     def callback(info: dict) -> None:
@@ -168,15 +186,22 @@ def _default_option(sampler: Callable, name: str):
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
-def guided_score_fn(model: nn.Module, y: int | Tensor, guidance_scale: float = 1.0,
-                    classifier: nn.Module | None = None, classifier_scale: float = 0.0) -> ScoreFn:
+def guided_score_fn(
+    model: nn.Module,
+    y: int | Tensor,
+    guidance_scale: float = 1.0,
+    classifier: nn.Module | None = None,
+    classifier_scale: float = 0.0,
+) -> ScoreFn:
     """The sampling score for labels y: classifier-free guidance with weight w on a conditional model (plain
     s(x|y) at w = 1; an unconditional model gives s(x)), plus lambda grad log p_t(y|x) if a classifier is given."""
     if int(getattr(model, "num_classes", 0)) > 0:
         score_fn = cfg_score_fn(model, y, guidance_scale)
     elif classifier is None or not classifier_scale:
-        raise ValueError("class labels were requested from an unconditional model (num_classes=0): train a "
-                         "conditional one (model.num_classes > 0), or give a noisy classifier and a classifier scale")
+        raise ValueError(
+            "class labels were requested from an unconditional model (num_classes=0): train a "
+            "conditional one (model.num_classes > 0), or give a noisy classifier and a classifier scale"
+        )
     else:
         score_fn = model.score_fn(None)
     if classifier is not None and classifier_scale:

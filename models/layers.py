@@ -55,9 +55,7 @@ def check_image_input(x: torch.Tensor, channels: int, image_size: int) -> None:
     """Raise ValueError unless ``x`` has shape [B, channels, image_size, image_size]."""
     expected = (channels, image_size, image_size)
     if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-        raise ValueError(
-            f"expected x of shape [B, {channels}, {image_size}, {image_size}], got {list(x.shape)}"
-        )
+        raise ValueError(f"expected x of shape [B, {channels}, {image_size}, {image_size}], got {list(x.shape)}")
 
 
 def _broadcast_to(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -40,8 +40,9 @@ def network_input(sde: SDE, x: Tensor, t: Tensor, sigma_data: float | None = Non
 class ScoreModel(nn.Module):
     """Score s(x, t) = -eps(x, t) / sigma_t and denoiser of a network `net(x_in, noise_label, y=None)`."""
 
-    def __init__(self, net: nn.Module, sde: SDE, precision: str = "fp32", parameterization: str = "eps",
-                 sigma_data: float = 0.5):
+    def __init__(
+        self, net: nn.Module, sde: SDE, precision: str = "fp32", parameterization: str = "eps", sigma_data: float = 0.5
+    ):
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; valid: {list(PRECISIONS)}")

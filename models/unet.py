@@ -108,11 +108,13 @@ class UNet(nn.Module):
                 self.down.append(nn.ModuleList([Downsample(channels=ch, with_conv=resample_with_conv)]))
                 skip_channels.append(ch)
 
-        self.mid = nn.ModuleList([
-            ResBlock(in_channels=ch, **block_kw),
-            AttentionBlock(channels=ch, num_heads=num_heads, num_groups=num_groups),
-            ResBlock(in_channels=ch, **block_kw),
-        ])
+        self.mid = nn.ModuleList(
+            [
+                ResBlock(in_channels=ch, **block_kw),
+                AttentionBlock(channels=ch, num_heads=num_heads, num_groups=num_groups),
+                ResBlock(in_channels=ch, **block_kw),
+            ]
+        )
 
         # Decoder: every res block consumes one skip; each level but the top ends in an upsample.
         self.up = nn.ModuleList()

@@ -19,13 +19,14 @@ from sde.base import STEP_VARIANCES as VARIANCES  # the ancestral step's varianc
 from sde.ode_methods import ODE_METHODS
 
 from .base import ancestral_step, final_denoise
-from .fast import ddim_sample, dpm_solver_sample
+from .ddim import ddim_sample
+from .dpm_solver import dpm_solver_sample
 from .grids import GRIDS, time_grid
 from .langevin import CORRECTORS, ald_sample
 from .nfe import CountingScoreFn, count_nfe
-from .ode_solvers import ode_sample, solve_probability_flow
+from .ode import ode_sample, solve_probability_flow
 from .options import SAMPLER_OPTIONS, check_sampler_options, options_from_config
-from .sde_solvers import PREDICTORS, ancestral_sample, pc_sample
+from .pc import PREDICTORS, ancestral_sample, pc_sample
 
 SAMPLERS = {
     "ancestral": ancestral_sample,
@@ -37,8 +38,19 @@ SAMPLERS = {
 }
 
 
-def run_sampler(name: str, score_fn: ScoreFn, sde: SDE, x: Tensor, *, steps: int, grid: str = "default",
-                t_min: float = 1e-3, generator: torch.Generator | None = None, callback=None, **options) -> Tensor:
+def run_sampler(
+    name: str,
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    *,
+    steps: int,
+    grid: str = "default",
+    t_min: float = 1e-3,
+    generator: torch.Generator | None = None,
+    callback=None,
+    **options,
+) -> Tensor:
     """Check the options, build the named time grid (T -> t_min, `steps` steps; "default": the path's own) and
     run the named sampler."""
     check_sampler_options(name, sde, steps=steps, grid=grid, t_min=t_min, **options)

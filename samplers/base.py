@@ -63,8 +63,9 @@ def final_denoise(score_fn: ScoreFn, sde: SDE, x: Tensor, t: float | Tensor, den
     return sde.denoise(x, t, score_fn(x, t))
 
 
-def ancestral_step(sde: SDE, x: Tensor, t: Tensor, s: Tensor, score: Tensor, noise: Tensor,
-                   variance: str = "forward") -> Tensor:
+def ancestral_step(
+    sde: SDE, x: Tensor, t: Tensor, s: Tensor, score: Tensor, noise: Tensor, variance: str = "forward"
+) -> Tensor:
     """One ancestral step t -> s < t: x_s ~ q(x_s | x_t, x0_hat) with Tweedie's x0_hat (Ho et al. 2020, Alg. 2).
 
     variance 'posterior' uses beta-tilde = sigma_s^2 v^2 / sigma_t^2 (for VE this is SMLD's ancestral step,
@@ -89,8 +90,12 @@ def check_grid(sde: SDE, ts: Tensor) -> None:
         raise ValueError(f"the time grid must lie in [0, T = {sde.T}], got [{float(ts[-1])}, {float(ts[0])}]")
     alpha, sigma = sde.marginal(ts[[0, -1]].double())
     if float(sigma[1]) <= 0:
-        raise ValueError(f"the path {sde!r} has sigma_t = 0 at t = {float(ts[-1])}: the score does not exist "
-                         "there; stop the grid at some t_min > 0")
+        raise ValueError(
+            f"the path {sde!r} has sigma_t = 0 at t = {float(ts[-1])}: the score does not exist "
+            "there; stop the grid at some t_min > 0"
+        )
     if float(alpha.min()) <= 0:
-        raise ValueError(f"the path {sde!r} has alpha_t = 0 on the grid [{float(ts[-1])}, {float(ts[0])}]: the data "
-                         "prediction (x + sigma^2 score) / alpha does not exist there; end the path before it")
+        raise ValueError(
+            f"the path {sde!r} has alpha_t = 0 on the grid [{float(ts[-1])}, {float(ts[0])}]: the data "
+            "prediction (x + sigma^2 score) / alpha does not exist there; end the path before it"
+        )

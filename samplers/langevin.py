@@ -32,8 +32,9 @@ def langevin_step(x: Tensor, score: Tensor, step: Tensor, noise: Tensor) -> Tens
     return x + append_dims(step, x.ndim) * score + append_dims((2 * step).sqrt(), x.ndim) * noise
 
 
-def snr_step_size(sde: SDE, t: Tensor, score: Tensor, noise: Tensor, alpha: Tensor, snr: float,
-                  per_sample_step: bool) -> Tensor:
+def snr_step_size(
+    sde: SDE, t: Tensor, score: Tensor, noise: Tensor, alpha: Tensor, snr: float, per_sample_step: bool
+) -> Tensor:
     """Langevin step 2 alpha (snr ||noise|| / ||score||)^2 [B] (Song et al. 2021, Alg. 4): batch-averaged norms,
     or (per_sample_step) their expectations d and d / sigma_t^2, i.e. 2 alpha (snr sigma_t)^2."""
     if per_sample_step:
@@ -43,8 +44,17 @@ def snr_step_size(sde: SDE, t: Tensor, score: Tensor, noise: Tensor, alpha: Tens
     return 2 * alpha * (snr * noise_norm / score_norm) ** 2 * torch.ones_like(t)
 
 
-def langevin_corrector(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor, alpha: Tensor,
-                       generator: torch.Generator | None, snr: float, n_steps: int, per_sample_step: bool) -> Tensor:
+def langevin_corrector(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    t: Tensor,
+    alpha: Tensor,
+    generator: torch.Generator | None,
+    snr: float,
+    n_steps: int,
+    per_sample_step: bool,
+) -> Tensor:
     """Langevin corrector at time t with the signal-to-noise step rule (Song et al. 2021, Alg. 4)."""
     for _ in range(n_steps):
         score = score_fn(x, t)
@@ -53,9 +63,17 @@ def langevin_corrector(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor, alpha:
     return x
 
 
-def annealed_langevin_corrector(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor, alpha: Tensor,
-                                generator: torch.Generator | None, snr: float, n_steps: int,
-                                per_sample_step: bool = True) -> Tensor:
+def annealed_langevin_corrector(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    t: Tensor,
+    alpha: Tensor,
+    generator: torch.Generator | None,
+    snr: float,
+    n_steps: int,
+    per_sample_step: bool = True,
+) -> Tensor:
     """Annealed-Langevin corrector, step 2 alpha (snr sigma_t)^2 (score_sde's AnnealedLangevinDynamics)."""
     del per_sample_step  # the step depends on t only: the same for every sample
     _, sigma = sde.marginal(t)
@@ -77,13 +95,25 @@ def check_ald_step(eps: float, last_level: float) -> None:
     """Raise ValueError unless eps < 4 s_L^2: Langevin steps eps s_i^2 / s_L^2 on noise of variance s_i^2 then
     stay below 4 s_i^2, the stability limit of the Langevin step on a Gaussian (beyond it the chain diverges)."""
     if eps >= 4 * last_level**2:
-        raise ValueError(f"ALD step eps = {eps:g} is unstable on this grid: its last noise level sigma/alpha = "
-                         f"{last_level:.3g} needs eps < 4 (sigma/alpha)^2 = {4 * last_level**2:.3g} (NCSN's 2e-5 "
-                         "suits a last level of 0.01); lower eps or raise t_min")
+        raise ValueError(
+            f"ALD step eps = {eps:g} is unstable on this grid: its last noise level sigma/alpha = "
+            f"{last_level:.3g} needs eps < 4 (sigma/alpha)^2 = {4 * last_level**2:.3g} (NCSN's 2e-5 "
+            "suits a last level of 0.01); lower eps or raise t_min"
+        )
 
 
-def ald_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, eps: float = 2e-5, n_steps: int = 5,
-               denoise: bool = True, generator: torch.Generator | None = None, callback=None) -> Tensor:
+def ald_sample(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    ts: Tensor,
+    *,
+    eps: float = 2e-5,
+    n_steps: int = 5,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    callback=None,
+) -> Tensor:
     """Annealed Langevin dynamics over the noise levels of the grid (Song & Ermon 2019, Alg. 1).
 
     Every grid time is one noise level (steps + 1 levels). Each SDE here is VE in y = x / alpha_t with noise

@@ -15,14 +15,21 @@ from sde import SDE, require
 from .base import check_choice, check_option, check_positive
 from .grids import GRIDS
 from .langevin import CORRECTORS, check_ald_step
-from .sde_solvers import PREDICTORS
+from .pc import PREDICTORS
 
 # Sampler option -> key of the config's `sampling` section that sets it. steps, grid and t_min are common.
 SAMPLER_OPTIONS = {
     "ancestral": {"variance": "ancestral_variance", "denoise": "denoise"},
     "ald": {"eps": "ald_eps", "n_steps": "ald_steps", "denoise": "denoise"},
-    "pc": {"predictor": "predictor", "corrector": "corrector", "snr": "snr", "n_corrector_steps": "n_corrector_steps",
-           "per_sample_step": "per_sample_step", "variance": "ancestral_variance", "denoise": "denoise"},
+    "pc": {
+        "predictor": "predictor",
+        "corrector": "corrector",
+        "snr": "snr",
+        "n_corrector_steps": "n_corrector_steps",
+        "per_sample_step": "per_sample_step",
+        "variance": "ancestral_variance",
+        "denoise": "denoise",
+    },
     "ode": {"method": "ode_method", "rtol": "rtol", "atol": "atol", "denoise": "denoise"},
     "ddim": {"eta": "eta", "denoise": "denoise"},
     "dpm_solver": {"order": "order", "eta": "eta", "denoise": "denoise"},
@@ -31,8 +38,14 @@ GRID_OPTIONS = ("steps", "grid", "t_min")
 # What each sampler reads from the path besides marginal(t) (every one has a default derived from the marginals,
 # so any path serves every sampler; `require` names what an object that is not a full path lacks). The prior is
 # the caller's: samplers start from the x_T they are given.
-SAMPLER_NEEDS = {"ancestral": ("posterior",), "ald": (), "pc": ("coefficients", "transition"),
-                 "ode": ("coefficients",), "ddim": ("posterior", "logsnr"), "dpm_solver": ("logsnr",)}
+SAMPLER_NEEDS = {
+    "ancestral": ("posterior",),
+    "ald": (),
+    "pc": ("coefficients", "transition"),
+    "ode": ("coefficients",),
+    "ddim": ("posterior", "logsnr"),
+    "dpm_solver": ("logsnr",),
+}
 
 
 def _check_option(key: str, value) -> None:
@@ -63,11 +76,15 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
             raise ValueError(f"t_min must lie in [0, T = {sde.T}), got {t_min!r}")
         alpha, sigma = sde.marginal(torch.tensor([float(t_min), float(sde.T)], dtype=torch.float64))
         if not float(sigma[0]) > 0:
-            raise ValueError(f"sampler {sampler!r} cannot stop at t_min = {t_min} on {sde!r}: sigma_t = 0 there, "
-                             "so the score is undefined; use t_min > 0, e.g. 1e-3")
+            raise ValueError(
+                f"sampler {sampler!r} cannot stop at t_min = {t_min} on {sde!r}: sigma_t = 0 there, "
+                "so the score is undefined; use t_min > 0, e.g. 1e-3"
+            )
         if not float(alpha.min()) > 0:
-            raise ValueError(f"sampler {sampler!r} needs alpha_t > 0 on [t_min, T] for the data prediction; {sde!r} "
-                             f"has alpha = {alpha.tolist()} at t = {[float(t_min), float(sde.T)]}")
+            raise ValueError(
+                f"sampler {sampler!r} needs alpha_t > 0 on [t_min, T] for the data prediction; {sde!r} "
+                f"has alpha = {alpha.tolist()} at t = {[float(t_min), float(sde.T)]}"
+            )
     for key, value in options.items():
         _check_option(key, value)
     if sampler == "ald" and "eps" in options and t_min is not None:

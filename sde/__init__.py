@@ -12,8 +12,15 @@ from .subvp import SubVPSDE
 from .ve import VESDE
 from .vp import VPSDE, DiscreteVPSDE, ddpm_betas
 
-SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE, "ddpm": DiscreteVPSDE, "cosine": CosineVPSDE, "edm": EDMSDE,
-        "rectified_flow": RectifiedFlow}
+SDES = {
+    "vp": VPSDE,
+    "subvp": SubVPSDE,
+    "ve": VESDE,
+    "ddpm": DiscreteVPSDE,
+    "cosine": CosineVPSDE,
+    "edm": EDMSDE,
+    "rectified_flow": RectifiedFlow,
+}
 
 
 def sde_parameters(name: str) -> list[str]:

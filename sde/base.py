@@ -68,8 +68,10 @@ class SDE:
             u = t.detach().to(torch.float64).clone().requires_grad_(True)
             alpha, sigma = self.marginal(u)
             log_alpha, var = torch.log(alpha), sigma**2
-            f, dvar = (torch.autograd.grad(out.sum(), u, retain_graph=True)[0] if out.requires_grad
-                       else torch.zeros_like(u) for out in (log_alpha, var))  # a constant alpha (VE) has no graph
+            f, dvar = (
+                torch.autograd.grad(out.sum(), u, retain_graph=True)[0] if out.requires_grad else torch.zeros_like(u)
+                for out in (log_alpha, var)
+            )  # a constant alpha (VE) has no graph
         f, g2 = f.detach(), (dvar - 2 * f * var).detach().clamp_min(0.0)
         return f.to(t.dtype), g2.to(t.dtype)
 

@@ -1,4 +1,4 @@
-"""The ODE integrators one vocabulary names for sampling (samplers/ode_solvers.py) and for the likelihood
+"""The ODE integrators one vocabulary names for sampling (samplers/ode.py) and for the likelihood
 (likelihood/ode.py): fixed-step Euler, Heun (Heun 1900) and classic RK4 on a grid, and torchdiffeq's adaptive
 embedded Runge-Kutta pairs (Dormand & Prince 1980 for dopri5) with rtol / atol."""
 

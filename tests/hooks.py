@@ -59,8 +59,9 @@ def install_from_environment() -> None:
         step, sig, rank = (os.environ[SIGNAL_ENV].split(":") + ["", ""])[:3]
         import training.loop as loop
 
-        loop.train = functools.partial(loop.train, on_step=signal_after(int(step), sig or "SIGTERM",
-                                                                        int(rank) if rank else None))
+        loop.train = functools.partial(
+            loop.train, on_step=signal_after(int(step), sig or "SIGTERM", int(rank) if rank else None)
+        )
 
 
 if __name__ == "__main__":  # python tests/hooks.py <main.py flags>

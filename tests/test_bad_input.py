@@ -66,8 +66,11 @@ CASES = [
     ("toy", {"sde.name": "ddpm", "sde.N": 10}, "sde.beta_max / sde.N = 2 must be < 1"),
     ("toy", {"training.batch_size": 0}, "training.batch_size = 0"),
     ("toy", {"training.n_iters": 0}, "training.n_iters = 0"),
-    ("toy", {"sde.name": "foo"},
-     "sde.name = 'foo' is unknown; valid: ['cosine', 'ddpm', 'edm', 'rectified_flow', 'subvp', 've', 'vp']"),
+    (
+        "toy",
+        {"sde.name": "foo"},
+        "sde.name = 'foo' is unknown; valid: ['cosine', 'ddpm', 'edm', 'rectified_flow', 'subvp', 've', 'vp']",
+    ),
     ("toy", {"model.name": "foo"}, "model.name = 'foo' is unknown"),
     ("toy", {"data.dataset": "foo"}, "data.dataset = 'foo' is unknown"),
     ("toy", {"training.loss": "foo"}, "training.loss = 'foo' is unknown"),
@@ -175,18 +178,28 @@ def test_main_refuses_bad_input_in_subprocesses(tmp_path):
     (tmp_path / "a_file").write_text("x")
     runs = {  # the toy run has two problems (an SDE parameter and the work dir): both must be listed
         "toy": ("toy_gmm", ["--config.sde.beta_min=-1.0"], ["sde.beta_min = -1.0", "is a file, not a folder"]),
-        "magic": ("vp_mnist", ["--config.data.source=idx", f"--config.data.root={tmp_path / 'badmagic'}"],
-                  ["bad IDX magic"]),
+        "magic": (
+            "vp_mnist",
+            ["--config.data.source=idx", f"--config.data.root={tmp_path / 'badmagic'}"],
+            ["bad IDX magic"],
+        ),
     }
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     before = snapshot(tmp_path)
     procs = {}
     for name, (config, flags, _) in runs.items():
         workdir = tmp_path / "a_file" / "sub" if name == "toy" else tmp_path / f"run_{name}"
-        cmd = [sys.executable, "main.py", f"--config=configs/{config}.py", "--mode=train", f"--workdir={workdir}",
-               *flags]
-        procs[name] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True)
+        cmd = [
+            sys.executable,
+            "main.py",
+            f"--config=configs/{config}.py",
+            "--mode=train",
+            f"--workdir={workdir}",
+            *flags,
+        ]
+        procs[name] = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     for name, proc in procs.items():
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode != 0, f"{name}: main.py accepted bad input"
@@ -209,16 +222,24 @@ def test_download_with_a_checksum_mismatch_is_refused_before_any_work(tmp_path, 
     write_idx(served)
     for path in list(served.iterdir()):
         (served / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
-    handler = partial(type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None}),
-                      directory=str(served))
+    handler = partial(
+        type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None}), directory=str(served)
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        cmd = [sys.executable, "main.py", "--config=configs/vp_mnist.py", "--mode=train",
-               f"--workdir={tmp_path / 'run'}", "--config.data.source=download", f"--config.data.mirrors={url}",
-               f"--config.data.root={tmp_path / 'dl'}"]
+        cmd = [
+            sys.executable,
+            "main.py",
+            "--config=configs/vp_mnist.py",
+            "--mode=train",
+            f"--workdir={tmp_path / 'run'}",
+            "--config.data.source=download",
+            f"--config.data.mirrors={url}",
+            f"--config.data.root={tmp_path / 'dl'}",
+        ]
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     finally:
         server.shutdown()

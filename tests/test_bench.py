@@ -15,12 +15,28 @@ from bench import samplers as bench_samplers
 
 def test_sampler_benchmark_writes_every_row_and_marks_the_sweep_complete(tmp_path):
     out = tmp_path / "s"
-    bench_samplers.main(["--sde", "vp", "--num", "300", "--reference", "10000", "--only", "ddim eta=0",
-                         "--steps", "5,20", "--out", str(out)])
+    bench_samplers.main(
+        [
+            "--sde",
+            "vp",
+            "--num",
+            "300",
+            "--reference",
+            "10000",
+            "--only",
+            "ddim eta=0",
+            "--steps",
+            "5,20",
+            "--out",
+            str(out),
+        ]
+    )
     result = json.loads((tmp_path / "s.json").read_text())
     assert result["complete"] is True
     assert [(r["sampler"], r["steps"], r["nfe"]) for r in result["rows"]] == [
-        ("ddim eta=0 (quadratic)", 5, 6), ("ddim eta=0 (quadratic)", 20, 21)]  # + 1 for the final denoising
+        ("ddim eta=0 (quadratic)", 5, 6),
+        ("ddim eta=0 (quadratic)", 20, 21),
+    ]  # + 1 for the final denoising
     assert all(math.isfinite(r["sw"]) and math.isfinite(r["dlogp"]) for r in result["rows"])
     # with the exact score, 20 DDIM steps are closer to the mixture than 5
     assert result["rows"][1]["sw"] < result["rows"][0]["sw"]
@@ -39,8 +55,22 @@ def test_sampler_benchmark_keeps_the_rows_of_an_interrupted_sweep(tmp_path, monk
 
     monkeypatch.setattr(bench_samplers, "run_one", dies_on_second_run)
     with pytest.raises(KeyboardInterrupt):
-        bench_samplers.main(["--sde", "vp", "--num", "200", "--reference", "10000", "--only", "ddim eta=0",
-                             "--steps", "5,10", "--out", str(tmp_path / "s")])
+        bench_samplers.main(
+            [
+                "--sde",
+                "vp",
+                "--num",
+                "200",
+                "--reference",
+                "10000",
+                "--only",
+                "ddim eta=0",
+                "--steps",
+                "5,10",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
     result = json.loads((tmp_path / "s.json").read_text())
     assert result["complete"] is False and [r["steps"] for r in result["rows"]] == [5]
 
@@ -55,7 +85,8 @@ def test_likelihood_benchmark_matches_the_exact_gaussian_log_density(tmp_path):
     bench_likelihood.main(["--dim", "6", "--num-examples", "4", "--results-dir", str(tmp_path)])
     rows = json.loads((tmp_path / "likelihood_analytic.json").read_text())["rows"]
     assert len(rows) == len(bench_likelihood.SWEEP)
-    exact_tight = [r for r in rows if "exact div" in r["setting"] and "1e-2" not in r["setting"]
-                   and "1e-3" not in r["setting"]]
+    exact_tight = [
+        r for r in rows if "exact div" in r["setting"] and "1e-2" not in r["setting"] and "1e-3" not in r["setting"]
+    ]
     assert exact_tight and all(abs(r["err_mean"]) < 1e-3 for r in exact_tight), exact_tight
     assert (tmp_path / "likelihood_analytic.md").read_text().count("\n|") >= len(rows)

@@ -141,12 +141,20 @@ def test_malicious_pickle_is_refused_and_runs_no_code(tmp_path):
 def test_malicious_pickle_refused_with_force_no_weights_only_env(tmp_path):
     """torch 2.13 applies TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD only when weights_only is not passed; ours always is."""
     marker, zip_pt, raw_pt = write_malicious(tmp_path)
-    code = ("import sys\nfrom infra.checkpoint import load_checkpoint, CheckpointError\n"
-            "for p in sys.argv[1:]:\n    try:\n        load_checkpoint(p)\n        print('LOADED', p)\n"
-            "    except CheckpointError as e:\n        print('REFUSED', p)\n")
+    code = (
+        "import sys\nfrom infra.checkpoint import load_checkpoint, CheckpointError\n"
+        "for p in sys.argv[1:]:\n    try:\n        load_checkpoint(p)\n        print('LOADED', p)\n"
+        "    except CheckpointError as e:\n        print('REFUSED', p)\n"
+    )
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", code, str(zip_pt), str(raw_pt)], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(zip_pt), str(raw_pt)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("REFUSED") == 2 and "LOADED" not in out.stdout, out.stdout
     assert not marker.exists()
@@ -186,8 +194,7 @@ def test_load_score_model_rebuilds_the_network_from_the_stored_config(tmp_path):
     cfg = tiny_cfg()
     torch.manual_seed(0)
     raw, ema = make_score_model(cfg), make_score_model(cfg)
-    state = {"step": 5, "config": json.dumps(cfg.to_dict()), "model": raw.net.state_dict(),
-             "ema": ema.net.state_dict()}
+    state = {"step": 5, "config": json.dumps(cfg.to_dict()), "model": raw.net.state_dict(), "ema": ema.net.state_dict()}
     path = save_checkpoint(tmp_path, 5, state)
     x, t = torch.randn(3, 1, 28, 28), torch.full((3,), 0.4)
     for target in (tmp_path, tmp_path / "checkpoints", path):

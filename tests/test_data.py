@@ -250,8 +250,9 @@ def test_dequantize_range_and_mean():
     torch.testing.assert_close(dequantize_and_scale(pixels, dequantize=False), expected_mid)
     assert torch.equal(to_uint8(x), pixels)
     assert torch.equal(to_uint8(torch.tensor([-5.0, 5.0])), torch.tensor([0, 255], dtype=torch.uint8))
-    torch.testing.assert_close(model_to_data(data_to_model(torch.tensor([0.0, 0.25, 1.0]))),
-                               torch.tensor([0.0, 0.25, 1.0]))
+    torch.testing.assert_close(
+        model_to_data(data_to_model(torch.tensor([0.0, 0.25, 1.0]))), torch.tensor([0.0, 0.25, 1.0])
+    )
     with pytest.raises(TypeError, match=r"uint8"):
         dequantize_and_scale(pixels.float())
 

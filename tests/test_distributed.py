@@ -41,9 +41,19 @@ from infra.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint 
 from tests import hooks  # noqa: E402
 
 # Labels with dropout exercise every sharded draw: batch, label dropout, t, noise. Weights change visibly per step.
-OVERRIDES = {"model.hidden": 32, "model.depth": 2, "model.num_classes": 4, "training.p_uncond": 0.3,
-             "training.batch_size": 32, "training.n_iters": 8, "training.warmup": 2, "training.log_every": 2,
-             "training.checkpoint_every": 1, "training.keep_checkpoints": 20, "training.snapshot_every": 0}
+OVERRIDES = {
+    "model.hidden": 32,
+    "model.depth": 2,
+    "model.num_classes": 4,
+    "training.p_uncond": 0.3,
+    "training.batch_size": 32,
+    "training.n_iters": 8,
+    "training.warmup": 2,
+    "training.log_every": 2,
+    "training.checkpoint_every": 1,
+    "training.keep_checkpoints": 20,
+    "training.snapshot_every": 0,
+}
 ATOL = 1e-5  # observed differences between 1 and 2 processes: ~1e-8
 RESUME_STEP, NAN_STEP = 4, 7  # the worker resumes the single-process step-4 checkpoint; rank 1's loss is NaN at 7
 SAMPLING = {"sampling.num_samples": 10, "sampling.batch_size": 4, "sampling.steps": 5}  # 3 batches: 2 + 1 per rank
@@ -122,8 +132,15 @@ def torchrun(port: int, *args: str, env: dict | None = None) -> subprocess.Popen
     base = {k: v for k, v in os.environ.items() if k not in (hooks.SIGNAL_ENV, hooks.SLOW_SAVE_ENV)}
     env = {**base, "OMP_NUM_THREADS": "1", **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={port}", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        *args,
+    ]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -151,10 +168,18 @@ def runs(tmp_path_factory):
     flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
     port_two, port_resume = free_ports(2)
     procs = {
-        "two": torchrun(port_two, "tests/hooks.py", "--config=configs/toy_gmm.py", "--mode=train",
-                        f"--workdir={tmp / 'two'}", *flags, env={hooks.SIGNAL_ENV: "5:SIGTERM:1"}),
-        "resume": torchrun(port_resume, "tests/test_distributed.py", "worker", str(tmp / "resume"),
-                           str(tmp / "worker.npz")),
+        "two": torchrun(
+            port_two,
+            "tests/hooks.py",
+            "--config=configs/toy_gmm.py",
+            "--mode=train",
+            f"--workdir={tmp / 'two'}",
+            *flags,
+            env={hooks.SIGNAL_ENV: "5:SIGTERM:1"},
+        ),
+        "resume": torchrun(
+            port_resume, "tests/test_distributed.py", "worker", str(tmp / "resume"), str(tmp / "worker.npz")
+        ),
     }
     out = {"one": tmp / "one", "tmp": tmp}
     for name, proc in procs.items():
@@ -254,11 +279,14 @@ def test_the_global_batch_must_divide_and_unsharded_modes_are_refused(monkeypatc
     validate_config(cfg, "train", str(tmp_path / "w"))
 
 
-@pytest.mark.parametrize("key, value, match", [
-    ("model.precision", "bf16", r"model.precision = 'bf16' is for GPUs, but device = 'cpu'"),
-    ("distributed.backend", "nccl", r"distributed.backend = 'nccl' needs device = 'cuda'"),
-    ("distributed.backend", "mpi", r"distributed.backend = 'mpi' is unknown"),
-])
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("model.precision", "bf16", r"model.precision = 'bf16' is for GPUs, but device = 'cpu'"),
+        ("distributed.backend", "nccl", r"distributed.backend = 'nccl' needs device = 'cuda'"),
+        ("distributed.backend", "mpi", r"distributed.backend = 'mpi' is unknown"),
+    ],
+)
 def test_distributed_and_precision_options_are_checked(key, value, match, tmp_path):
     from compose.validate import ConfigError, validate_config
 

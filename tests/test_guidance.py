@@ -26,8 +26,12 @@ SDES = [VPSDE(), SubVPSDE(), VESDE(sigma_min=0.01, sigma_max=10.0), DiscreteVPSD
 def labelled_mixture() -> GaussianMixture:
     """4 components in 2-D, 2 classes: class 0 = left pair (prior 0.6), class 1 = right pair (prior 0.4)."""
     means = torch.tensor([[-2.0, -1.0], [-1.0, 1.5], [2.0, -1.0], [1.0, 1.5]])
-    return GaussianMixture(torch.tensor([0.4, 0.2, 0.15, 0.25]), means, torch.tensor([0.4, 0.5, 0.3, 0.45]),
-                           labels=torch.tensor([0, 0, 1, 1]))
+    return GaussianMixture(
+        torch.tensor([0.4, 0.2, 0.15, 0.25]),
+        means,
+        torch.tensor([0.4, 0.5, 0.3, 0.45]),
+        labels=torch.tensor([0, 0, 1, 1]),
+    )
 
 
 def time_from_noise_label(sde, noise_label: torch.Tensor) -> torch.Tensor:
@@ -174,10 +178,12 @@ def test_every_sampler_runs_guided_scores_exactly_like_the_conditional_score(nam
     needs nothing from the samplers."""
     sde, mix, y = VPSDE(), labelled_mixture(), 1
     model = ScoreModel(OracleConditionalEpsNet(mix, sde), sde).double()
-    score_fns = {"exact": mix.score_fn(sde, y),
-                 "exact_cfg": lambda x, t: 2.5 * mix.score(x, t, sde, y) - 1.5 * mix.score(x, t, sde),
-                 "cfg": cfg_score_fn(model, y, 2.5),
-                 "classifier": classifier_score_fn(mix.score_fn(sde), OracleNoisyClassifier(mix, sde), sde, y, 1.0)}
+    score_fns = {
+        "exact": mix.score_fn(sde, y),
+        "exact_cfg": lambda x, t: 2.5 * mix.score(x, t, sde, y) - 1.5 * mix.score(x, t, sde),
+        "cfg": cfg_score_fn(model, y, 2.5),
+        "classifier": classifier_score_fn(mix.score_fn(sde), OracleNoisyClassifier(mix, sde), sde, y, 1.0),
+    }
     out = {}
     for key, score_fn in score_fns.items():
         g = torch.Generator().manual_seed(0)
@@ -244,8 +250,7 @@ def test_inpainting_imputes_the_missing_coordinate(name):
     mask = torch.tensor([1.0, 0.0], dtype=torch.float64)
     x_T = sde.prior_sampling((n, 2), g, dtype=torch.float64)
     options = {"method": "heun"} if name == "ode" else {}
-    x = inpaint(SAMPLERS[name], mix.score_fn(sde), sde, x_T, time_grid(sde, 50), x_known, mask, generator=g,
-                **options)
+    x = inpaint(SAMPLERS[name], mix.score_fn(sde), sde, x_T, time_grid(sde, 50), x_known, mask, generator=g, **options)
     assert torch.all(x[:, 0] == 2.0)
     assert (x[:, 1] > 0).double().mean() > (0.95 if name == "pc" else 0.8)
     with pytest.raises(ValueError, match="fixed-step"):
@@ -283,8 +288,12 @@ def test_train_classifier_learns_the_exact_posterior_and_refuses_another_sde(tmp
     # The sampling driver's score function: classifier guidance of an unconditional model through the work dir.
     from compose.sampling import build_score_fn
 
-    sampling = {**get_config().sampling.to_dict(), "label": 1, "classifier_scale": 1.0,
-                "classifier_workdir": str(tmp_path)}
+    sampling = {
+        **get_config().sampling.to_dict(),
+        "label": 1,
+        "classifier_scale": 1.0,
+        "classifier_workdir": str(tmp_path),
+    }
     score_fn = build_score_fn(ScoreModel(mix.eps_net(sde), sde), sampling, None)
     x, t = x_t[:8], t[:8]
     grad = torch.autograd.functional.jacobian(lambda z: classifier_log_probs(clf, sde, z, t)[:, 1].sum(), x)
@@ -318,5 +327,4 @@ def test_sampling_driver_refuses_bad_guidance_requests():
         build_score_fn(conditional, {**sampling, "label": 1, "classifier_scale": 2.0}, torch.ones(4).long())
     x, t, _ = _points(4)
     score_fn = build_score_fn(conditional, {**sampling, "guidance_scale": 2.0}, torch.ones(4).long())
-    torch.testing.assert_close(score_fn(x, t), 2 * mix.score(x, t, sde, 1) - mix.score(x, t, sde), rtol=1e-8,
-                               atol=1e-8)
+    torch.testing.assert_close(score_fn(x, t), 2 * mix.score(x, t, sde, 1) - mix.score(x, t, sde), rtol=1e-8, atol=1e-8)

@@ -44,8 +44,11 @@ def image_gaussian() -> GaussianMixture:
     return GaussianMixture(base.weights, base.means, base.covs, shape=(1, 4, 4))
 
 
-TARGETS = {"gaussian": lambda: make_mixture("gaussian", 3, seed=1), "mixture": two_component_mixture,
-           "image": image_gaussian}
+TARGETS = {
+    "gaussian": lambda: make_mixture("gaussian", 3, seed=1),
+    "mixture": two_component_mixture,
+    "image": image_gaussian,
+}
 
 
 # ---- The ODE against closed-form log-densities. ----------------------------------------------------------------------
@@ -72,8 +75,9 @@ def test_hutchinson_ode_is_unbiased():
     error at rtol = atol = 1e-3 (4e-3 nats with the exact divergence; 0.01 allowed) of zero."""
     sde, mix = VPSDE(), make_mixture("gaussian", 4, seed=4)
     x = mix.sample(16, torch.Generator().manual_seed(1), dtype=torch.float64)
-    logp, z, _ = log_likelihood_per_probe(mix.score_fn(sde), sde, x, num_probes=8, rtol=1e-3, atol=1e-3,
-                                          generator=torch.Generator().manual_seed(2))
+    logp, z, _ = log_likelihood_per_probe(
+        mix.score_fn(sde), sde, x, num_probes=8, rtol=1e-3, atol=1e-3, generator=torch.Generator().manual_seed(2)
+    )
     solver_logp = logp - sde.prior_logp(z)[:, None] + mix.log_prob(z, sde.T, sde)[:, None]  # [B, K]
     err = solver_logp - mix.log_prob(x, 1e-5, sde)[:, None]
     stderr = err.std() / math.sqrt(err.numel())
@@ -115,12 +119,24 @@ def test_solver_never_leaves_t_min_to_T():
         calls.append(t.detach().clone())
         return mix.score(x, t, sde)
 
-    for method, time_variable, options in [("dopri5", "t", None), ("dopri5", "logsnr", None),
-                                           ("rk4", "t", {"step_size": 0.1})]:
+    for method, time_variable, options in [
+        ("dopri5", "t", None),
+        ("dopri5", "logsnr", None),
+        ("rk4", "t", {"step_size": 0.1}),
+    ]:
         calls.clear()
-        _, _, nfe = log_likelihood(score_fn, sde, x, t_min=1e-3, rtol=1e-3, atol=1e-3, method=method,
-                                   time_variable=time_variable, options=options,
-                                   generator=torch.Generator().manual_seed(0))
+        _, _, nfe = log_likelihood(
+            score_fn,
+            sde,
+            x,
+            t_min=1e-3,
+            rtol=1e-3,
+            atol=1e-3,
+            method=method,
+            time_variable=time_variable,
+            options=options,
+            generator=torch.Generator().manual_seed(0),
+        )
         times = torch.cat(calls)
         assert nfe == len(calls) and times.min() >= 1e-3 and times.max() <= sde.T, (method, times.min(), times.max())
 
@@ -132,14 +148,16 @@ def test_discrete_vp_chain_needs_logsnr_time(time_variable, max_err):
     second case pins the reason "auto" picks log-SNR for the chain; it fails if that stops being true."""
     sde, mix = DiscreteVPSDE(N=50), make_mixture("gaussian", 2, seed=6)
     x = mix.sample(2, torch.Generator().manual_seed(0), dtype=torch.float64)
-    logp, z, _ = log_likelihood(mix.score_fn(sde), sde, x, t_min=1e-3, divergence="exact",
-                                time_variable=time_variable)
+    logp, z, _ = log_likelihood(mix.score_fn(sde), sde, x, t_min=1e-3, divergence="exact", time_variable=time_variable)
     err = (logp - sde.prior_logp(z) + mix.log_prob(z, sde.T, sde) - mix.log_prob(x, 1e-3, sde)).abs().max()
     assert (err < max_err) if time_variable == "logsnr" else (err > 1e-3)
 
 
-@pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(), VESDE(), DiscreteVPSDE(N=40), CosineVPSDE(N=40), EDMSDE(),
-                                 RectifiedFlow()], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "sde",
+    [VPSDE(), SubVPSDE(), VESDE(), DiscreteVPSDE(N=40), CosineVPSDE(N=40), EDMSDE(), RectifiedFlow()],
+    ids=lambda s: s.name,
+)
 def test_logsnr_time_derivative(sde):
     """d log SNR/dt = -g^2 / sigma^2 (used for dt/du) against a central finite difference, off the chain's jumps."""
     t = torch.tensor([0.113, 0.517, 0.871], dtype=torch.float64)
@@ -149,12 +167,22 @@ def test_logsnr_time_derivative(sde):
     torch.testing.assert_close(fd, -(g**2) / sde.marginal(t)[1] ** 2, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"rtol": 0.0}, "rtol"), ({"atol": -1e-5}, "atol"), ({"rtol": float("nan")}, "rtol"),
-    ({"t_min": 0.0}, "t_min"), ({"t_min": 1.0}, "t_min"), ({"t_min": 1.5}, "t_min"),
-    ({"divergence": "skilling"}, "divergence"), ({"probe": "sphere"}, "probe"), ({"method": "leapfrog"}, "method"),
-    ({"num_probes": 0}, "num_probes"), ({"time_variable": "sigma"}, "time variable"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"rtol": 0.0}, "rtol"),
+        ({"atol": -1e-5}, "atol"),
+        ({"rtol": float("nan")}, "rtol"),
+        ({"t_min": 0.0}, "t_min"),
+        ({"t_min": 1.0}, "t_min"),
+        ({"t_min": 1.5}, "t_min"),
+        ({"divergence": "skilling"}, "divergence"),
+        ({"probe": "sphere"}, "probe"),
+        ({"method": "leapfrog"}, "method"),
+        ({"num_probes": 0}, "num_probes"),
+        ({"time_variable": "sigma"}, "time variable"),
+    ],
+)
 def test_bad_options_raise_before_any_work(kwargs, match):
     def score_fn(x, t):
         raise AssertionError("the score must not be evaluated for bad options")
@@ -256,12 +284,14 @@ def test_evaluate_bpd_matches_exact_discrete_likelihood():
     k = images.double()
     log_prob = torch.log(normal.cdf(2 * (k + 1) / 256 - 1) - normal.cdf(2 * k / 256 - 1)).flatten(1).sum(1)
     exact_bpd = (-log_prob / (16 * math.log(2))).mean().item()
-    res = evaluate_bpd(isotropic_score(sde), sde, images, num_dequant=2, num_probes=4, rtol=1e-4, atol=1e-4,
-                       bound_steps=200)
+    res = evaluate_bpd(
+        isotropic_score(sde), sde, images, num_dequant=2, num_probes=4, rtol=1e-4, atol=1e-4, bound_steps=200
+    )
     assert abs(res["ode_bpd"] - exact_bpd) < 0.01 + 4 * res["ode_bpd_probe_stderr"], (res["ode_bpd"], exact_bpd)
     assert res["bound_bpd_total"] > exact_bpd - 4 * res["bound_bpd_total_stderr"]
-    assert res["bound_bpd_total"] == pytest.approx(res["bound_bpd_prior"] + res["bound_bpd_diffusion"]
-                                                   + res["bound_bpd_decoder"])
+    assert res["bound_bpd_total"] == pytest.approx(
+        res["bound_bpd_prior"] + res["bound_bpd_diffusion"] + res["bound_bpd_decoder"]
+    )
 
 
 def test_run_likelihood_eval_end_to_end(tmp_path):
@@ -277,8 +307,7 @@ def test_run_likelihood_eval_end_to_end(tmp_path):
     cfg.model.base_channels, cfg.model.channel_mult, cfg.model.attn_resolutions = 8, (1,), ()
     cfg.model.num_res_blocks, cfg.model.dropout = 1, 0.0
     net_state = make_score_model(cfg).net.state_dict()
-    save_checkpoint(tmp_path, 1, {"config": json.dumps(cfg.to_dict()), "model": net_state, "ema": net_state,
-                                  "step": 1})
+    save_checkpoint(tmp_path, 1, {"config": json.dumps(cfg.to_dict()), "model": net_state, "ema": net_state, "step": 1})
     write_idx(tmp_path / "mnist", n=3)
     cfg.data.root, cfg.eval.num_images, cfg.eval.batch_size = str(tmp_path / "mnist"), 3, 2
     cfg.eval.method, cfg.eval.bound_steps = "euler", 4  # one network evaluation per ODE solve: plumbing only

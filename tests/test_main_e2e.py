@@ -24,8 +24,10 @@ def write_idx(root: Path, n: int = 8) -> Path:
     """MNIST-format train files with n random digits."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(2)
-    for name, magic, arr in (("train-images-idx3-ubyte", 0x803, rng.integers(0, 256, (n, 28, 28))),
-                             ("train-labels-idx1-ubyte", 0x801, rng.integers(0, 10, n))):
+    for name, magic, arr in (
+        ("train-images-idx3-ubyte", 0x803, rng.integers(0, 256, (n, 28, 28))),
+        ("train-labels-idx1-ubyte", 0x801, rng.integers(0, 10, n)),
+    ):
         dims = b"".join(d.to_bytes(4, "big") for d in arr.shape)
         (root / name).write_bytes(magic.to_bytes(4, "big") + dims + arr.astype(np.uint8).tobytes())
     return root
@@ -47,20 +49,41 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     common = ["--mode=train", "--config.training.log_every=10", "--config.training.snapshot_steps=10"]
     commands = {
-        "toy": ["--config=configs/toy_gmm.py", "--config.training.n_iters=60", "--config.training.checkpoint_every=30",
-                "--config.training.snapshot_every=30", "--config.training.snapshot_samples=256"],
-        "mnist": ["--config=configs/vp_mnist.py", "--config.data.source=idx", f"--config.data.root={write_idx(tmp)}",
-                  "--config.model.base_channels=8", "--config.model.channel_mult=(1,2)",
-                  "--config.model.num_res_blocks=1", "--config.model.attn_resolutions=(14,)",
-                  "--config.training.batch_size=4", "--config.training.n_iters=3",
-                  "--config.training.checkpoint_every=2", "--config.training.snapshot_every=3",
-                  "--config.training.snapshot_samples=4"],
+        "toy": [
+            "--config=configs/toy_gmm.py",
+            "--config.training.n_iters=60",
+            "--config.training.checkpoint_every=30",
+            "--config.training.snapshot_every=30",
+            "--config.training.snapshot_samples=256",
+        ],
+        "mnist": [
+            "--config=configs/vp_mnist.py",
+            "--config.data.source=idx",
+            f"--config.data.root={write_idx(tmp)}",
+            "--config.model.base_channels=8",
+            "--config.model.channel_mult=(1,2)",
+            "--config.model.num_res_blocks=1",
+            "--config.model.attn_resolutions=(14,)",
+            "--config.training.batch_size=4",
+            "--config.training.n_iters=3",
+            "--config.training.checkpoint_every=2",
+            "--config.training.snapshot_every=3",
+            "--config.training.snapshot_samples=4",
+        ],
     }
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    procs = {name: subprocess.Popen([sys.executable, "main.py", *flags, *common, f"--workdir={tmp / name}"],
-                                    cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, flags in commands.items()}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "main.py", *flags, *common, f"--workdir={tmp / name}"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, flags in commands.items()
+    }
     out = {}
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=300)

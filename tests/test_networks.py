@@ -213,8 +213,15 @@ def test_bf16_precision_policy_lives_in_the_score_wrapper():
     from sde import make_sde
 
     torch.manual_seed(0)
-    net = UNet(image_size=8, in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-               attn_resolutions=(4,), dropout=0.0)
+    net = UNet(
+        image_size=8,
+        in_channels=1,
+        base_channels=16,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(4,),
+        dropout=0.0,
+    )
     for p in net.parameters():  # move off the zero-initialised output layer so the output is not trivially 0
         p.data.add_(0.05 * torch.randn_like(p))
     sde = make_sde("vp")

@@ -18,8 +18,9 @@ RECIPES = ["cosine_mnist", "edm_mnist", "rectified_flow_mnist"]
 def _write_idx(path, array):
     array = np.ascontiguousarray(array, dtype=np.uint8)
     magic = 0x803 if array.ndim == 3 else 0x801
-    path.write_bytes(magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-                     + array.tobytes())
+    path.write_bytes(
+        magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape) + array.tobytes()
+    )
 
 
 def tiny(recipe: str, root) -> object:

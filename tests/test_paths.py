@@ -86,8 +86,14 @@ def test_bound_of_a_path_defined_here_is_above_the_exact_nll_and_approaches_it()
     nll = -mix.log_prob(x0, 0.0, VPSDE())  # VP at t = 0 is the data density itself
     gaps = []
     for k in (10, 100, 1000):
-        terms = vlb_terms(mix.score_fn(sde), sde, x0, bound_grid(sde, k, t_min=1e-4, spacing="logsnr"),
-                          decoder="gaussian", generator=torch.Generator().manual_seed(k))
+        terms = vlb_terms(
+            mix.score_fn(sde),
+            sde,
+            x0,
+            bound_grid(sde, k, t_min=1e-4, spacing="logsnr"),
+            decoder="gaussian",
+            generator=torch.Generator().manual_seed(k),
+        )
         gap = terms["total"] - nll
         assert gap.mean() > -4 * gap.std() / math.sqrt(gap.numel()), (k, gap.mean())
         gaps.append(gap.mean().item())
@@ -203,8 +209,11 @@ def test_edm_preconditioning_in_the_score_wrapper(sde):
     net = _ExactEDMNet(sde, mix, sd)
     model = ScoreModel(net, sde, parameterization="edm", sigma_data=sd)
     t = torch.tensor([0.02, 0.3, 0.7], dtype=torch.float64) * sde.T
-    x = sde.perturb(mix.sample(3, torch.Generator().manual_seed(0), dtype=torch.float64), t,
-                    torch.randn(3, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    x = sde.perturb(
+        mix.sample(3, torch.Generator().manual_seed(0), dtype=torch.float64),
+        t,
+        torch.randn(3, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64),
+    )
     torch.testing.assert_close(model(x, t), mix.score(x, t, sde), rtol=1e-7, atol=1e-7)
     alpha, sigma = sde.marginal(t)
     s = sigma / alpha

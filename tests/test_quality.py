@@ -86,8 +86,14 @@ def test_histogram_accuracy_and_metrics_dict():
     with pytest.raises(ValueError):
         conditional_accuracy(preds, [0, 1])
     rng = np.random.default_rng(0)
-    out = sample_metrics(rng.normal(size=(50, 3)), rng.normal(size=(60, 3)), rng.integers(0, 10, 50),
-                         labels=rng.integers(0, 10, 50), kid_subsets=3, kid_subset_size=20)
+    out = sample_metrics(
+        rng.normal(size=(50, 3)),
+        rng.normal(size=(60, 3)),
+        rng.integers(0, 10, 50),
+        labels=rng.integers(0, 10, 50),
+        kid_subsets=3,
+        kid_subset_size=20,
+    )
     assert {"fid", "kid", "kid_std", "accuracy", "class_histogram", "kl_to_uniform"} <= set(out)
     assert len(out["class_histogram"]) == 10
     with pytest.raises(ValueError):
@@ -111,7 +117,7 @@ def _fake_digits(n, seed):
     images = rng.integers(0, 40, (n, 28, 28))
     for i, k in enumerate(labels):
         top, left = 4 + 12 * (k // 5), 1 + 5 * (k % 5)
-        images[i, top: top + 6, left: left + 5] = 255
+        images[i, top : top + 6, left : left + 5] = 255
     return images.astype(np.uint8), labels.astype(np.uint8)
 
 

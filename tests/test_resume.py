@@ -35,7 +35,6 @@ from infra.checkpoint import (
     checkpoint_path,
     checkpoint_step,
     latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
 )
 from tests import hooks
@@ -65,8 +64,10 @@ def write_idx(root: Path, n: int = 7) -> Path:
     """MNIST-format train files with n random digits."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
-    for name, magic, arr in (("train-images-idx3-ubyte", 0x803, rng.integers(0, 256, (n, 28, 28))),
-                             ("train-labels-idx1-ubyte", 0x801, rng.integers(0, 10, n))):
+    for name, magic, arr in (
+        ("train-images-idx3-ubyte", 0x803, rng.integers(0, 256, (n, 28, 28))),
+        ("train-labels-idx1-ubyte", 0x801, rng.integers(0, 10, n)),
+    ):
         dims = b"".join(d.to_bytes(4, "big") for d in arr.shape)
         (root / name).write_bytes(magic.to_bytes(4, "big") + dims + arr.astype(np.uint8).tobytes())
     return root
@@ -84,8 +85,12 @@ def run_interrupted(cfg, workdir: Path, stop_at: int, monkeypatch, sig: str = "S
 def final_state(workdir: Path, step: int) -> dict:
     ckpt = load_checkpoint(checkpoint_path(workdir, step))
     opt = ckpt["optimizer"]["state"]
-    return {"model": ckpt["model"], "ema": ckpt["ema"], "rng": ckpt["rng"]["generators"],
-            "adam": {f"{i}.{k}": v for i, s in opt.items() for k, v in s.items()}}
+    return {
+        "model": ckpt["model"],
+        "ema": ckpt["ema"],
+        "rng": ckpt["rng"]["generators"],
+        "adam": {f"{i}.{k}": v for i, s in opt.items() for k, v in s.items()},
+    }
 
 
 def identical(a: dict, b: dict) -> bool:
@@ -123,9 +128,17 @@ def main_py(workdir: Path, *flags: str, env: dict | None = None, log: Path | Non
     """Start `main.py --mode train` on the toy config (stdout piped, stderr to `log`)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "tests/hooks.py", "--config=configs/toy_gmm.py", "--mode=train", f"--workdir={workdir}",
-           "--config.training.snapshot_every=0", "--config.training.batch_size=32", "--config.model.hidden=32",
-           *flags]
+    cmd = [
+        sys.executable,
+        "tests/hooks.py",
+        "--config=configs/toy_gmm.py",
+        "--mode=train",
+        f"--workdir={workdir}",
+        "--config.training.snapshot_every=0",
+        "--config.training.batch_size=32",
+        "--config.model.hidden=32",
+        *flags,
+    ]
     stderr = open(log or os.devnull, "w")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
 
@@ -140,9 +153,13 @@ def wait_for(predicate, timeout: float = 90.0, what: str = "") -> None:
 
 def test_sigterm_from_outside_saves_and_exits_75(tmp_path):
     """(SIGINT takes the same path; the in-process toy test above stops with a real SIGINT.)"""
-    proc = main_py(tmp_path / "run", "--config.training.n_iters=1000000", "--config.training.checkpoint_every=50",
-                   log=tmp_path / "log")
-    wait_for(lambda: list_checkpoints(tmp_path / "run"), what="a first checkpoint")
+    proc = main_py(
+        tmp_path / "run",
+        "--config.training.n_iters=1000000",
+        "--config.training.checkpoint_every=50",
+        log=tmp_path / "log",
+    )
+    wait_for(lambda: latest_checkpoint(tmp_path / "run") is not None, what="a first complete checkpoint")
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     log = (tmp_path / "log").read_text()
@@ -154,9 +171,13 @@ def test_sigterm_from_outside_saves_and_exits_75(tmp_path):
 
 def test_a_second_training_process_on_a_busy_work_dir_is_refused_and_a_kill_frees_it(tmp_path):
     workdir = tmp_path / "run"
-    first = main_py(workdir, "--config.training.n_iters=1000000", "--config.training.checkpoint_every=20",
-                    log=tmp_path / "first.log")
-    wait_for(lambda: list_checkpoints(workdir), what="a first checkpoint")
+    first = main_py(
+        workdir,
+        "--config.training.n_iters=1000000",
+        "--config.training.checkpoint_every=20",
+        log=tmp_path / "first.log",
+    )
+    wait_for(lambda: latest_checkpoint(workdir) is not None, what="a first complete checkpoint")
     second = main_py(workdir, "--config.training.n_iters=1000000", log=tmp_path / "second.log")
     second.communicate(timeout=120)
     log = (tmp_path / "second.log").read_text()
@@ -172,8 +193,13 @@ def test_a_second_training_process_on_a_busy_work_dir_is_refused_and_a_kill_free
 
 def test_sigkill_during_a_save_keeps_the_previous_checkpoint_and_resume_works(tmp_path, caplog):
     workdir = tmp_path / "run"
-    proc = main_py(workdir, "--config.training.n_iters=1000000", "--config.training.checkpoint_every=20",
-                   env={hooks.SLOW_SAVE_ENV: "60@40"}, log=tmp_path / "first.log")
+    proc = main_py(
+        workdir,
+        "--config.training.n_iters=1000000",
+        "--config.training.checkpoint_every=20",
+        env={hooks.SLOW_SAVE_ENV: "60@40"},
+        log=tmp_path / "first.log",
+    )
     for line in proc.stdout:  # the hook prints once ckpt_000040.pt is half written to its temp file
         if "slow save: ckpt_000040.pt half written" in line:
             proc.send_signal(signal.SIGKILL)
@@ -200,14 +226,22 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     each time the newest valid checkpoint loads and the next run resumes from it; the finished run's weights, EMA
     and optimiser equal an uninterrupted run's. The lr is constant after warm-up, so the length may grow on resume."""
     rng, workdir = random.Random(1234), tmp_path / "run"
-    flags = ("--config.training.n_iters=1000000", "--config.training.checkpoint_every=25",
-             "--config.training.lr_decay=constant", "--config.training.warmup=10")
+    flags = (
+        "--config.training.n_iters=1000000",
+        "--config.training.checkpoint_every=25",
+        "--config.training.lr_decay=constant",
+        "--config.training.warmup=10",
+    )
     steps_seen = []
     for kill in range(3):
         proc = main_py(workdir, *flags, log=tmp_path / f"run{kill}.log")
         previous = steps_seen[-1] if steps_seen else 0
-        wait_for(lambda previous=previous: any(checkpoint_step(p) > previous for p in list_checkpoints(workdir)),
-                 what=f"a checkpoint after step {previous}")
+        # Wait for a COMPLETE checkpoint (file and matching sidecar) past the previous one: a file alone may still
+        # lack its sidecar, and a kill then correctly falls back to the one before.
+        wait_for(
+            lambda previous=previous: checkpoint_step(latest_checkpoint(workdir) or "ckpt_000000.pt") > previous,
+            what=f"a complete checkpoint after step {previous}",
+        )
         time.sleep(rng.uniform(0.0, 1.5))
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)

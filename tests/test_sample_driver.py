@@ -42,8 +42,12 @@ def image_cfg(**sampling):
 def write_checkpoint(cfg, workdir):
     torch.manual_seed(0)
     model = make_score_model(cfg)
-    state = {"step": 1, "config": json.dumps(cfg.to_dict()), "model": model.net.state_dict(),
-             "ema": model.net.state_dict()}
+    state = {
+        "step": 1,
+        "config": json.dumps(cfg.to_dict()),
+        "model": model.net.state_dict(),
+        "ema": model.net.state_dict(),
+    }
     return save_checkpoint(workdir, 1, state)
 
 
@@ -99,8 +103,16 @@ def test_notebook_api_samples_the_oracle_mixture():
     """ScoreModel(oracle eps-net): 1000 DPM-Solver++ samples, mean log p_0 within 5 s.e. of E_p[log p_0]."""
     mixture, sde = make_mixture("gmm2d"), make_sde("vp")
     model = ScoreModel(mixture.eps_net(sde), sde)
-    x, info = sampling.sample(model, "dpm_solver", 1000, shape=(2,), steps=25, grid="logsnr", order=3,
-                            generator=torch.Generator().manual_seed(0))
+    x, info = sampling.sample(
+        model,
+        "dpm_solver",
+        1000,
+        shape=(2,),
+        steps=25,
+        grid="logsnr",
+        order=3,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert x.shape == (1000, 2) and info["nfe"] == 26 and info["options"]["order"] == 3
     truth = mixture.log_prob(mixture.sample(100_000, torch.Generator().manual_seed(1), dtype=torch.float64))
     se = float(truth.std()) / 1000**0.5
@@ -131,11 +143,24 @@ def test_main_sample_mode_end_to_end(tmp_path):
 
     write_checkpoint(toy_cfg(), tmp_path)
     repo = pathlib.Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "main.py", "--config", "configs/toy_gmm.py", "--mode", "sample", "--sampler", "ddim",
-           "--workdir", str(tmp_path), "--config.sampling.num_samples=6", "--config.sampling.steps=3"]
+    cmd = [
+        sys.executable,
+        "main.py",
+        "--config",
+        "configs/toy_gmm.py",
+        "--mode",
+        "sample",
+        "--sampler",
+        "ddim",
+        "--workdir",
+        str(tmp_path),
+        "--config.sampling.num_samples=6",
+        "--config.sampling.steps=3",
+    ]
     subprocess.run(cmd, cwd=repo, check=True, capture_output=True, timeout=120)
     record = json.loads((tmp_path / "samples" / "samples.jsonl").read_text().splitlines()[-1])
     assert record["sampler"] == "ddim" and record["nfe"] == 4 and record["num_samples"] == 6
-    bad = subprocess.run(cmd[:-1] + ["--config.sampling.steps=0"], cwd=repo, capture_output=True, text=True,
-                         timeout=120)
+    bad = subprocess.run(
+        cmd[:-1] + ["--config.sampling.steps=0"], cwd=repo, capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode != 0 and "steps" in bad.stderr

@@ -128,8 +128,10 @@ def test_sampler_reproduces_mixture(case, sde_name):
     assert_matches(MIXTURE, x)
 
 
-IMAGE_CASES = [(ORACLE_CASES[i], sde_name) for i, sde_name in
-               [(0, "ddpm"), (2, "subvp"), (5, "ve"), (6, "vp"), (8, "subvp"), (10, "vp")]]
+IMAGE_CASES = [
+    (ORACLE_CASES[i], sde_name)
+    for i, sde_name in [(0, "ddpm"), (2, "subvp"), (5, "ve"), (6, "vp"), (8, "subvp"), (10, "vp")]
+]
 
 
 @pytest.mark.parametrize("case, sde_name", IMAGE_CASES, ids=[f"{case_id(c)}-{n}" for c, n in IMAGE_CASES])
@@ -271,11 +273,26 @@ def test_deterministic_solvers_converge_at_their_order(sde_name):
     x_T = sde.prior_sampling((100, 3), torch.Generator().manual_seed(0), dtype=torch.float64)
     span = torch.tensor([1.0, 1e-3], dtype=torch.float64)
     exact = solve_probability_flow(score_fn, sde, x_T, span, "dopri5", rtol=1e-10, atol=1e-10)
-    cases = [("ddim", {}, 0.8), ("dpm_solver", {"order": 2}, 1.5), ("dpm_solver", {"order": 3}, 2.0),
-             ("ode", {"method": "heun"}, 1.5), ("ode", {"method": "rk4"}, 3.3)]
+    cases = [
+        ("ddim", {}, 0.8),
+        ("dpm_solver", {"order": 2}, 1.5),
+        ("dpm_solver", {"order": 3}, 2.0),
+        ("ode", {"method": "heun"}, 1.5),
+        ("ode", {"method": "rk4"}, 3.3),
+    ]
     for sampler, options, min_order in cases:
-        err = [float((SAMPLERS[sampler](score_fn, sde, x_T, time_grid(sde, n, 1e-3, "logsnr"), denoise=False,
-                                        **options) - exact).pow(2).mean().sqrt()) for n in (20, 40)]
+        err = [
+            float(
+                (
+                    SAMPLERS[sampler](score_fn, sde, x_T, time_grid(sde, n, 1e-3, "logsnr"), denoise=False, **options)
+                    - exact
+                )
+                .pow(2)
+                .mean()
+                .sqrt()
+            )
+            for n in (20, 40)
+        ]
         assert math.log2(err[0] / err[1]) > min_order, (sampler, options, err)
 
 
@@ -296,8 +313,10 @@ def test_langevin_step_sizes():
     """Batch rule = score_sde's LangevinCorrector: 2 alpha (snr mean||noise|| / mean||score||)^2; per-sample rule
     = the same with the expected norms sqrt(d) and sqrt(d) / sigma_t: 2 alpha (snr sigma_t)^2."""
     sde, t, g = make_sde("subvp"), torch.full((64,), 0.4, dtype=torch.float64), torch.Generator().manual_seed(0)
-    score, noise = torch.randn(64, 1, 2, 2, generator=g, dtype=torch.float64), torch.randn(64, 1, 2, 2, generator=g,
-                                                                                            dtype=torch.float64)
+    score, noise = (
+        torch.randn(64, 1, 2, 2, generator=g, dtype=torch.float64),
+        torch.randn(64, 1, 2, 2, generator=g, dtype=torch.float64),
+    )
     alpha = sde.transition(t - 0.01, t)[0] ** 2
     batch = 2 * alpha * (0.2 * noise.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean()) ** 2
     torch.testing.assert_close(snr_step_size(sde, t, score, noise, alpha, 0.2, False), batch)
@@ -319,9 +338,14 @@ def test_per_sample_langevin_variance_does_not_depend_on_batch_size():
     score_fn = MIXTURE.score_fn(sde)
 
     def corrected_logp(batch_size, per_sample):
-        out = torch.cat([langevin_corrector(score_fn, sde, xb, tb, torch.ones_like(tb), g, snr=0.16, n_steps=10,
-                                            per_sample_step=per_sample)
-                         for xb, tb in zip(xt.split(batch_size), t.split(batch_size))])
+        out = torch.cat(
+            [
+                langevin_corrector(
+                    score_fn, sde, xb, tb, torch.ones_like(tb), g, snr=0.16, n_steps=10, per_sample_step=per_sample
+                )
+                for xb, tb in zip(xt.split(batch_size), t.split(batch_size))
+            ]
+        )
         return float(MIXTURE.log_prob(out, t, sde).mean())
 
     for batch_size in (4, n):
@@ -331,26 +355,37 @@ def test_per_sample_langevin_variance_does_not_depend_on_batch_size():
 
 def test_subvp_with_langevin_corrector_works():
     """score_sde's Langevin corrector crashes on sub-VP (no `alphas`); ours samples the mixture."""
-    x, score_fn = draw("pc", "subvp", MIXTURE, n=1000, steps=100, predictor="reverse_diffusion",
-                       corrector="langevin", n_corrector_steps=2)
+    x, score_fn = draw(
+        "pc",
+        "subvp",
+        MIXTURE,
+        n=1000,
+        steps=100,
+        predictor="reverse_diffusion",
+        corrector="langevin",
+        n_corrector_steps=2,
+    )
     assert score_fn.nfe == 301
     assert_matches(MIXTURE, x)
 
 
 # ---- NFE, reproducibility, callbacks, every predictor with every corrector. ------------------------------------
-@pytest.mark.parametrize("sampler, options, expected", [
-    ("pc", {"steps": 7}, 2 * 7 + 1),
-    ("pc", {"steps": 7, "denoise": False}, 2 * 7),
-    ("pc", {"steps": 7, "n_corrector_steps": 3, "predictor": "none"}, 3 * 7 + 1),
-    ("pc", {"steps": 7, "corrector": "none", "denoise": False}, 7),
-    ("ancestral", {"steps": 7}, 7 + 1),
-    ("ald", {"steps": 7, "n_steps": 3, "grid": "logsnr"}, 8 * 3 + 1),
-    ("ode", {"steps": 7, "method": "euler"}, 7 + 1),
-    ("ode", {"steps": 7, "method": "heun"}, 2 * 7 + 1),
-    ("ode", {"steps": 7, "method": "rk4", "denoise": False}, 4 * 7),
-    ("ddim", {"steps": 7, "eta": 0.5}, 7 + 1),
-    ("dpm_solver", {"steps": 7, "order": 3}, 7 + 1),
-])
+@pytest.mark.parametrize(
+    "sampler, options, expected",
+    [
+        ("pc", {"steps": 7}, 2 * 7 + 1),
+        ("pc", {"steps": 7, "denoise": False}, 2 * 7),
+        ("pc", {"steps": 7, "n_corrector_steps": 3, "predictor": "none"}, 3 * 7 + 1),
+        ("pc", {"steps": 7, "corrector": "none", "denoise": False}, 7),
+        ("ancestral", {"steps": 7}, 7 + 1),
+        ("ald", {"steps": 7, "n_steps": 3, "grid": "logsnr"}, 8 * 3 + 1),
+        ("ode", {"steps": 7, "method": "euler"}, 7 + 1),
+        ("ode", {"steps": 7, "method": "heun"}, 2 * 7 + 1),
+        ("ode", {"steps": 7, "method": "rk4", "denoise": False}, 4 * 7),
+        ("ddim", {"steps": 7, "eta": 0.5}, 7 + 1),
+        ("dpm_solver", {"steps": 7, "order": 3}, 7 + 1),
+    ],
+)
 def test_nfe_is_exact(sampler, options, expected):
     _, score_fn = draw(sampler, "vp", MIXTURE, n=8, **options)
     assert score_fn.nfe == expected
@@ -401,28 +436,31 @@ def never_called(x, t):
     raise AssertionError("the score was evaluated before the options were checked")
 
 
-@pytest.mark.parametrize("sampler, sde_name, options, message", [
-    ("heun_edm", "vp", {"steps": 10}, r"unknown sampler 'heun_edm'; valid: \['ald', 'ancestral', 'ddim', 'dpm"),
-    ("pc", "vp", {"steps": 0}, "number of steps must be a positive integer"),
-    ("pc", "vp", {"steps": -3}, "number of steps must be a positive integer"),
-    ("pc", "vp", {"steps": 10, "snr": 0.0}, "snr must be > 0"),
-    ("pc", "vp", {"steps": 10, "snr": -0.1}, "snr must be > 0"),
-    ("pc", "vp", {"steps": 10, "predictor": "heun"}, r"unknown predictor 'heun'; valid: \['ancestral'"),
-    ("pc", "vp", {"steps": 10, "corrector": "mala"}, r"unknown corrector 'mala'; valid: \['ald', 'langevin'"),
-    ("pc", "vp", {"steps": 10, "n_corrector_steps": 0}, "n_corrector_steps must be a positive integer"),
-    ("ald", "ve", {"steps": 10, "n_steps": 0}, "n_steps must be a positive integer"),
-    ("ode", "vp", {"steps": 10, "method": "rk45"}, r"unknown ODE method 'rk45'; valid:"),
-    ("ddim", "vp", {"steps": 10, "eta": 1.5}, r"eta must lie in \[0, 1\]"),
-    ("dpm_solver", "vp", {"steps": 10, "eta": -0.5}, r"eta must lie in \[0, 1\].*got -0.5"),
-    ("dpm_solver", "vp", {"steps": 10, "order": 4}, r"unknown DPM-Solver order 4; valid: \[1, 2, 3\]"),
-    ("pc", "vp", {"steps": 10, "grid": "cosine"}, r"unknown time grid 'cosine'; valid: \['default', 'karras'"),
-    ("ddim", "vp", {"steps": 10, "snr": 0.1}, r"unknown option\(s\) \['snr'\] for sampler 'ddim'"),
-    # Pairs that cannot work: sigma_0 = 0 on VP-type SDEs; NCSN's eps on sub-VP's tiny last noise level.
-    ("ancestral", "vp", {"steps": 10, "t_min": 0.0}, r"cannot stop at t_min = 0.0 on VPSDE\(.*sigma_t = 0"),
-    ("ddim", "ddpm", {"steps": 10, "t_min": 0.0}, r"cannot stop at t_min = 0.0 on DiscreteVPSDE"),
-    ("dpm_solver", "edm", {"steps": 10, "t_min": 0.0}, r"cannot stop at t_min = 0.0 on EDMSDE"),
-    ("ald", "subvp", {"steps": 10, "eps": 2e-5}, "ALD step eps = 2e-05 is unstable"),
-])
+@pytest.mark.parametrize(
+    "sampler, sde_name, options, message",
+    [
+        ("heun_edm", "vp", {"steps": 10}, r"unknown sampler 'heun_edm'; valid: \['ald', 'ancestral', 'ddim', 'dpm"),
+        ("pc", "vp", {"steps": 0}, "number of steps must be a positive integer"),
+        ("pc", "vp", {"steps": -3}, "number of steps must be a positive integer"),
+        ("pc", "vp", {"steps": 10, "snr": 0.0}, "snr must be > 0"),
+        ("pc", "vp", {"steps": 10, "snr": -0.1}, "snr must be > 0"),
+        ("pc", "vp", {"steps": 10, "predictor": "heun"}, r"unknown predictor 'heun'; valid: \['ancestral'"),
+        ("pc", "vp", {"steps": 10, "corrector": "mala"}, r"unknown corrector 'mala'; valid: \['ald', 'langevin'"),
+        ("pc", "vp", {"steps": 10, "n_corrector_steps": 0}, "n_corrector_steps must be a positive integer"),
+        ("ald", "ve", {"steps": 10, "n_steps": 0}, "n_steps must be a positive integer"),
+        ("ode", "vp", {"steps": 10, "method": "rk45"}, r"unknown ODE method 'rk45'; valid:"),
+        ("ddim", "vp", {"steps": 10, "eta": 1.5}, r"eta must lie in \[0, 1\]"),
+        ("dpm_solver", "vp", {"steps": 10, "eta": -0.5}, r"eta must lie in \[0, 1\].*got -0.5"),
+        ("dpm_solver", "vp", {"steps": 10, "order": 4}, r"unknown DPM-Solver order 4; valid: \[1, 2, 3\]"),
+        ("pc", "vp", {"steps": 10, "grid": "cosine"}, r"unknown time grid 'cosine'; valid: \['default', 'karras'"),
+        ("ddim", "vp", {"steps": 10, "snr": 0.1}, r"unknown option\(s\) \['snr'\] for sampler 'ddim'"),
+        # Pairs that cannot work: sigma_0 = 0 on VP-type SDEs; NCSN's eps on sub-VP's tiny last noise level.
+        ("ancestral", "vp", {"steps": 10, "t_min": 0.0}, r"cannot stop at t_min = 0.0 on VPSDE\(.*sigma_t = 0"),
+        ("ddim", "ddpm", {"steps": 10, "t_min": 0.0}, r"cannot stop at t_min = 0.0 on DiscreteVPSDE"),
+        ("dpm_solver", "edm", {"steps": 10, "t_min": 0.0}, r"cannot stop at t_min = 0.0 on EDMSDE"),
+        ("ald", "subvp", {"steps": 10, "eps": 2e-5}, "ALD step eps = 2e-05 is unstable"),
+    ],
+)
 def test_bad_options_raise_clear_errors_before_any_work(sampler, sde_name, options, message):
     sde = make_sde(sde_name)
     with pytest.raises(ValueError, match=message):
@@ -430,7 +468,6 @@ def test_bad_options_raise_clear_errors_before_any_work(sampler, sde_name, optio
 
 
 def test_check_sampler_options_checks_properties_of_the_path_not_its_name():
-    check_sampler_options("pc", make_sde("subvp"), steps=10, grid="uniform", t_min=1e-3, predictor="ancestral",
-                          snr=0.1)
+    check_sampler_options("pc", make_sde("subvp"), steps=10, grid="uniform", t_min=1e-3, predictor="ancestral", snr=0.1)
     with pytest.raises(ValueError, match="cannot stop at t_min = 0"):
         check_sampler_options("ode", make_sde("subvp"), t_min=0.0)

@@ -128,8 +128,10 @@ def test_train_returns_the_ema_model_and_learns_the_gmm_score(tmp_path):
     torch.manual_seed(0)
     untrained = make_score_model(cfg, sde).eval()
     with torch.no_grad():
-        losses = {name: dsm_loss(m, sde, x0, t, noise).mean().item()
-                  for name, m in (("oracle", oracle), ("trained", model), ("untrained", untrained))}
+        losses = {
+            name: dsm_loss(m, sde, x0, t, noise).mean().item()
+            for name, m in (("oracle", oracle), ("trained", model), ("untrained", untrained))
+        }
     # Per-example losses have std ~0.5 at n = 20000 -> standard error ~0.004, and the same draws are shared, so the
     # differences are much tighter still. The trained model must close 90% of the gap to the exact score (it closes
     # ~97%; an untrained one closes 0%).

@@ -108,8 +108,15 @@ def test_terms_match_closed_form_expectations(sde, variance):
     over 20000 draws lies within 4.5 standard errors; the prior term is deterministic given x_0 (to 1e-10)."""
     x0, _ = gaussian_data(20_000)
     grid = bound_grid(sde, 5, spacing="uniform" if hasattr(sde, "N") else "logsnr")
-    terms = vlb_terms(gaussian_score(sde), sde, x0, grid, variance=variance, decoder="gaussian",
-                      generator=torch.Generator().manual_seed(1))
+    terms = vlb_terms(
+        gaussian_score(sde),
+        sde,
+        x0,
+        grid,
+        variance=variance,
+        decoder="gaussian",
+        generator=torch.Generator().manual_seed(1),
+    )
     c_t, c_0, var_q = sde.posterior(grid[:-1], grid[1:])
     var_p = sde.step_variance(grid[:-1], grid[1:], variance)
     expected = 0.5 * (var_q / var_p - 1 - torch.log(var_q / var_p)) + c_0**2 * mmse(sde, grid[1:]) / (2 * var_p)
@@ -135,8 +142,9 @@ def test_bound_is_above_the_exact_nll_and_approaches_it(sde):
     gaps = []
     for k in (10, 100, 1000):
         grid = bound_grid(sde, k, t_min=1e-4, spacing="logsnr")
-        terms = vlb_terms(gaussian_score(sde), sde, x0, grid, decoder="gaussian",
-                          generator=torch.Generator().manual_seed(k))
+        terms = vlb_terms(
+            gaussian_score(sde), sde, x0, grid, decoder="gaussian", generator=torch.Generator().manual_seed(k)
+        )
         gap = terms["total"] - nll
         stderr = gap.std().item() / math.sqrt(gap.numel())
         assert gap.mean() > -4 * stderr, (k, gap.mean(), stderr)
@@ -149,16 +157,18 @@ def test_ddpm_chain_bound_with_discretized_decoder_is_above_the_pixel_entropy():
     continuous Gaussian, DDPM's chain (N = 1000) with strided subsets of 10, 100 and all 1000 steps: the mean bound
     in bits/dim stays above the exact pixel entropy H(P) (within 4 s.e.) and decreases with K."""
     sde = DiscreteVPSDE(N=1000)
-    edges = torch.cat([torch.tensor([-math.inf]), 2 * torch.arange(1, 256, dtype=torch.float64) / 256 - 1,
-                       torch.tensor([math.inf])])
+    edges = torch.cat(
+        [torch.tensor([-math.inf]), 2 * torch.arange(1, 256, dtype=torch.float64) / 256 - 1, torch.tensor([math.inf])]
+    )
     probs = torch.distributions.Normal(torch.tensor(MEAN, dtype=torch.float64), STD).cdf(edges).diff()
     entropy_bits = -(probs * torch.log2(probs.clamp_min(1e-300))).sum().item()
     k = torch.multinomial(probs, 4000, replacement=True, generator=torch.Generator().manual_seed(0))
     x0 = ((2 * k + 1) / 256 - 1).double()[:, None]  # pixel-bin centres, as dequantize_and_scale(dequantize=False)
     means = []
     for steps in (10, 100, 1000):
-        terms = vlb_terms(gaussian_score(sde), sde, x0, bound_grid(sde, steps),
-                          generator=torch.Generator().manual_seed(steps))
+        terms = vlb_terms(
+            gaussian_score(sde), sde, x0, bound_grid(sde, steps), generator=torch.Generator().manual_seed(steps)
+        )
         bpd = vlb_bits_per_dim(terms, 1)["total"]
         means.append(bpd.mean().item())
         assert bpd.mean() > entropy_bits - 4 * bpd.std() / math.sqrt(bpd.numel()), (steps, bpd.mean(), entropy_bits)
@@ -170,8 +180,9 @@ def test_ddpm_chain_bound_with_discretized_decoder_is_above_the_pixel_entropy():
 def test_discretized_decoder_is_a_distribution_over_the_256_bins(mean, std):
     """P(bin k) over all 256 bin centres sums to 1 (outer edges at -+inf) and equals the Normal CDF difference."""
     x0 = ((2 * torch.arange(256, dtype=torch.float64) + 1) / 256 - 1)[:, None]
-    logp = discretized_gaussian_log_likelihood(x0, torch.full_like(x0, mean), torch.full((256,), std,
-                                                                                     dtype=torch.float64))
+    logp = discretized_gaussian_log_likelihood(
+        x0, torch.full_like(x0, mean), torch.full((256,), std, dtype=torch.float64)
+    )
     assert logp.exp().sum().item() == pytest.approx(1.0, abs=1e-9)
     normal = torch.distributions.Normal(torch.tensor(mean, dtype=torch.float64), std)
     k = 100
@@ -191,8 +202,9 @@ def test_all_sdes_give_a_finite_bound_on_images():
     pixels = torch.randint(0, 256, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0))
     x0 = (2 * pixels + 1) / 256 - 1
     for sde in PATHS:
-        terms = vlb_terms(gaussian_score(sde, 0.0, 0.5), sde, x0, bound_grid(sde, 20),
-                          generator=torch.Generator().manual_seed(1))
+        terms = vlb_terms(
+            gaussian_score(sde, 0.0, 0.5), sde, x0, bound_grid(sde, 20), generator=torch.Generator().manual_seed(1)
+        )
         assert terms["diffusion"].shape == (3, 19) and all(torch.isfinite(v).all() for v in terms.values())
         bpd = vlb_bits_per_dim(terms, 16)
         torch.testing.assert_close(bpd["total"], terms["total"] / (16 * math.log(2)))
@@ -221,17 +233,20 @@ class NoMarginalSDE(SDE):
         return -x, torch.ones_like(t)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: vlb_terms(None, VPSDE(), torch.zeros(1, 1), bound_grid(VPSDE(), 3), variance="learned"), "variance"),
-    (lambda: vlb_terms(None, VPSDE(), torch.zeros(1, 1), bound_grid(VPSDE(), 3), decoder="logistic"), "decoder"),
-    (lambda: check_bound_support(VPSDE(), torch.tensor([0.5, 0.2, 1.0])), "increasing grid"),
-    (lambda: check_bound_support(VPSDE(), torch.tensor([0.5, 1.5])), "increasing grid"),
-    (lambda: check_bound_support(VPSDE(), torch.tensor([0.0, 1.0])), "sigma_t > 0"),
-    (lambda: check_bound_support(NoMarginalSDE(), torch.tensor([0.5, 1.0])), "needs the path's marginal"),
-    (lambda: bound_grid(VPSDE(), 0), "num_steps"),
-    (lambda: bound_grid(DiscreteVPSDE(N=100), 101), "exceeds"),
-    (lambda: bound_grid(VPSDE(), 10, spacing="cosine"), "spacing"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: vlb_terms(None, VPSDE(), torch.zeros(1, 1), bound_grid(VPSDE(), 3), variance="learned"), "variance"),
+        (lambda: vlb_terms(None, VPSDE(), torch.zeros(1, 1), bound_grid(VPSDE(), 3), decoder="logistic"), "decoder"),
+        (lambda: check_bound_support(VPSDE(), torch.tensor([0.5, 0.2, 1.0])), "increasing grid"),
+        (lambda: check_bound_support(VPSDE(), torch.tensor([0.5, 1.5])), "increasing grid"),
+        (lambda: check_bound_support(VPSDE(), torch.tensor([0.0, 1.0])), "sigma_t > 0"),
+        (lambda: check_bound_support(NoMarginalSDE(), torch.tensor([0.5, 1.0])), "needs the path's marginal"),
+        (lambda: bound_grid(VPSDE(), 0), "num_steps"),
+        (lambda: bound_grid(DiscreteVPSDE(N=100), 101), "exceeds"),
+        (lambda: bound_grid(VPSDE(), 10, spacing="cosine"), "spacing"),
+    ],
+)
 def test_bad_bound_inputs_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()

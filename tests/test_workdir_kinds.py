@@ -27,8 +27,9 @@ from infra.checkpoint import (
 def _write_idx(path, array):
     array = np.ascontiguousarray(array, dtype=np.uint8)
     magic = 0x803 if array.ndim == 3 else 0x801
-    path.write_bytes(magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-                     + array.tobytes())
+    path.write_bytes(
+        magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape) + array.tobytes()
+    )
 
 
 def _digests(workdir) -> dict[str, str]:

@@ -43,8 +43,10 @@ def _train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
     device = torch.device(cfg.device)
     seed_everything(cfg.seed)
     data = make_train_data(cfg)
-    generators = {"data": torch.Generator().manual_seed(cfg.seed + 10),
-                  "train": torch.Generator(device=device).manual_seed(cfg.seed + 11)}
+    generators = {
+        "data": torch.Generator().manual_seed(cfg.seed + 10),
+        "train": torch.Generator(device=device).manual_seed(cfg.seed + 11),
+    }
     sde = make_sde_from_config(cfg)
     arch = classifier_arch(cfg, data_num_classes(data))
     net = build_classifier(arch).to(device).train()
@@ -68,10 +70,22 @@ def _train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
     cfg_json = json.dumps(cfg.to_dict(), sort_keys=True)
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(workdir, step, kind=KIND, state={"step": step, "config": cfg_json, "sde": sde.config(),
-                                        "arch": arch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                                        "scheduler": schedule.state_dict(), "rng": rng_state(generators),
-                                        "data": data.state_dict() if hasattr(data, "state_dict") else {}})
+        save_checkpoint(
+            workdir,
+            step,
+            kind=KIND,
+            state={
+                "step": step,
+                "config": cfg_json,
+                "sde": sde.config(),
+                "arch": arch,
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": schedule.state_dict(),
+                "rng": rng_state(generators),
+                "data": data.state_dict() if hasattr(data, "state_dict") else {},
+            },
+        )
 
     # ---- Steps: perturb with the SDE, cross-entropy. ------------------------------------------------------------
     bar = tqdm(range(start, c.n_iters), initial=start, total=c.n_iters, desc="classifier", dynamic_ncols=True)
@@ -95,5 +109,3 @@ def _train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
             checkpoint(done)
     bar.close()
     return net.eval()
-
-

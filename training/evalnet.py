@@ -42,7 +42,7 @@ def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tenso
     b, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4, value=float(x.min()))
     offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator)
-    return torch.stack([padded[i, :, dy: dy + h, dx: dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
 def split_data(cfg, generator: torch.Generator):
@@ -55,9 +55,12 @@ def split_data(cfg, generator: torch.Generator):
         logger.warning("no real MNIST test set (%s); holding out 10 %% of the training digits instead", err)
     perm = torch.randperm(len(images), generator=generator).numpy()
     held = perm[: len(images) // 10]
-    keep = perm[len(images) // 10:]
-    desc = {"train": train_desc + f"; {len(keep):,} used for training",
-            "test": f"{len(held):,} held-out TRAINING digits (no test set found)", "split": "holdout"}
+    keep = perm[len(images) // 10 :]
+    desc = {
+        "train": train_desc + f"; {len(keep):,} used for training",
+        "test": f"{len(held):,} held-out TRAINING digits (no test set found)",
+        "split": "holdout",
+    }
     return images[keep], labels[keep], images[held], labels[held], desc
 
 
@@ -105,18 +108,31 @@ def _train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
     # ---- Feature scale, accuracy on the real test set, checkpoint, report. -------------------------------------
     net.eval()
     feats, _ = evalnet_outputs(net, pixels_to_evalnet_input(train_images), quantize=False)
-    results = {"accuracy": evalnet_accuracy(net, test_images, test_labels), "num_test": int(len(test_images)),
-               "num_train": int(len(train_images)), "steps": steps,
-               "feature_scale": float(np.sqrt((feats**2).mean())), **desc}
+    results = {
+        "accuracy": evalnet_accuracy(net, test_images, test_labels),
+        "num_test": int(len(test_images)),
+        "num_train": int(len(train_images)),
+        "steps": steps,
+        "feature_scale": float(np.sqrt((feats**2).mean())),
+        **desc,
+    }
     # Trained from scratch each time: a checkpoint of an earlier run at the same step is replaced, not kept.
-    state = {"step": steps, "arch": ARCH, "model": net.state_dict(),
-             "config": json.dumps(cfg.to_dict(), sort_keys=True), "results": json.dumps(results)}
+    state = {
+        "step": steps,
+        "arch": ARCH,
+        "model": net.state_dict(),
+        "config": json.dumps(cfg.to_dict(), sort_keys=True),
+        "results": json.dumps(results),
+    }
     path = save_checkpoint(workdir, steps, state, kind=KIND, overwrite=True)
     results["checkpoint"] = str(path)
     with open(os.path.join(workdir, "evalnet.json"), "w") as f:
         json.dump(results, f, indent=2)
-    logger.info("evaluation net: %s accuracy %.4f on %d digits (%s)", results["split"], results["accuracy"],
-                results["num_test"], results["test"])
+    logger.info(
+        "evaluation net: %s accuracy %.4f on %d digits (%s)",
+        results["split"],
+        results["accuracy"],
+        results["num_test"],
+        results["test"],
+    )
     return results
-
-

@@ -62,8 +62,10 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
     seed_everything(cfg.seed)  # the same on every rank: identical initial weights
     data = make_train_data(cfg)
     # Shared by all ranks, so each draws the same global batch: the union of the slices is the single-process batch.
-    generators = {"data": torch.Generator().manual_seed(cfg.seed),  # CPU: batches, dequantisation, toy draws
-                  "train": torch.Generator(device=device).manual_seed(cfg.seed + 1)}  # t, noise, label dropout
+    generators = {
+        "data": torch.Generator().manual_seed(cfg.seed),  # CPU: batches, dequantisation, toy draws
+        "train": torch.Generator(device=device).manual_seed(cfg.seed + 1),
+    }  # t, noise, label dropout
 
     # ---- Model, EMA, optimiser, learning-rate schedule. ---------------------------------------------------------
     sde = make_sde_from_config(cfg)
@@ -71,8 +73,7 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
     net = model.net  # the unwrapped network: saved, averaged, clipped; DDP and torch.compile wrap it below
     ema = EMA(net, tc.ema_decay)
     ema_model = ScoreModel(ema.net, sde, cfg.model.precision).eval()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2),
-                                  weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, tc) / tc.lr)
     if dist.rank > 0:
         seed_everything(distributed.rank_seed(cfg.seed, dist.rank))  # each rank its own dropout masks
@@ -112,10 +113,18 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
         ranks_rng = distributed.gather_objects(rng_state({}), dist) if dist.enabled else None  # every rank calls
         if not dist.is_main:
             return None
-        state = {"step": step, "config": cfg_json, "sde": sde.config(), "model": net.state_dict(),
-                 "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": rng_state(generators), "data": data.state_dict() if hasattr(data, "state_dict") else {},
-                 "bad_steps": bad_total}
+        state = {
+            "step": step,
+            "config": cfg_json,
+            "sde": sde.config(),
+            "model": net.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(generators),
+            "data": data.state_dict() if hasattr(data, "state_dict") else {},
+            "bad_steps": bad_total,
+        }
         if ranks_rng is not None:  # each rank's global RNGs (dropout), for an exact resume with as many ranks
             state["rng_ranks"] = ranks_rng
         return save_checkpoint(workdir, step, state, keep=tc.keep_checkpoints)
@@ -124,8 +133,14 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
     bad_in_row, window = 0, []
     if start_step >= tc.n_iters:
         logger.warning("checkpoint step %d >= training.n_iters = %d: nothing to train", start_step, tc.n_iters)
-    steps = tqdm(range(start_step, tc.n_iters), initial=start_step, total=tc.n_iters, desc="train", dynamic_ncols=True,
-                 disable=not dist.is_main)
+    steps = tqdm(
+        range(start_step, tc.n_iters),
+        initial=start_step,
+        total=tc.n_iters,
+        desc="train",
+        dynamic_ncols=True,
+        disable=not dist.is_main,
+    )
     writer = SummaryWriter(str(workdir / "tensorboard")) if dist.is_main else distributed.NullWriter()
     with GracefulStop() as stop, writer, steps as bar:
         for step in bar:
@@ -153,15 +168,21 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
                 window.append(global_loss)
             else:
                 bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
-                logger.warning("step %d: non-finite %s; update skipped (%d in a row, %d in total)", step + 1,
-                               "gradient" if loss_ok else "loss", bad_in_row, bad_total)
+                logger.warning(
+                    "step %d: non-finite %s; update skipped (%d in a row, %d in total)",
+                    step + 1,
+                    "gradient" if loss_ok else "loss",
+                    bad_in_row,
+                    bad_total,
+                )
                 writer.add_scalar("train/bad_steps", bad_total, step + 1)
                 if bad_in_row >= tc.max_bad_steps:
                     raise TrainingDiverged(
                         f"{bad_in_row} consecutive steps with a non-finite loss or gradient (training.max_bad_steps="
                         f"{tc.max_bad_steps}) at step {step + 1}; stopping. The last good checkpoint is "
                         f"{latest_checkpoint(workdir) or 'none (none was written yet)'}; it is kept. Try a lower "
-                        f"training.lr or training.grad_clip, and check the data for non-finite values.")
+                        f"training.lr or training.grad_clip, and check the data for non-finite values."
+                    )
             scheduler.step()
             done = step + 1
 
@@ -183,14 +204,19 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
                 path = checkpoint(done)
                 distributed.barrier(dist)  # nobody exits (torchrun would then kill the rest) before the save
                 if dist.is_main:
-                    message = (f"training interrupted by {stop.name or 'a signal to another rank'} after step "
-                               f"{done}/{tc.n_iters}; checkpoint saved to {path}. Run the same command again to "
-                               f"resume (exit code {EXIT_INTERRUPTED}).")
+                    message = (
+                        f"training interrupted by {stop.name or 'a signal to another rank'} after step "
+                        f"{done}/{tc.n_iters}; checkpoint saved to {path}. Run the same command again to "
+                        f"resume (exit code {EXIT_INTERRUPTED})."
+                    )
                     logger.warning(message)
                     print(message, file=sys.stderr, flush=True)
                 else:
-                    print(f"rank {dist.rank}: stopping after step {done} with the other ranks", file=sys.stderr,
-                          flush=True)
+                    print(
+                        f"rank {dist.rank}: stopping after step {done} with the other ranks",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 raise TrainingInterrupted(EXIT_INTERRUPTED)
     distributed.barrier(dist)  # the last checkpoint is on disk before any rank returns
     logger.info("training finished at step %d (%d non-finite steps skipped)", max(start_step, tc.n_iters), bad_total)
@@ -230,8 +256,9 @@ def draw_time_and_noise(sde, x0, cfg, generator) -> tuple:
         t, weight = sample_importance_time(sde, x0.shape[0], tc.t_min, generator)
         t, weight = t.to(x0), weight.to(x0)
     else:
-        t = sample_time(sde, x0.shape[0], tc.loss, tc.t_min, cfg.sde.N, generator, x0.device, tc.p_mean,
-                        tc.p_std).to(x0.dtype)
+        t = sample_time(sde, x0.shape[0], tc.loss, tc.t_min, cfg.sde.N, generator, x0.device, tc.p_mean, tc.p_std).to(
+            x0.dtype
+        )
         weight = None
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     return t, noise, weight
@@ -263,8 +290,13 @@ def draw_snapshot(ema_model: ScoreModel, cfg, step: int) -> torch.Tensor:
     from compose.sampling import sample_images
 
     n = cfg.training.snapshot_samples
-    sampling = {**cfg.sampling.to_dict(), "steps": cfg.training.snapshot_steps, "batch_size": n,
-                "class_grid": cfg.model.num_classes > 0, "classifier_scale": 0.0}
+    sampling = {
+        **cfg.sampling.to_dict(),
+        "steps": cfg.training.snapshot_steps,
+        "batch_size": n,
+        "class_grid": cfg.model.num_classes > 0,
+        "classifier_scale": 0.0,
+    }
     device = next(ema_model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

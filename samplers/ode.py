@@ -26,6 +26,7 @@ def probability_flow_drift(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor) ->
 
 def fixed_step(score_fn: ScoreFn, sde: SDE, x: Tensor, t: float, s: float, method: str) -> Tensor:
     """One Euler (1 NFE), Heun (2 NFE, Heun 1900) or classic Runge-Kutta 4 (4 NFE) step from t to s."""
+
     def v(y: Tensor, time: float) -> Tensor:
         return probability_flow_drift(score_fn, sde, y, as_time(time, y))
 
@@ -41,8 +42,16 @@ def fixed_step(score_fn: ScoreFn, sde: SDE, x: Tensor, t: float, s: float, metho
     return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
-def solve_probability_flow(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, method: str = "dopri5",
-                           rtol: float = 1e-5, atol: float = 1e-5, callback=None) -> Tensor:
+def solve_probability_flow(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    ts: Tensor,
+    method: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    callback=None,
+) -> Tensor:
     """Integrate the probability-flow ODE along ts (increasing or decreasing) from x at ts[0] to ts[-1].
 
     Fixed-step methods step through every time in ts; adaptive methods use only the end points.
@@ -68,9 +77,19 @@ def solve_probability_flow(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, m
     return x
 
 
-def ode_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, method: str = "dopri5", rtol: float = 1e-5,
-               atol: float = 1e-5, denoise: bool = True, generator: torch.Generator | None = None,
-               callback=None) -> Tensor:
+def ode_sample(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    ts: Tensor,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    callback=None,
+) -> Tensor:
     """Probability-flow ODE sampler from T to t_min (Song et al. 2021, Sec. 4.3); deterministic given x_T."""
     del generator  # deterministic
     for key, value in (("method", method), ("rtol", rtol), ("atol", atol)):

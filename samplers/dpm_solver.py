@@ -1,11 +1,9 @@
-"""Few-step samplers: DDIM (Song et al. 2021a) and multistep DPM-Solver++ (Lu et al. 2022b, deterministic or
-stochastic), for 10-20 NFE.
+"""Multistep DPM-Solver++ (Lu et al. 2022b), deterministic (the probability-flow ODE) or stochastic (eta > 0), for
+10-20 NFE.
 
-Both read only x_t = alpha_t x_0 + sigma_t noise, so they serve every Gaussian path alike.
-The data prediction is Tweedie's x0_hat = (x + sigma_t^2 score) / alpha_t and the noise prediction
-noise_hat = -sigma_t score. With lambda_t = log(alpha_t / sigma_t) the probability-flow ODE is solved exactly
-in its linear part (an exponential integrator): DPM-Solver++(1) is DDIM with eta = 0, and orders 2 and 3
-extrapolate x0_hat in lambda from the previous steps' evaluations (one score evaluation per step).
+With lambda_t = `sde.logsnr(t)` the probability-flow ODE is solved exactly in its linear part (an exponential
+integrator) and the data prediction x0_hat = `sde.denoise` is extrapolated in lambda from the previous steps'
+evaluations (one score evaluation per step). It reads only the marginals, so it serves every Gaussian path.
 """
 
 from __future__ import annotations
@@ -15,43 +13,20 @@ import math
 import torch
 from torch import Tensor
 
-from sde import SDE, ScoreFn, append_dims, as_time
+from sde import SDE, ScoreFn, as_time
 
 from .base import check_grid, check_option, final_denoise, randn_like
 
 
-def ddim_step(sde: SDE, x: Tensor, t: Tensor, s: Tensor, score: Tensor, eta: float,
-              generator: torch.Generator | None) -> Tensor:
-    """DDIM step t -> s: alpha_s x0_hat + sqrt(sigma_s^2 - c^2) noise_hat + c noise (Song et al. 2021a, Eq. 12).
-
-    c^2 = eta^2 times the posterior variance of q(x_s | x_t, x_0); eta = 1 is the ancestral step.
-    """
-    alpha_s, sigma_s = sde.marginal(s)
-    _, sigma_t = sde.marginal(t)
-    x0_hat = sde.denoise(x, t, score)
-    noise_hat = -append_dims(sigma_t, x.ndim) * score
-    c2 = eta**2 * sde.posterior(s, t)[2]
-    x = append_dims(alpha_s, x.ndim) * x0_hat + append_dims((sigma_s**2 - c2).clamp_min(0).sqrt(), x.ndim) * noise_hat
-    return x + append_dims(c2.sqrt(), x.ndim) * randn_like(x, generator) if eta > 0 else x
-
-
-def ddim_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, eta: float = 0.0, denoise: bool = True,
-                generator: torch.Generator | None = None, callback=None) -> Tensor:
-    """DDIM sampler, deterministic for eta = 0 (Song et al. 2021a, Alg. in Sec. 4.1). NFE = steps (+1 denoise)."""
-    check_option("eta", eta)
-    check_grid(sde, ts)
-    ts = ts.to(x.device, torch.float64)
-    for i in range(len(ts) - 1):
-        t, s = as_time(float(ts[i]), x), as_time(float(ts[i + 1]), x)
-        x = ddim_step(sde, x, t, s, score_fn(x, t), eta, generator)
-        if callback is not None:
-            callback({"i": i, "t": ts[i + 1], "x": x})
-    # Final denoising.
-    return final_denoise(score_fn, sde, x, float(ts[-1]), denoise)
-
-
-def dpm_solver_update(x: Tensor, x0_hats: list[Tensor], lam: list[float], sigma: tuple[float, float],
-                      alpha_next: float, eta: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+def dpm_solver_update(
+    x: Tensor,
+    x0_hats: list[Tensor],
+    lam: list[float],
+    sigma: tuple[float, float],
+    alpha_next: float,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Multistep DPM-Solver++ update of order len(x0_hats) in 1..3 (Lu et al. 2022b, Alg. 2 and App. B).
 
     x0_hats are the newest-last data predictions at times with half-log-SNRs lam[:-1]; lam[-1] is the target's.
@@ -87,9 +62,19 @@ def dpm_solver_update(x: Tensor, x0_hats: list[Tensor], lam: list[float], sigma:
     return x
 
 
-def dpm_solver_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, order: int = 2, eta: float = 0.0,
-                      lower_order_final: bool = True, denoise: bool = True,
-                      generator: torch.Generator | None = None, callback=None) -> Tensor:
+def dpm_solver_sample(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    ts: Tensor,
+    *,
+    order: int = 2,
+    eta: float = 0.0,
+    lower_order_final: bool = True,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    callback=None,
+) -> Tensor:
     """Multistep DPM-Solver++ of order 1-3 in lambda_t (Lu et al. 2022b, Alg. 2). NFE = steps (+1 denoise).
 
     eta = 0 (default) solves the probability-flow ODE (deterministic); eta > 0 the stochastic SDE-DPM-Solver++
@@ -108,8 +93,15 @@ def dpm_solver_sample(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, ord
         t = as_time(float(ts[i]), x)
         x0_hats = (x0_hats + [sde.denoise(x, t, score_fn(x, t))])[-order:]
         k = min(order, i + 1, steps - i if lower_order_final and steps < 15 else order)
-        x = dpm_solver_update(x, x0_hats[-k:], lam[i + 1 - k:i + 2], (float(sigma[i]), float(sigma[i + 1])),
-                              float(alpha[i + 1]), eta, generator)
+        x = dpm_solver_update(
+            x,
+            x0_hats[-k:],
+            lam[i + 1 - k : i + 2],
+            (float(sigma[i]), float(sigma[i + 1])),
+            float(alpha[i + 1]),
+            eta,
+            generator,
+        )
         if callback is not None:
             callback({"i": i, "t": ts[i + 1], "x": x})
     # Final denoising.
