@@ -172,6 +172,7 @@ def test_unwritable_workdir_is_refused(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
+@pytest.mark.slow
 def test_main_refuses_bad_input_in_subprocesses(tmp_path):
     """main.py exits non-zero with the message and creates nothing (run in parallel: imports cost ~3 s each)."""
     write_idx(tmp_path / "badmagic", image_magic=0x804)
@@ -208,6 +209,7 @@ def test_main_refuses_bad_input_in_subprocesses(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_download_with_a_checksum_mismatch_is_refused_before_any_work(tmp_path, monkeypatch):
     """main.py with data.source=download from a local HTTP server whose files are not the published MNIST: a clear
     message naming the file and both MD5s, a non-zero exit, no work dir, and no unverified file in data.root."""

@@ -138,6 +138,7 @@ def test_malicious_pickle_is_refused_and_runs_no_code(tmp_path):
     assert marker.read_text() == "pwned"
 
 
+@pytest.mark.slow
 def test_malicious_pickle_refused_with_force_no_weights_only_env(tmp_path):
     """torch 2.13 applies TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD only when weights_only is not passed; ours always is."""
     marker, zip_pt, raw_pt = write_malicious(tmp_path)

@@ -30,6 +30,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # subprocesses of main.py / torchrun
+
 REPO = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":  # run by torchrun as the worker script
     sys.path.insert(0, str(REPO))

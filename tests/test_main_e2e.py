@@ -16,6 +16,8 @@ from PIL import Image
 
 from infra.checkpoint import checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint
 
+pytestmark = pytest.mark.slow  # subprocesses of main.py / torchrun
+
 REPO = Path(__file__).resolve().parents[1]
 SCALARS = {"train/loss", "train/lr", "train/grad_norm", "train/bad_steps"}
 

@@ -151,6 +151,7 @@ def wait_for(predicate, timeout: float = 90.0, what: str = "") -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sigterm_from_outside_saves_and_exits_75(tmp_path):
     """(SIGINT takes the same path; the in-process toy test above stops with a real SIGINT.)"""
     proc = main_py(
@@ -169,6 +170,7 @@ def test_sigterm_from_outside_saves_and_exits_75(tmp_path):
     assert step >= 50 and f"after step {step}/" in log, log[-3000:]
 
 
+@pytest.mark.slow
 def test_a_second_training_process_on_a_busy_work_dir_is_refused_and_a_kill_frees_it(tmp_path):
     workdir = tmp_path / "run"
     first = main_py(
@@ -191,6 +193,7 @@ def test_a_second_training_process_on_a_busy_work_dir_is_refused_and_a_kill_free
         pass
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_save_keeps_the_previous_checkpoint_and_resume_works(tmp_path, caplog):
     workdir = tmp_path / "run"
     proc = main_py(
@@ -221,6 +224,7 @@ def test_sigkill_during_a_save_keeps_the_previous_checkpoint_and_resume_works(tm
     assert not list(folder.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     """Three SIGKILLs at seeded random moments after a first checkpoint (during steps or saves, wherever they fall):
     each time the newest valid checkpoint loads and the next run resumes from it; the finished run's weights, EMA

@@ -135,6 +135,7 @@ def test_build_score_fn_is_the_models_score():
     torch.testing.assert_close(sampling.build_score_fn(model, None)(x, t), model(x, t))
 
 
+@pytest.mark.slow
 def test_main_sample_mode_end_to_end(tmp_path):
     """`python main.py --mode sample` validates the config, then runs the driver on the latest checkpoint."""
     import pathlib
