@@ -59,7 +59,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.loss = "continuous"  # t ~ U[t_min, T] ("continuous"), "ddpm" (L_simple on 1..N), "smld", "lognormal" (EDM)
     training.p_mean = -1.2  # "lognormal": mean of ln(sigma_t / alpha_t) (Karras et al. 2022)
     training.p_std = 1.2  # "lognormal": standard deviation of ln(sigma_t / alpha_t)
-    training.weighting = "sigma2"  # DSM weighting: "sigma2" (eps-MSE), "likelihood" (g(t)^2), "edm" (Karras et al.)
+    training.weighting = "sigma2"  # "sigma2" (eps-MSE), "likelihood" (g^2), "edm" (Karras), "flow_matching" (|v - u|^2)
     training.importance_sampling = False  # with weighting="likelihood": draw t ∝ g^2/sigma^2 (Song et al. 2021b)
     training.t_min = 1e-5  # smallest training time for the continuous loss
     training.lr = 2e-3  # Adam learning rate after warm-up

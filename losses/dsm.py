@@ -7,8 +7,10 @@ the KL divergence (Song et al. 2021b). DDPM's L_simple (Ho et al. 2020, Eq. 14) 
 i uniform on 1..N of the DDPM chain, and NCSN's objective (Song & Ermon 2019, Eq. 6 with lambda = sigma^2) is the
 same MSE on the noise ladder. EDM (Karras et al. 2022, Sec. 5) draws the noise level s = sigma_t / alpha_t
 log-normally, ln s ~ N(P_mean, P_std^2), and weights |D - x_0|^2 by (s^2 + sd^2) / (s sd)^2, which is
-(s^2 + sd^2) / sd^2 times the eps-MSE (D = y - s eps on y = x_t / alpha_t). So there is one loss and four ways of
-drawing t. Losses are per example, [B],
+(s^2 + sd^2) / sd^2 times the eps-MSE (D = y - s eps on y = x_t / alpha_t). Conditional flow matching (Lipman
+et al. 2023) regresses the velocity u = d x_t / dt = alpha' x_0 + sigma' noise; its error is (sigma' - sigma alpha' /
+alpha)(eps_hat - noise) = g^2 / (2 sigma) (eps_hat - noise), so its loss is the eps-MSE weighted by g^4 / (4 sigma^2)
+(1 / (1 - t)^2 on the linear interpolant). So there is one loss and four ways of drawing t. Losses are per example, [B],
 averaged over dimensions; the trainer reduces them.
 """
 
@@ -19,7 +21,7 @@ from torch import Tensor
 
 from sde import SDE, append_dims
 
-WEIGHTINGS = ("sigma2", "likelihood", "edm")
+WEIGHTINGS = ("sigma2", "likelihood", "edm", "flow_matching")
 TIME_SAMPLINGS = ("continuous", "ddpm", "smld", "lognormal")
 
 
@@ -40,6 +42,10 @@ def dsm_loss(
         alpha, sigma = sde.marginal(t)
         sd2 = model.sigma_data**2
         mse = mse * ((sigma / alpha) ** 2 + sd2) / sd2
+    elif weighting == "flow_matching":
+        _, g = sde.sde(x_t, t)
+        _, sigma = sde.marginal(t)
+        mse = mse * (g**2 / (2 * sigma)) ** 2
     return mse
 
 
