@@ -27,6 +27,10 @@ from .checkpoints import load_classifier
 logger = logging.getLogger(__name__)
 
 
+class SamplingStopped(RuntimeError):
+    """Sampling was stopped between two steps because `should_stop()` said so (e.g. SIGTERM during a grid)."""
+
+
 def build_score_fn(model, sampling: Mapping | None, labels: torch.Tensor | None = None) -> ScoreFn:
     """The score_fn(x, t) every sampler sees: the model's score for the labels, with classifier-free guidance
     (sampling.guidance_scale) and classifier guidance (sampling.classifier_scale) from models/guidance.py."""
@@ -93,17 +97,22 @@ def sample_batch(
     device,
     labels: torch.Tensor | None = None,
     progress: bool = False,
+    should_stop=None,
 ) -> tuple[torch.Tensor, int]:
     """One batch of num samples with the configured sampler; returns (samples [num, *shape], NFE). `progress`
-    shows a bar over the sampler's steps."""
+    shows a bar over the sampler's steps; `should_stop()`, checked after every step, raises SamplingStopped when
+    true (adaptive ODE solvers report only at the end)."""
     name = sampling["sampler"]
     x_T = sde.prior_sampling((num, *shape), generator, device)
     score_fn = count_nfe(build_score_fn(model, sampling, labels))
     bar = steps_bar(sampling, score_fn) if progress else None
 
     def callback(info: dict) -> None:
-        bar.set_postfix(nfe=score_fn.nfe, refresh=False)
-        bar.update(1)
+        if bar is not None:
+            bar.set_postfix(nfe=score_fn.nfe, refresh=False)
+            bar.update(1)
+        if should_stop is not None and should_stop():
+            raise SamplingStopped(f"sampling stopped after step {info['i'] + 1} of {sampling['steps']}")
 
     x = run_sampler(
         name,
@@ -114,7 +123,7 @@ def sample_batch(
         grid=sampling["grid"],
         t_min=sampling["t_min"],
         generator=generator,
-        callback=callback if bar is not None else None,
+        callback=callback if bar is not None or should_stop is not None else None,
         **options_from_config(name, sampling),
     )
     if bar is not None:
@@ -131,8 +140,10 @@ def sample_images(
     device=None,
     shape=None,
     progress: bool = False,
+    should_stop=None,
 ) -> tuple[torch.Tensor, dict]:
-    """num samples in batches of sampling.batch_size (in memory; no files); returns (x, info)."""
+    """num samples in batches of sampling.batch_size (in memory; no files); returns (x, info). `should_stop`: see
+    `sample_batch`."""
     device = torch.device(device or next(model.parameters(), torch.empty(0)).device)
     shape = tuple(shape) if shape is not None else model_shape(model)
     generator = generator or torch.Generator(device).manual_seed(0)
@@ -148,7 +159,7 @@ def sample_images(
     for offset in tqdm(range(0, num, sampling["batch_size"]), disable=not progress, desc="sampling"):
         n = min(sampling["batch_size"], num - offset)
         labels = batch_labels(sampling, num_classes, n, offset, device)
-        x, nfe = sample_batch(model, sde, sampling, n, shape, generator, device, labels, progress=progress)
+        x, nfe = sample_batch(model, sde, sampling, n, shape, generator, device, labels, progress, should_stop)
         xs.append(x)
         nfes.append(nfe)
     info = sampling_info(sampling, nfes, time.perf_counter() - start, num)

@@ -263,3 +263,30 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     killed, straight = final_state(workdir, t.n_iters), final_state(tmp_path / "straight", t.n_iters)
     for part in ("model", "ema", "adam"):
         assert identical(killed[part], straight[part]), (part, steps_seen)
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_end_of_run_grid_exits_75_within_seconds_with_the_checkpoint_on_disk(tmp_path):
+    """The step's checkpoint is written before its sample grid, and SIGTERM during the grid stops the sampler
+    between two of its steps: exit 75 well within a pre-emption's grace period (10 s asserted)."""
+    workdir = tmp_path / "run"
+    proc = main_py(
+        workdir,
+        "--config.training.n_iters=20",
+        "--config.training.checkpoint_every=20",
+        "--config.training.snapshot_every=20",
+        "--config.training.snapshot_samples=2000",
+        "--config.training.snapshot_steps=100000",  # a grid that would take many minutes
+        "--config.sampling.sampler=pc",
+        log=tmp_path / "log",
+    )
+    wait_for(lambda: latest_checkpoint(workdir) is not None, what="the final checkpoint")
+    time.sleep(0.5)  # into the grid
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    elapsed = time.monotonic() - start
+    log = (tmp_path / "log").read_text()
+    assert proc.returncode == 75 and elapsed < 10, (proc.returncode, elapsed, log[-2000:])
+    assert "sample grid skipped" in log and latest_checkpoint(workdir) == checkpoint_path(workdir, 20)
+    assert not list((workdir / "samples").glob("step_*.png"))

@@ -192,10 +192,10 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
                 log_scalars(writer, done, mean_loss, scheduler.get_last_lr()[0], grad_norm.item(), bad_total)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
                 window.clear()
-            if dist.is_main and tc.snapshot_every and (done % tc.snapshot_every == 0 or done == tc.n_iters):
-                save_snapshot(ema_model, cfg, workdir, done, writer)
             if done % tc.checkpoint_every == 0 or done == tc.n_iters:
-                checkpoint(done)
+                checkpoint(done)  # before the grid: a pre-empted job keeps this step
+            if dist.is_main and tc.snapshot_every and (done % tc.snapshot_every == 0 or done == tc.n_iters):
+                save_snapshot(ema_model, cfg, workdir, done, writer, should_stop=lambda: stop.signum is not None)
             if on_step is not None:
                 on_step(done, dist.rank)
 
@@ -283,7 +283,7 @@ def log_scalars(writer, step: int, loss: float, lr: float, grad_norm: float, bad
 
 
 @torch.no_grad()
-def draw_snapshot(ema_model: ScoreModel, cfg, step: int) -> torch.Tensor:
+def draw_snapshot(ema_model: ScoreModel, cfg, step: int, should_stop=None) -> torch.Tensor:
     """cfg.training.snapshot_samples samples of the EMA model (the configured sampler with snapshot_steps steps;
     conditional models cycle through the classes with sampling.guidance_scale), from a generator of their own and
     inside fork_rng, so the training randomness is untouched."""
@@ -300,13 +300,25 @@ def draw_snapshot(ema_model: ScoreModel, cfg, step: int) -> torch.Tensor:
     device = next(ema_model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        x, _ = sample_images(ema_model, ema_model.sde, sampling, n, generator, device, shape=data_shape(cfg))
+        x, _ = sample_images(
+            ema_model, ema_model.sde, sampling, n, generator, device, data_shape(cfg), False, should_stop
+        )
     return x
 
 
-def save_snapshot(ema_model: ScoreModel, cfg, workdir: Path, step: int, writer) -> None:
-    """Samples of the EMA model: samples/step_XXXXXX.png (an image grid, or a scatter for vectors) and tensorboard."""
-    x = draw_snapshot(ema_model, cfg, step).cpu()
+def save_snapshot(ema_model: ScoreModel, cfg, workdir: Path, step: int, writer, should_stop=None) -> None:
+    """Samples of the EMA model: samples/step_XXXXXX.png (an image grid, or a scatter for vectors) and tensorboard.
+    Skipped (and logged) when `should_stop()` becomes true during it, e.g. on SIGTERM."""
+    from compose.sampling import SamplingStopped
+
+    if should_stop is not None and should_stop():
+        logger.warning("step %d: sample grid skipped (stopping)", step)
+        return
+    try:
+        x = draw_snapshot(ema_model, cfg, step, should_stop).cpu()
+    except SamplingStopped as err:
+        logger.warning("step %d: sample grid skipped (%s: stopping)", step, err)
+        return
     path = workdir / "samples" / f"step_{step:06d}.png"
     if x.ndim == 2:
         fig = scatter_figure(x, f"EMA samples, step {step}")
