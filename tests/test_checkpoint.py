@@ -222,3 +222,14 @@ def test_resume_with_a_changed_model_or_sde_is_refused_listing_the_keys():
     message = str(err.value)
     assert "ckpt_000010.pt" in message and "model.base_channels: 4 -> 16" in message
     assert "sde.beta_max: 20.0 -> 10.0" in message and "n_iters" not in message
+
+
+def test_files_are_created_with_the_users_umask(tmp_path):
+    """Checkpoints and their sidecars get 0666 & ~umask (mkstemp alone would give 0600)."""
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path, 1, fake_state(1))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert Path(f"{path}.sha256").stat().st_mode & 0o777 == 0o644
