@@ -66,10 +66,11 @@ def run_mode(mode: str, cfg, workdir: str) -> None:
         run_eval(cfg, workdir)
     elif mode == "train_classifier":
         from training.classifier import train_classifier
+        from training.loop import TrainingDiverged
 
         try:
             train_classifier(cfg, workdir)
-        except CheckpointError as err:  # a classifier already training there; resume refused
+        except (TrainingDiverged, CheckpointError) as err:  # diverged; a classifier already training there
             sys.exit(f"error: {err}")
     else:
         from training.evalnet import train_evalnet

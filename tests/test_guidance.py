@@ -328,3 +328,47 @@ def test_sampling_driver_refuses_bad_guidance_requests():
     x, t, _ = _points(4)
     score_fn = build_score_fn(conditional, {**sampling, "guidance_scale": 2.0}, torch.ones(4).long())
     torch.testing.assert_close(score_fn(x, t), 2 * mix.score(x, t, sde, 1) - mix.score(x, t, sde), rtol=1e-8, atol=1e-8)
+
+
+def test_classifier_training_stops_gracefully_on_sigterm_and_resumes_exactly(tmp_path):
+    """The classifier's loop has the score loop's guarantees: SIGTERM after a step saves it and exits 75 (the
+    resumed run then equals an uninterrupted one), and non-finite losses are skipped, then stop the run."""
+    import os
+    import signal
+
+    import training.classifier as clf_training
+    from configs.toy_cond import get_config
+    from infra.checkpoint import CLASSIFIER, list_checkpoints, load_checkpoint
+    from training.loop import TrainingDiverged, TrainingInterrupted
+
+    cfg = get_config()
+    cfg.classifier.n_iters, cfg.classifier.checkpoint_every, cfg.classifier.log_every = 12, 100, 100
+    clf_training.train_classifier(cfg, tmp_path / "straight")
+    real = clf_training.classifier_log_probs
+    calls = []
+
+    def signal_at_5(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives during step 5: it finishes, then the loop stops
+        return real(*args)
+
+    clf_training.classifier_log_probs = signal_at_5
+    try:
+        with pytest.raises(TrainingInterrupted) as stop:
+            clf_training.train_classifier(cfg, tmp_path / "resumed")
+    finally:
+        clf_training.classifier_log_probs = real
+    assert stop.value.code == 75
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed", CLASSIFIER)] == ["ckpt_000005.pt"]
+    clf_training.train_classifier(cfg, tmp_path / "resumed")
+    a, b = (load_checkpoint(list_checkpoints(tmp_path / w, CLASSIFIER)[-1])["model"] for w in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Non-finite losses: skipped, then the run stops after training.max_bad_steps of them in a row.
+    cfg.training.max_bad_steps = 3
+    clf_training.classifier_log_probs = lambda *args: real(*args) * float("nan")
+    try:
+        with pytest.raises(TrainingDiverged, match="3 consecutive classifier steps"):
+            clf_training.train_classifier(cfg, tmp_path / "nan")
+    finally:
+        clf_training.classifier_log_probs = real

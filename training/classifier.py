@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from compose.build import build_classifier, classifier_arch, data_num_classes, make_sde_from_config, make_train_data
 from infra.checkpoint import CLASSIFIER, WorkdirLock, load_latest_checkpoint, save_checkpoint
-from infra.state import rng_state, seed_everything, set_rng_state
+from infra.state import GracefulStop, rng_state, seed_everything, set_rng_state
 from models.guidance import check_same_sde, classifier_log_probs
+from training.loop import EXIT_INTERRUPTED, TrainingDiverged, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -87,25 +88,47 @@ def _train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
             },
         )
 
-    # ---- Steps: perturb with the SDE, cross-entropy. ------------------------------------------------------------
+    # ---- Steps: perturb with the SDE, cross-entropy; non-finite steps skipped; SIGTERM saves and exits 75. ----
     bar = tqdm(range(start, c.n_iters), initial=start, total=c.n_iters, desc="classifier", dynamic_ncols=True)
-    for step in bar:
-        x0, y = data.batch(c.batch_size, generators["data"])
-        x0, y = x0.to(device), y.to(device)
-        t = c.t_min + (sde.T - c.t_min) * torch.rand(x0.shape[0], generator=generators["train"], device=device)
-        noise = torch.randn(x0.shape, generator=generators["train"], device=device)
-        log_probs = classifier_log_probs(net, sde, sde.perturb(x0, t, noise), t)
-        loss = F.nll_loss(log_probs, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        done = step + 1
-        if done % c.log_every == 0 or done == c.n_iters:
-            accuracy = (log_probs.argmax(1) == y).float().mean().item()
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.3f}")
-            logger.info("classifier step %d: loss %.4f, batch accuracy %.3f", done, loss.item(), accuracy)
-        if done % c.checkpoint_every == 0 or done == c.n_iters:
-            checkpoint(done)
-    bar.close()
+    bad_in_row, max_bad = 0, cfg.training.max_bad_steps
+    with GracefulStop() as stop, bar:
+        for step in bar:
+            x0, y = data.batch(c.batch_size, generators["data"])
+            x0, y = x0.to(device), y.to(device)
+            t = c.t_min + (sde.T - c.t_min) * torch.rand(x0.shape[0], generator=generators["train"], device=device)
+            noise = torch.randn(x0.shape, generator=generators["train"], device=device)
+            log_probs = classifier_log_probs(net, sde, sde.perturb(x0, t, noise), t)
+            loss = F.nll_loss(log_probs, y)
+            optimizer.zero_grad(set_to_none=True)
+            if torch.isfinite(loss):
+                loss.backward()
+                optimizer.step()
+                bad_in_row = 0
+            else:
+                bad_in_row += 1
+                logger.warning(
+                    "classifier step %d: non-finite loss; update skipped (%d in a row)", step + 1, bad_in_row
+                )
+                if bad_in_row >= max_bad:
+                    raise TrainingDiverged(
+                        f"{bad_in_row} consecutive classifier steps with a non-finite loss "
+                        f"(training.max_bad_steps={max_bad}); the last good checkpoint is kept"
+                    )
+            schedule.step()
+            done = step + 1
+            if done % c.log_every == 0 or done == c.n_iters:
+                accuracy = (log_probs.argmax(1) == y).float().mean().item()
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.3f}")
+                logger.info("classifier step %d: loss %.4f, batch accuracy %.3f", done, loss.item(), accuracy)
+            if done % c.checkpoint_every == 0 or done == c.n_iters or stop.signum is not None:
+                checkpoint(done)
+            if stop.signum is not None:
+                logger.warning(
+                    "classifier training interrupted by %s after step %d; checkpoint saved; rerun to "
+                    "resume (exit code %d)",
+                    stop.name,
+                    done,
+                    EXIT_INTERRUPTED,
+                )
+                raise TrainingInterrupted(EXIT_INTERRUPTED)
     return net.eval()

@@ -27,7 +27,8 @@ from compose.features import evalnet_outputs, load_test_digits, pixels_to_evalne
 from data.datasets import ImageData
 from data.mnist import load_mnist
 from infra.checkpoint import EVALNET, WorkdirLock, save_checkpoint
-from infra.state import seed_everything
+from infra.state import GracefulStop, seed_everything
+from training.loop import EXIT_INTERRUPTED, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -92,18 +93,28 @@ def _train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
     steps = c.evalnet_iters
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
 
-    # ---- Training steps: random translations, cross-entropy. ---------------------------------------------------
+    # ---- Training steps: random translations, cross-entropy (minutes from scratch: SIGTERM just stops, exit 75). -
     bar = tqdm(range(steps), desc="evalnet", dynamic_ncols=True)
-    for step in bar:
-        x, y = data.batch(c.evalnet_batch_size, generator)
-        x = random_shift(x, c.evalnet_shift, generator).to(device)
-        loss = F.cross_entropy(net(x), y.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if (step + 1) % c.log_every == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+    with GracefulStop() as stop, bar:
+        for step in bar:
+            x, y = data.batch(c.evalnet_batch_size, generator)
+            x = random_shift(x, c.evalnet_shift, generator).to(device)
+            loss = F.cross_entropy(net(x), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if (step + 1) % c.log_every == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if stop.signum is not None:
+                logger.warning(
+                    "evaluation-net training interrupted by %s after step %d; it starts from scratch when "
+                    "rerun (exit code %d)",
+                    stop.name,
+                    step + 1,
+                    EXIT_INTERRUPTED,
+                )
+                raise TrainingInterrupted(EXIT_INTERRUPTED)
 
     # ---- Feature scale, accuracy on the real test set, checkpoint, report. -------------------------------------
     net.eval()
