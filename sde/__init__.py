@@ -5,12 +5,12 @@ import inspect
 
 from .base import SDE, ScoreFn, append_dims, as_time, batch_sum, require
 from .cosine import CosineVPSDE, cosine_betas
-from .discrete import DiscreteChain
+from .discrete import DiscreteChain, DiscreteVPSDE
 from .edm import EDMSDE
 from .rectified_flow import RectifiedFlow
 from .subvp import SubVPSDE
 from .ve import VESDE
-from .vp import VPSDE, DiscreteVPSDE, ddpm_betas
+from .vp import VPSDE, ddpm_betas
 
 SDES = {
     "vp": VPSDE,

@@ -4,7 +4,7 @@ A chain of N steps with variances beta_1..beta_N has q(x_i | x_0) = N(sqrt(alpha
 alpha-bar_i = prod_{j<=i} (1 - beta_j). `DiscreteChain` is the VP path whose beta(t) is piecewise constant on the
 grid t = i/N, -N log(1 - beta_i) on ((i-1)/N, i/N], so its marginal at t = i/N is exactly the chain's q(x_i | x_0)
 and its exact transitions between grid times are the chain's steps, while every continuous-time sampler and the
-likelihood apply to it unchanged. DDPM's linear betas (`sde.vp.DiscreteVPSDE`) and iDDPM's cosine betas
+likelihood apply to it unchanged. DDPM's linear betas (`DiscreteVPSDE`) and iDDPM's cosine betas
 (`sde.cosine.CosineVPSDE`) are two such chains.
 """
 
@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import SDE, append_dims
+from .vp import BetaVP, ddpm_betas
 
 
-class DiscreteChain(SDE):
+class DiscreteChain(BetaVP):
     """The VP path with piecewise-constant beta(t) through a chain's betas [N] (each in (0, 1))."""
 
     def __init__(self, betas: Tensor):
@@ -52,18 +52,6 @@ class DiscreteChain(SDE):
         big_b, rate = self._big_b.to(t.device), self._rate.to(t.device)
         return (big_b[i] + frac * rate[i] / self.N).to(t.dtype)
 
-    def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        beta = self.beta(t)
-        return -0.5 * append_dims(beta, x.ndim) * x, beta.sqrt()
-
-    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        big_b = self.beta_integral(t)
-        return torch.exp(-0.5 * big_b), torch.sqrt(-torch.expm1(-big_b))
-
-    @property
-    def prior_std(self) -> float:
-        return 1.0
-
     def t_from_logsnr(self, lam: Tensor) -> Tensor:
         """Closed form: B = log(1 + e^{-2 lambda}), then the interval of the piecewise-linear B(t) holding it."""
         big_b = torch.nn.functional.softplus(-2 * torch.as_tensor(lam, dtype=torch.float64))
@@ -71,3 +59,16 @@ class DiscreteChain(SDE):
         i = (torch.searchsorted(table, big_b.contiguous()) - 1).clamp(0, self.N - 1)
         frac = ((big_b - table[i]) / (table[i + 1] - table[i])).clamp(0, 1)
         return (i + frac) / self.N
+
+
+class DiscreteVPSDE(DiscreteChain):
+    """DDPM's N-step chain with linear betas as a path (Ho et al. 2020; Song et al. 2021, App. B)."""
+
+    name = "ddpm"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
+        super().__init__(ddpm_betas(N, beta_min, beta_max))
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def config(self) -> dict:
+        return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max, "N": self.N}

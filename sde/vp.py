@@ -5,7 +5,7 @@ With B(t) = int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2, the margi
 alpha_t = exp(-B(t)/2) and sigma_t^2 = 1 - exp(-B(t)).
 
 DDPM's chain with N steps has beta_i = beta(t_i)/N on t_i = (i - 1)/(N - 1), i = 1..N, so the defaults
-(0.1, 20, N = 1000) give betas from 1e-4 to 0.02; `DiscreteVPSDE` is that chain as a path (sde/discrete.py).
+(0.1, 20, N = 1000) give betas from 1e-4 to 0.02; `DiscreteVPSDE` (sde/discrete.py) is that chain as a path.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from .base import SDE, append_dims
-from .discrete import DiscreteChain
 
 
 def check_betas(beta_min: float, beta_max: float) -> None:
@@ -37,7 +36,30 @@ def ddpm_betas(N: int, beta_min: float = 0.1, beta_max: float = 20.0) -> Tensor:
     return betas
 
 
-class VPSDE(SDE):
+class BetaVP(SDE):
+    """A variance-preserving path given by its beta(t): dx = -beta/2 x dt + sqrt(beta) dw, alpha = e^{-B/2},
+    sigma^2 = 1 - e^{-B} with B(t) = int_0^t beta (subclasses give `beta` and `beta_integral`)."""
+
+    def beta(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def beta_integral(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        beta = self.beta(t)
+        return -0.5 * append_dims(beta, x.ndim) * x, beta.sqrt()
+
+    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        big_b = self.beta_integral(t)
+        return torch.exp(-0.5 * big_b), torch.sqrt(-torch.expm1(-big_b))
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+
+class VPSDE(BetaVP):
     """Variance-preserving SDE with a linear beta schedule (Song et al. 2021, Eq. 11)."""
 
     name = "vp"
@@ -54,18 +76,6 @@ class VPSDE(SDE):
         """B(t) = int_0^t beta(s) ds."""
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
 
-    def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        beta = self.beta(t)
-        return -0.5 * append_dims(beta, x.ndim) * x, beta.sqrt()
-
-    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        big_b = self.beta_integral(t)
-        return torch.exp(-0.5 * big_b), torch.sqrt(-torch.expm1(-big_b))
-
-    @property
-    def prior_std(self) -> float:
-        return 1.0
-
     def t_from_logsnr(self, lam: Tensor) -> Tensor:
         """Closed form: B = log(1 + e^{-2 lambda}), the positive root of B(t) = B, clamped to [0, T]."""
         big_b = torch.nn.functional.softplus(-2 * torch.as_tensor(lam, dtype=torch.float64))
@@ -75,16 +85,3 @@ class VPSDE(SDE):
 
     def config(self) -> dict:
         return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max}
-
-
-class DiscreteVPSDE(DiscreteChain):
-    """DDPM's N-step chain with linear betas as a path (Ho et al. 2020; Song et al. 2021, App. B)."""
-
-    name = "ddpm"
-
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
-        super().__init__(ddpm_betas(N, beta_min, beta_max))
-        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
-
-    def config(self) -> dict:
-        return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max, "N": self.N}
