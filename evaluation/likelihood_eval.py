@@ -29,7 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compose.checkpoints import load_score_model
 from data.datasets import dequantize_and_scale
+from data.mnist import load_mnist
+from infra import distributed
+from infra.checkpoint import checkpoint_step, recorded_sha256, resolve_checkpoint
+from infra.distributed import gather_round_robin
 from infra.io import atomic_write_json, atomic_write_npz
 from likelihood import (
     VARIANCES,
@@ -174,8 +179,6 @@ def evaluate_bpd(
             logger.info("chunk %d already done (%s); skipping it", c, path)
         chunks.append(result)
     if dist is not None and dist.enabled:
-        from infra.distributed import gather_round_robin
-
         chunks = gather_round_robin(chunks, dist)
     return _summarise(chunks, opts, images)
 
@@ -246,8 +249,6 @@ DEFAULT_OPTIONS = {
 # ---- The driver. -----------------------------------------------------------------------------------------------------
 def _load_model(cfg, workdir: str, device):
     """(score_fn, sde, tag, step) of the checkpoint sampling would use; weights frozen (only x needs gradients)."""
-    from compose.checkpoints import load_score_model
-    from infra.checkpoint import checkpoint_step, recorded_sha256, resolve_checkpoint
 
     path = resolve_checkpoint(cfg.sampling.checkpoint or workdir)
     model, _ = load_score_model(path, device, use_ema=cfg.sampling.use_ema)
@@ -258,7 +259,6 @@ def _load_model(cfg, workdir: str, device):
 
 def _load_images(cfg) -> torch.Tensor:
     """The first cfg.eval.num_images images of the chosen MNIST split as uint8 [N, 1, H, W]."""
-    from data.mnist import load_mnist
 
     root = cfg.eval.data_root or cfg.data.root
     images, _, description = load_mnist(cfg.data.source, root, cfg.eval.split)
@@ -291,7 +291,6 @@ def run_likelihood_eval(cfg, workdir: str) -> dict:
     """Bits/dim of the checkpoint in `workdir` on MNIST by the probability-flow ODE and the variational bound;
     writes eval/likelihood.json, eval/per_image.npz and tensorboard scalars; resumes a killed run. Under torchrun
     the chunks are shared out round robin and rank 0 writes the outputs."""
-    from infra import distributed
 
     e = cfg.eval
     options = {k: e[k] for k in DEFAULT_OPTIONS}

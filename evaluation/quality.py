@@ -18,6 +18,11 @@ import os
 import numpy as np
 import torch
 
+from compose.checkpoints import load_evalnet, load_score_model
+from compose.features import evalnet_outputs, pixels_to_evalnet_input, real_reference
+from compose.sampling import label_classes, model_shape, sample_batch
+from data.mnist import load_mnist
+
 logger = logging.getLogger(__name__)
 
 
@@ -136,7 +141,6 @@ def sample_metrics(
 def draw_samples(model, sampling: dict, num: int, labels: torch.Tensor | None, seed: int, device) -> tuple:
     """num samples in batches of sampling.batch_size with the given labels [num] (or None) through the sampling
     driver's score function (so guidance applies exactly as in --mode sample); returns (x [num, ...], NFE/batch)."""
-    from compose.sampling import model_shape, sample_batch
 
     shape, bs = model_shape(model), sampling["batch_size"]
     xs, nfe = [], []
@@ -152,7 +156,6 @@ def draw_samples(model, sampling: dict, num: int, labels: torch.Tensor | None, s
 
 def quality_of(net, x: torch.Tensor, reference: dict, labels: torch.Tensor | None, e) -> dict:
     """sample_metrics of model-space samples x against the real reference features (cfg.eval section `e`)."""
-    from compose.features import evalnet_outputs
 
     feats, preds = evalnet_outputs(net, x)
     return sample_metrics(
@@ -163,8 +166,6 @@ def quality_of(net, x: torch.Tensor, reference: dict, labels: torch.Tensor | Non
 def real_baseline(cfg, net, reference: dict, num: int) -> dict:
     """FID/KID of `num` real TRAINING digits (random, seeded) against the test reference: the floor that samples
     of the same count can reach, since both metrics depend on the sample size."""
-    from compose.features import evalnet_outputs, pixels_to_evalnet_input
-    from data.mnist import load_mnist
 
     images, labels, desc = load_mnist(cfg.data.source, cfg.data.root, "train", progress=False)
     pick = np.random.default_rng(cfg.seed).choice(len(images), min(num, len(images)), replace=False)
@@ -176,9 +177,6 @@ def real_baseline(cfg, net, reference: dict, num: int) -> dict:
 def run_quality_eval(cfg, workdir: str) -> dict:
     """FID/KID and class histogram of unconditional samples and, for conditional models (or classifier
     guidance), of class-cycling guided samples with their accuracy, under the MNIST evaluation network."""
-    from compose.checkpoints import load_evalnet, load_score_model
-    from compose.features import real_reference
-    from compose.sampling import label_classes
 
     device, e = torch.device(cfg.device), cfg.eval
     net, net_info = load_evalnet(e.evalnet_workdir, device)

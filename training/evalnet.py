@@ -28,6 +28,7 @@ from data.datasets import ImageData
 from data.mnist import load_mnist
 from infra.checkpoint import EVALNET, WorkdirLock, save_checkpoint
 from infra.state import GracefulStop, seed_everything
+from models.classifier import MNISTFeatureNet
 from training.loop import EXIT_INTERRUPTED, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,6 @@ def train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
 
 
 def _train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
-    from models.classifier import MNISTFeatureNet
 
     c = cfg.classifier
     # ---- Set-up: seeds, data (quantised mid-bin digits), network, optimiser. ----------------------------------

@@ -25,11 +25,14 @@ from tqdm import tqdm
 
 from compose.build import data_shape, make_score_model, make_sde_from_config, make_train_data
 from compose.checkpoints import check_resume_config
+from compose.sampling import SamplingStopped, sample_images
+from data.images import save_grid
 from infra import distributed
 from infra.checkpoint import WorkdirLock, latest_checkpoint, load_latest_checkpoint, save_checkpoint
 from infra.io import atomic_write_bytes
 from infra.state import GracefulStop, rng_state, seed_everything, set_rng_state
 from losses.dsm import dsm_loss, sample_time
+from losses.importance import sample_importance_time
 from models.score import ScoreModel
 from training.ema import EMA
 
@@ -251,8 +254,6 @@ def draw_time_and_noise(sde, x0, cfg, generator) -> tuple:
     training.loss.loss_fn's order), or by importance sampling with its weights."""
     tc = cfg.training
     if tc.importance_sampling:
-        from losses.importance import sample_importance_time
-
         t, weight = sample_importance_time(sde, x0.shape[0], tc.t_min, generator)
         t, weight = t.to(x0), weight.to(x0)
     else:
@@ -287,7 +288,6 @@ def draw_snapshot(ema_model: ScoreModel, cfg, step: int, should_stop=None) -> to
     """cfg.training.snapshot_samples samples of the EMA model (the configured sampler with snapshot_steps steps;
     conditional models cycle through the classes with sampling.guidance_scale), from a generator of their own and
     inside fork_rng, so the training randomness is untouched."""
-    from compose.sampling import sample_images
 
     n = cfg.training.snapshot_samples
     sampling = {
@@ -309,7 +309,6 @@ def draw_snapshot(ema_model: ScoreModel, cfg, step: int, should_stop=None) -> to
 def save_snapshot(ema_model: ScoreModel, cfg, workdir: Path, step: int, writer, should_stop=None) -> None:
     """Samples of the EMA model: samples/step_XXXXXX.png (an image grid, or a scatter for vectors) and tensorboard.
     Skipped (and logged) when `should_stop()` becomes true during it, e.g. on SIGTERM."""
-    from compose.sampling import SamplingStopped
 
     if should_stop is not None and should_stop():
         logger.warning("step %d: sample grid skipped (stopping)", step)
@@ -325,8 +324,6 @@ def save_snapshot(ema_model: ScoreModel, cfg, workdir: Path, step: int, writer, 
         fig.savefig(path, dpi=100)
         writer.add_figure("samples", fig, step)  # closes the figure
     else:
-        from data.images import save_grid
-
         nrow = max(int(math.sqrt(x.shape[0])), 1)
         grid = save_grid(x, path, nrow)
         writer.add_image("samples", grid, step)
