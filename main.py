@@ -10,6 +10,7 @@ distributed (docs/distributed.md).
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 from absl import app, flags
@@ -22,6 +23,38 @@ config_flags.DEFINE_config_file("config", "configs/vp_mnist.py", "Experiment con
 flags.DEFINE_string("workdir", None, "Work directory for checkpoints, logs, samples and results.")
 flags.DEFINE_string("mode", "train", f"One of {', '.join(MODES)}.")
 flags.DEFINE_string("sampler", None, "Sampler name for --mode sample (overrides config.sampling.sampler).")
+flags.DEFINE_boolean("verbose", False, "Show the full traceback of a usage error.")
+EXIT_USAGE = 2
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a usage error (a missing config file, a misspelt config key, a bad value) reported
+    as one `error: ...` line and exit code 2 instead of a traceback (unless --verbose)."""
+    try:
+        rest = FLAGS(argv)
+        FLAGS.config.to_dict()  # a config file that failed to load raises only when first read
+        return rest
+    except Exception as err:  # noqa: BLE001 - whatever the flag and config parsers raise is a usage error here
+        if "--verbose" in argv:
+            raise
+        sys.stderr.write(f"error: {usage_message(err, argv)}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def usage_message(err: BaseException, argv: list[str]) -> str:
+    """One line for a flag-parsing exception, naming the bad key or file and what is allowed."""
+    raw = str(err)
+    clean = raw.replace("\\n", " ").replace("\\", "")
+    misspelt = re.search(r"'(\w+)'\s*Did you mean \"(\w+)\"", clean)
+    if misspelt:
+        bad, good = misspelt.groups()
+        keys = [a.split("=")[0].lstrip("-") for a in argv if a.startswith("--config.")]
+        key = next((k for k in keys if re.search(rf"\.{bad}(\.|$)", k)), bad)
+        suggestion = re.sub(rf"\.{bad}(\.|$)", rf".{good}\1", key, count=1)
+        return f"unknown config key {key}; did you mean {suggestion}?"
+    if isinstance(err, OSError) and "config file" in raw:
+        return f"cannot load the --config file: {raw.strip().splitlines()[-1].strip()}"
+    return " ".join(raw.split())
 
 
 def main(argv):
@@ -33,6 +66,9 @@ def main(argv):
     cfg = FLAGS.config
     if FLAGS.mode not in MODES:
         sys.exit(f"error: unknown --mode {FLAGS.mode!r}; valid modes: {', '.join(MODES)}")
+    if FLAGS.workdir is not None and not FLAGS.workdir.strip():
+        sys.stderr.write("error: --workdir is empty; give a folder for checkpoints and results\n")
+        sys.exit(EXIT_USAGE)
     workdir = FLAGS.workdir or f"runs/{cfg.sde.name}_{cfg.data.dataset}"
     if FLAGS.sampler is not None:
         with cfg.unlocked():
@@ -82,4 +118,4 @@ def run_mode(mode: str, cfg, workdir: str) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

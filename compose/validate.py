@@ -227,7 +227,7 @@ def _check_training(cfg) -> list[str]:
     problems += _in_range("training.p_mean", t.p_mean, -math.inf, math.inf, lo_open=True, hi_open=True)
     problems += _in_range("training.p_std", t.p_std, 0, math.inf, lo_open=True, hi_open=True)
     problems += _in_range("training.t_min", t.t_min, 0, 1, lo_open=True, hi_open=True)
-    problems += _in_range("training.lr", t.lr, 0, math.inf, lo_open=True, hi_open=True)
+    problems += _in_range("training.lr", t.lr, 0, 1, lo_open=True)  # AdamW: an lr above 1 is a typo
     problems += _in_range("training.lr_min", t.lr_min, 0, t.lr if _is_num(t.lr) else math.inf)
     problems += _positive_int("training.warmup", t.warmup, minimum=0)
     problems += _in_range("training.beta1", t.beta1, 0, 1, hi_open=True)

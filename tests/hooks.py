@@ -72,4 +72,4 @@ if __name__ == "__main__":  # python tests/hooks.py <main.py flags>
     import main
 
     sys.argv = ["main.py", *sys.argv[1:]]
-    app.run(main.main)
+    app.run(main.main, flags_parser=main.parse_flags)

@@ -267,3 +267,38 @@ def test_resume_with_a_changed_model_is_refused_by_validation(tmp_path):
     assert "refusing to resume" in str(err.value) and "model.hidden: 8 -> 16" in str(err.value)
     assert "sde.name: 'vp' -> 'subvp'" in str(err.value) and "n_iters" not in str(err.value)
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_usage_errors_give_one_line_exit_2_and_touch_nothing(tmp_path):
+    """Flag-level mistakes through main.py: one `error:` line naming the value and what is allowed, exit code 2
+    (1 for a config value refused by validation), no traceback, and no work dir (run in parallel)."""
+    cases = {
+        "misspelt": (
+            ["--config.training.n_iter=5"],
+            2,
+            "unknown config key config.training.n_iter; did you mean config.training.n_iters?",
+        ),
+        "misspelt_section": (["--config.trainin.n_iters=5"], 2, "did you mean config.training.n_iters?"),
+        "no_config": (["--config=configs/does_not_exist.py"], 2, "cannot load the --config file: [Errno 2]"),
+        "bad_value": (["--config.training.batch_size=abc"], 2, "--config.training.batch_size=abc"),
+        "empty_workdir": (["--workdir="], 2, "--workdir is empty"),
+        "inf": (["--config.sde.beta_max=inf"], 1, "sde.beta_max = inf must be a finite number"),
+        "nan": (["--config.sde.name=ve", "--config.sde.sigma_max=nan"], 1, "sde.sigma_max = nan must be a finite"),
+        "huge_lr": (["--config.training.lr=1e39"], 1, "training.lr = 1e+39 must be a number in (0, 1]"),
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    before = snapshot(tmp_path)
+    procs = {}
+    for name, (flags, _, _) in cases.items():
+        workdir = [] if name == "empty_workdir" else [f"--workdir={tmp_path / name}"]
+        cmd = [sys.executable, "main.py", "--config=configs/toy_gmm.py", "--mode=train", *workdir, *flags]
+        procs[name] = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    for name, proc in procs.items():
+        _, stderr = proc.communicate(timeout=120)
+        code, message = cases[name][1:]
+        assert proc.returncode == code and message in stderr, f"{name}: {proc.returncode} {stderr[-2000:]}"
+        assert "Traceback" not in stderr, f"{name}: {stderr[-2000:]}"
+    assert snapshot(tmp_path) == before
