@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import sys
 
 from absl import app, flags
@@ -60,6 +61,9 @@ def usage_message(err: BaseException, argv: list[str]) -> str:
 def main(argv):
     """Validate everything, then run the chosen mode."""
     del argv
+    # Until a training loop installs its own graceful handler, SIGTERM (a pre-empted job) exits with the same
+    # "interrupted, rerun to resume" code 75 instead of 143: nothing has been trained yet, so nothing is lost.
+    signal.signal(signal.SIGTERM, _interrupted_during_startup)
     from compose.validate import ConfigError, validate_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
@@ -79,6 +83,11 @@ def main(argv):
         sys.exit(f"error: {err}")
 
     run_mode(FLAGS.mode, cfg, workdir)
+
+
+def _interrupted_during_startup(signum, frame) -> None:
+    sys.stderr.write("SIGTERM during start-up: nothing done yet; rerun the same command (exit code 75)\n")
+    sys.exit(75)
 
 
 def run_mode(mode: str, cfg, workdir: str) -> None:

@@ -336,6 +336,10 @@ def _check_workdir(cfg, mode: str, workdir: str) -> list[str]:
         return [f"cannot create work dir {workdir}: {ancestor} is a file, not a folder"]
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return [f"cannot write to work dir {workdir}: no write permission on {ancestor}"]
+    for sub in ("checkpoints", "checkpoints_classifier", "checkpoints_evalnet", "samples", "eval", "tensorboard"):
+        folder = path / sub
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            return [f"cannot write to {folder}: no write permission (the work dir itself is writable)"]
     if mode in ("sample", "eval"):
         from infra.checkpoint import list_checkpoints
 
@@ -383,6 +387,14 @@ def _check_resume(cfg, workdir: str) -> list[str]:
 
     path, ckpt = load_latest_checkpoint(workdir)
     if ckpt is None:
+        from infra.checkpoint import list_checkpoints
+
+        damaged = [p.name for p in list_checkpoints(workdir)]
+        if damaged and not cfg.training.restart:
+            return [
+                f"no valid checkpoint in {Path(workdir) / 'checkpoints'}: {damaged} are all damaged (kept); set "
+                "training.restart = True to train from step 0"
+            ]
         return []
     try:
         check_resume_config(ckpt["config"], cfg, path)

@@ -79,6 +79,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.checkpoint_every = 500  # steps between checkpoints
     training.keep_checkpoints = 3  # checkpoints kept (never fewer than one valid)
     training.max_bad_steps = 20  # consecutive non-finite steps that stop the run
+    training.restart = False  # start from step 0 although every checkpoint in the work dir is damaged (kept)
     training.num_workers = 0  # unused on CPU; reserved for data loading workers
 
     # Sampling.

@@ -44,6 +44,14 @@ KINDS = {
 _NAME = re.compile(r"^ckpt_(\d{6,})\.pt$")
 
 
+# The entries a checkpoint of each kind must hold to be usable (a file without them is refused like a corrupt one).
+REQUIRED = {
+    SCORE: ("step", "config", "model", "ema"),
+    CLASSIFIER: ("step", "sde", "arch", "model"),
+    EVALNET: ("step", "arch", "model", "results"),
+}
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, incomplete, corrupt, unsafe or incompatible (the message names the file)."""
 
@@ -187,8 +195,15 @@ def save_checkpoint(
     data = buffer.getvalue()
     digest = sha256_bytes(data)
     sidecar_path(path).unlink(missing_ok=True)  # an orphaned sidecar must not vouch for the new file
-    atomic_write_bytes(path, data)
-    atomic_write_bytes(sidecar_path(path), f"{digest}  {path.name}\n".encode())
+    try:
+        atomic_write_bytes(path, data)
+        atomic_write_bytes(sidecar_path(path), f"{digest}  {path.name}\n".encode())
+    except OSError as err:  # disk full, quota, read-only folder: say which file, and that nothing older was touched
+        older = [p.name for p in list_checkpoints(workdir, kind) if p != path]
+        raise CheckpointError(
+            f"could not write checkpoint {path} ({err.strerror or err}); the older checkpoints "
+            f"{older or '(none)'} are intact. Free space or fix permissions, then rerun to resume"
+        ) from None
     verify_checkpoint(path)  # re-read from disk before anything older is deleted
     _prune(workdir, keep, newest=path, kind=kind)
     return path
@@ -268,6 +283,9 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
     if kind is not None and stored_kind(ckpt) != kind:
         raise CheckpointError(f"{path} holds a {stored_kind(ckpt)} checkpoint, not a {kind} one")
+    missing = [key for key in REQUIRED.get(stored_kind(ckpt), ()) if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is not a complete scoresde {stored_kind(ckpt)} checkpoint: it lacks {missing}")
     return ckpt
 
 

@@ -42,7 +42,8 @@ def tiny_cfg():
 
 
 def fake_state(step: int) -> dict:
-    return {"step": step, "config": json.dumps(tiny_cfg().to_dict()), "w": torch.full((3,), float(step))}
+    w = {"w": torch.full((3,), float(step))}
+    return {"step": step, "config": json.dumps(tiny_cfg().to_dict()), "w": w["w"], "model": w, "ema": w}
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -233,3 +234,35 @@ def test_files_are_created_with_the_users_umask(tmp_path):
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
     assert Path(f"{path}.sha256").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_checkpoint_without_its_ema_is_refused_and_skipped(tmp_path):
+    """A file whose hash verifies but which lacks an entry a score checkpoint needs is refused by name, and the
+    newest loadable one is used instead (for training, sampling and evaluation alike)."""
+    save_checkpoint(tmp_path, 1, fake_state(1))
+    broken = {k: v for k, v in fake_state(2).items() if k != "ema"}
+    path = save_checkpoint(tmp_path, 2, broken)
+    with pytest.raises(CheckpointError, match=r"not a complete scoresde score_model checkpoint: it lacks \['ema'\]"):
+        load_checkpoint(path)
+    found, ckpt = load_latest_checkpoint(tmp_path)
+    assert found == checkpoint_path(tmp_path, 1) and ckpt["step"] == 1
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_older_checkpoints(tmp_path, monkeypatch):
+    import errno
+
+    import infra.checkpoint as checkpoint
+
+    save_checkpoint(tmp_path, 1, fake_state(1))
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", full)
+    with pytest.raises(
+        CheckpointError,
+        match=r"could not write checkpoint .*ckpt_000002.pt \(No space left on "
+        r"device\); the older checkpoints \['ckpt_000001.pt'\] are intact",
+    ):
+        save_checkpoint(tmp_path, 2, fake_state(2))
+    assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 1)

@@ -35,6 +35,7 @@ from infra.checkpoint import (
     checkpoint_path,
     checkpoint_step,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
 )
 from tests import hooks
@@ -290,3 +291,25 @@ def test_sigterm_during_the_end_of_run_grid_exits_75_within_seconds_with_the_che
     assert proc.returncode == 75 and elapsed < 10, (proc.returncode, elapsed, log[-2000:])
     assert "sample grid skipped" in log and latest_checkpoint(workdir) == checkpoint_path(workdir, 20)
     assert not list((workdir / "samples").glob("step_*.png"))
+
+
+def test_a_work_dir_whose_checkpoints_are_all_damaged_is_not_silently_restarted(tmp_path):
+    """Every checkpoint damaged: training refuses to start from step 0 (naming the files, which are kept) unless
+    training.restart = True; the config check says the same before any work."""
+    from compose.validate import ConfigError, validate_config
+
+    cfg = toy_cfg(n_iters=4)
+    cfg.training.checkpoint_every = 2
+    loop.train(cfg, tmp_path)
+    for path in list_checkpoints(tmp_path):
+        path.write_bytes(b"damaged")
+    cfg.training.n_iters = 6
+    with pytest.raises(ConfigError, match=r"\['ckpt_000002.pt', 'ckpt_000004.pt'\] are all damaged"):
+        validate_config(cfg, "train", str(tmp_path))
+    with pytest.raises(CheckpointError, match="training.restart=True to train from step 0"):
+        loop.train(cfg, tmp_path)
+    assert [p.read_bytes() for p in list_checkpoints(tmp_path)] == [b"damaged", b"damaged"]
+    cfg.training.restart = True
+    validate_config(cfg, "train", str(tmp_path))
+    loop.train(cfg, tmp_path)
+    assert load_checkpoint(checkpoint_path(tmp_path, 6))["step"] == 6

@@ -98,7 +98,7 @@ def test_every_mode_in_one_workdir_keeps_the_score_checkpoints(tmp_path):
 def test_older_layout_classifier_is_found_and_never_taken_for_a_score_model(tmp_path):
     """Work dirs written before kinds had folders hold classifier checkpoints in checkpoints/: the classifier still
     finds its own there, and score-model loading and resuming skip it (it is never deleted)."""
-    state = {"step": 5, "model": {"w": torch.zeros(2)}, "config": "{}"}
+    state = {"step": 5, "model": {"w": torch.zeros(2)}, "config": "{}", "sde": {"name": "vp"}, "arch": {}}
     save_checkpoint(tmp_path, 4, {**state, "step": 4, "ema": {"w": torch.ones(2)}})  # a score checkpoint
     legacy = checkpoint_dir(tmp_path) / "ckpt_000005.pt"
     data = {"format": "scoresde-checkpoint-v1", **state, "kind": "noisy_classifier"}

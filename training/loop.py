@@ -28,7 +28,15 @@ from compose.checkpoints import check_resume_config
 from compose.sampling import SamplingStopped, sample_images
 from data.images import save_grid
 from infra import distributed
-from infra.checkpoint import WorkdirLock, latest_checkpoint, load_latest_checkpoint, save_checkpoint
+from infra.checkpoint import (
+    CheckpointError,
+    WorkdirLock,
+    checkpoint_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from infra.io import atomic_write_bytes
 from infra.state import GracefulStop, rng_state, seed_everything, set_rng_state
 from losses.dsm import dsm_loss, sample_time
@@ -86,6 +94,8 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
     # Rank 0 reads it and sends it to the others (they need no shared file system).
     start_step, bad_total = 0, 0
     ckpt_path, ckpt = distributed.broadcast_object(load_latest_checkpoint(workdir) if dist.is_main else None, dist)
+    if ckpt is None:
+        check_nothing_to_lose(workdir, tc.restart)
     if ckpt is not None:
         check_resume_config(ckpt["config"], cfg, ckpt_path)
         net.load_state_dict(ckpt["model"])
@@ -227,6 +237,23 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
 
 
 # ---- Helpers. ----------------------------------------------------------------------------------------------------
+def check_nothing_to_lose(workdir, restart: bool) -> None:
+    """Refuse to start from step 0 in a work dir whose checkpoints are all damaged, unless `restart`
+    (training.restart): say so loudly, with their names (they are kept either way)."""
+    damaged = [p.name for p in list_checkpoints(workdir)]
+    if damaged and not restart:
+        raise CheckpointError(
+            f"no valid checkpoint in {checkpoint_dir(workdir)}: {damaged} are all damaged (kept, "
+            f"see the warnings above). Set --config.training.restart=True to train from step 0"
+        )
+    if damaged:
+        logger.warning(
+            "every checkpoint in %s is damaged (%s); training.restart=True: starting from step 0",
+            checkpoint_dir(workdir),
+            damaged,
+        )
+
+
 def lr_at(step: int, tc) -> float:
     """Learning rate after `step` steps: linear warm-up to lr, then constant or cosine decay to lr_min."""
     if tc.warmup > 0 and step < tc.warmup:
