@@ -6,6 +6,7 @@ each naming the key, the bad value and what is allowed. main.py calls it before 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -42,6 +43,8 @@ def validate_config(cfg, mode: str, workdir: str) -> None:
     problems += _check_world_size(cfg, mode)
     if mode == "train" and not problems:
         problems += _check_training_data(cfg) + _check_resume(cfg, workdir)
+    if mode == "sample" and not problems:
+        problems += _check_labels_against_checkpoint(cfg, workdir)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
@@ -308,6 +311,40 @@ def _check_guidance(cfg) -> list[str]:
         problems.append("sampling.classifier_scale > 0 needs sampling.classifier_workdir (a train_classifier work dir)")
     if cfg.eval.sample_metrics and not cfg.eval.evalnet_workdir:
         problems.append("eval.sample_metrics needs eval.evalnet_workdir (a train_evalnet work dir)")
+    return problems
+
+
+def _check_labels_against_checkpoint(cfg, workdir: str) -> list[str]:
+    """Labels and guidance must fit the checkpoint that will be sampled (its stored config), not only the config:
+    refused with the reason instead of a traceback mid-run or a silently ignored option."""
+    from infra.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+
+    s = cfg.sampling
+    try:
+        path = resolve_checkpoint(s.checkpoint or workdir)
+        stored = json.loads(load_checkpoint(path)["config"])
+    except (CheckpointError, KeyError, ValueError) as err:
+        return [f"no checkpoint to sample: {err}"]
+    classes = int(stored.get("model", {}).get("num_classes", 0))
+    guided_by_classifier = _is_num(s.classifier_scale) and s.classifier_scale > 0
+    problems = []
+    if isinstance(s.label, int) and s.label < -1:
+        problems.append(f"sampling.label = {s.label}: use -1 (unconditional) or a class 0..C-1")
+    if classes and isinstance(s.label, int) and s.label >= classes:
+        problems.append(
+            f"sampling.label = {s.label} is out of range for {path.name}, a {classes}-class model: "
+            f"allowed -1 or 0..{classes - 1}"
+        )
+    if not classes and isinstance(s.label, int) and s.label >= 0 and not guided_by_classifier:
+        problems.append(
+            f"sampling.label = {s.label} needs a class-conditional checkpoint or classifier guidance "
+            f"(sampling.classifier_scale > 0); {path.name} is unconditional"
+        )
+    if not classes and _is_num(s.guidance_scale) and s.guidance_scale != 1.0:
+        problems.append(
+            f"sampling.guidance_scale = {s.guidance_scale} is classifier-free guidance, which needs a "
+            f"class-conditional checkpoint; {path.name} is unconditional (use sampling.classifier_scale)"
+        )
     return problems
 
 

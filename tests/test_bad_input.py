@@ -5,6 +5,7 @@ give a clear message naming the problem, and nothing in the work directory may b
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -302,3 +303,30 @@ def test_usage_errors_give_one_line_exit_2_and_touch_nothing(tmp_path):
         assert proc.returncode == code and message in stderr, f"{name}: {proc.returncode} {stderr[-2000:]}"
         assert "Traceback" not in stderr, f"{name}: {stderr[-2000:]}"
     assert snapshot(tmp_path) == before
+
+
+def test_labels_and_guidance_are_checked_against_the_checkpoint_before_sampling(tmp_path):
+    """--mode sample refuses, before anything is written, labels and guidance the checkpoint cannot honour: a label
+    on an unconditional checkpoint, a label out of range or below -1, classifier-free guidance without classes."""
+    from configs.toy_cond import get_config as cond_config
+    from configs.toy_gmm import get_config as toy_config
+    from training.loop import train
+
+    for name, get in (("uncond", toy_config), ("cond", cond_config)):
+        cfg = get()
+        cfg.training.n_iters, cfg.training.snapshot_every, cfg.training.checkpoint_every = 2, 0, 2
+        train(cfg, tmp_path / name)
+    cases = [
+        ("uncond", {"label": 3}, "sampling.label = 3 needs a class-conditional checkpoint or classifier guidance"),
+        ("uncond", {"guidance_scale": 3.0}, "sampling.guidance_scale = 3.0 is classifier-free guidance"),
+        ("cond", {"label": 10}, "sampling.label = 10 is out of range for ckpt_000002.pt, a 4-class model"),
+        ("cond", {"label": -2}, "sampling.label = -2: use -1"),
+    ]
+    for name, overrides, message in cases:
+        cfg = toy_config()  # a config that says nothing about classes: the checkpoint's own count decides
+        for key, value in overrides.items():
+            cfg.sampling[key] = value
+        before = snapshot(tmp_path / name)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate_config(cfg, "sample", str(tmp_path / name))
+        assert snapshot(tmp_path / name) == before
