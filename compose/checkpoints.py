@@ -11,7 +11,16 @@ import torch
 from torch import nn
 
 from configs.default import get_default_config
-from infra.checkpoint import CLASSIFIER, EVALNET, SCORE, CheckpointError, load_checkpoint, resolve_checkpoint
+from infra.checkpoint import (
+    CLASSIFIER,
+    EVALNET,
+    SCORE,
+    CheckpointError,
+    checkpoint_dir,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 from models.classifier import MNISTFeatureNet
 from models.guidance import check_same_sde
 
@@ -119,3 +128,20 @@ def load_evalnet(workdir_or_file: str | os.PathLike, device="cpu") -> tuple[nn.M
     info = {**json.loads(ckpt["results"]), "checkpoint": str(path)}
     net.feature_scale = info["feature_scale"]  # evalnet_outputs divides the features by it
     return net.to(torch.device(device)).eval().requires_grad_(False), info
+
+
+def check_nothing_to_lose(workdir, restart: bool) -> None:
+    """Refuse to start from step 0 in a work dir whose checkpoints are all damaged, unless `restart`
+    (training.restart): say so loudly, with their names (they are kept either way)."""
+    damaged = [p.name for p in list_checkpoints(workdir)]
+    if damaged and not restart:
+        raise CheckpointError(
+            f"no valid checkpoint in {checkpoint_dir(workdir)}: {damaged} are all damaged (kept, "
+            f"see the warnings above). Set --config.training.restart=True to train from step 0"
+        )
+    if damaged:
+        logger.warning(
+            "every checkpoint in %s is damaged (%s); training.restart=True: starting from step 0",
+            checkpoint_dir(workdir),
+            damaged,
+        )

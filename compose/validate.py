@@ -419,19 +419,15 @@ def _check_training_data(cfg) -> list[str]:
 
 def _check_resume(cfg, workdir: str) -> list[str]:
     """A run resumes from the work dir's newest valid checkpoint: its model, SDE and data shape must not change."""
-    from compose.checkpoints import check_resume_config
+    from compose.checkpoints import check_nothing_to_lose, check_resume_config
     from infra.checkpoint import CheckpointError, load_latest_checkpoint
 
     path, ckpt = load_latest_checkpoint(workdir)
     if ckpt is None:
-        from infra.checkpoint import list_checkpoints
-
-        damaged = [p.name for p in list_checkpoints(workdir)]
-        if damaged and not cfg.training.restart:
-            return [
-                f"no valid checkpoint in {Path(workdir) / 'checkpoints'}: {damaged} are all damaged (kept); set "
-                "training.restart = True to train from step 0"
-            ]
+        try:
+            check_nothing_to_lose(workdir, cfg.training.restart)
+        except CheckpointError as err:
+            return [str(err)]
         return []
     try:
         check_resume_config(ckpt["config"], cfg, path)

@@ -39,14 +39,6 @@ SINE_CASES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_new_path_needs_only_its_marginals():
     """The derived f and g^2 are the closed forms of this path: f = -pi/2 tan(pi t/2), g^2 = pi tan(pi t/2)."""
     sde, t = SinePath(), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)

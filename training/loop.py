@@ -24,16 +24,13 @@ import torch
 from tqdm import tqdm
 
 from compose.build import data_shape, make_score_model, make_sde_from_config, make_train_data
-from compose.checkpoints import check_resume_config
+from compose.checkpoints import check_nothing_to_lose, check_resume_config
 from compose.sampling import SamplingStopped, sample_images
 from data.images import save_grid
 from infra import distributed
 from infra.checkpoint import (
-    CheckpointError,
     WorkdirLock,
-    checkpoint_dir,
     latest_checkpoint,
-    list_checkpoints,
     load_latest_checkpoint,
     save_checkpoint,
 )
@@ -237,23 +234,6 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
 
 
 # ---- Helpers. ----------------------------------------------------------------------------------------------------
-def check_nothing_to_lose(workdir, restart: bool) -> None:
-    """Refuse to start from step 0 in a work dir whose checkpoints are all damaged, unless `restart`
-    (training.restart): say so loudly, with their names (they are kept either way)."""
-    damaged = [p.name for p in list_checkpoints(workdir)]
-    if damaged and not restart:
-        raise CheckpointError(
-            f"no valid checkpoint in {checkpoint_dir(workdir)}: {damaged} are all damaged (kept, "
-            f"see the warnings above). Set --config.training.restart=True to train from step 0"
-        )
-    if damaged:
-        logger.warning(
-            "every checkpoint in %s is damaged (%s); training.restart=True: starting from step 0",
-            checkpoint_dir(workdir),
-            damaged,
-        )
-
-
 def lr_at(step: int, tc) -> float:
     """Learning rate after `step` steps: linear warm-up to lr, then constant or cosine decay to lr_min."""
     if tc.warmup > 0 and step < tc.warmup:
