@@ -122,6 +122,7 @@ def sample_batch(
         steps=sampling["steps"],
         grid=sampling["grid"],
         t_min=sampling["t_min"],
+        t_max=sampling["t_max"] or None,
         generator=generator,
         callback=callback if bar is not None or should_stop is not None else None,
         **options_from_config(name, sampling),
@@ -153,6 +154,7 @@ def sample_images(
         steps=sampling["steps"],
         grid=sampling["grid"],
         t_min=sampling["t_min"],
+        t_max=sampling["t_max"] or None,
         **options_from_config(sampling["sampler"], sampling),
     )
     xs, nfes, start, num_classes = [], [], time.perf_counter(), label_classes(model, sampling)
@@ -175,6 +177,7 @@ def sampling_info(sampling: Mapping, nfes: list[int], seconds: float, num: int) 
         "steps": sampling["steps"],
         "grid": sampling["grid"],
         "t_min": sampling["t_min"],
+        "t_max": sampling["t_max"],
         "num_samples": num,
         "batch_size": sampling["batch_size"],
         "nfe": float(np.mean(nfes)) if nfes else 0.0,

@@ -283,7 +283,13 @@ def _check_sampler(cfg) -> list[str]:
     try:  # the training loop's sample grids use the same sampler with training.snapshot_steps steps
         for steps in (s.steps, cfg.training.snapshot_steps):
             check_sampler_options(
-                s.sampler, sde, steps=steps, grid=s.grid, t_min=s.t_min, **options_from_config(s.sampler, s)
+                s.sampler,
+                sde,
+                steps=steps,
+                grid=s.grid,
+                t_min=s.t_min,
+                t_max=s.t_max or None,
+                **options_from_config(s.sampler, s),
             )
     except (ValueError, KeyError) as err:
         return [f"sampling (sampler {s.sampler!r}): {err}"]

@@ -102,6 +102,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.order = 2  # DPM-Solver order (1, 2 or 3)
     sampling.grid = "default"  # time grid: "uniform", "quadratic", "logsnr", "karras", or the path's "default"
     sampling.t_min = 1e-3  # last time of the sampling grid
+    sampling.t_max = 0.0  # first time of the sampling grid (0: the path's T; below T skips the noisiest times)
     sampling.denoise = True  # final Tweedie denoising step
     sampling.ancestral_variance = "forward"  # ancestral step variance: "forward" (DDPM's beta_t) or "posterior"
     sampling.label = -1  # class to sample (-1: unconditional; "all" rows via sampling.class_grid)

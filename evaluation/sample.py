@@ -45,6 +45,7 @@ def run_key(sampling: Mapping, checkpoint: Path, seed: int) -> str:
         "steps",
         "grid",
         "t_min",
+        "t_max",
         "num_samples",
         "batch_size",
         "label",
@@ -98,7 +99,9 @@ def sample_to_disk(cfg, workdir: str) -> dict:
     model, stored = load_score_model(checkpoint, device, cfg.sampling.use_ema)
     sde, shape = model.sde, model_shape(model, config_from_dict(stored).to_dict())
     options = options_from_config(s["sampler"], s)
-    check_sampler_options(s["sampler"], sde, steps=s["steps"], grid=s["grid"], t_min=s["t_min"], **options)
+    check_sampler_options(
+        s["sampler"], sde, steps=s["steps"], grid=s["grid"], t_min=s["t_min"], t_max=s["t_max"] or None, **options
+    )
     out_dir = Path(workdir) / "samples"
     parts_dir = out_dir / f"parts_{s['sampler']}_{run_key(s, checkpoint, cfg.seed)}"
     parts_dir.mkdir(parents=True, exist_ok=True)

@@ -47,14 +47,15 @@ def run_sampler(
     steps: int,
     grid: str = "default",
     t_min: float = 1e-3,
+    t_max: float | None = None,
     generator: torch.Generator | None = None,
     callback=None,
     **options,
 ) -> Tensor:
     """Check the options, build the named time grid (T -> t_min, `steps` steps; "default": the path's own) and
     run the named sampler."""
-    check_sampler_options(name, sde, steps=steps, grid=grid, t_min=t_min, **options)
-    ts = time_grid(sde, steps, t_min, grid)
+    check_sampler_options(name, sde, steps=steps, grid=grid, t_min=t_min, t_max=t_max, **options)
+    ts = time_grid(sde, steps, t_min, grid, t_max)
     return SAMPLERS[name](score_fn, sde, x, ts, generator=generator, callback=callback, **options)
 
 

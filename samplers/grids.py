@@ -1,4 +1,4 @@
-"""Sampling time grids from T down to t_min: uniform, quadratic, log-SNR-uniform and Karras (EDM, rho = 7).
+"""Sampling time grids from T (or t_max < T) down to t_min: uniform, quadratic, log-SNR and Karras (EDM, rho = 7).
 
 Every grid is a decreasing float64 tensor [steps + 1] with t[0] = T and t[-1] = t_min exactly. The log-SNR and
 Karras grids are spaced in lambda_t = sde.logsnr(t) = log(alpha_t / sigma_t) (Lu et al. 2022) and in EDM's noise
@@ -14,32 +14,32 @@ from torch import Tensor
 from sde import SDE
 
 
-def uniform_grid(sde: SDE, steps: int, t_min: float) -> Tensor:
+def uniform_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
     """Evenly spaced times (Song et al. 2021)."""
-    return torch.linspace(sde.T, t_min, steps + 1, dtype=torch.float64)
+    return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
 
 
-def quadratic_grid(sde: SDE, steps: int, t_min: float) -> Tensor:
+def quadratic_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
     """Times quadratic in the step index, dense near t_min (Song et al. 2021a, DDIM's 'quadratic' skip)."""
     u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    return t_min + (sde.T - t_min) * u**2
+    return t_min + (t_max - t_min) * u**2
 
 
-def logsnr_grid(sde: SDE, steps: int, t_min: float) -> Tensor:
+def logsnr_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
     """Times evenly spaced in lambda_t = log(alpha_t / sigma_t) (Lu et al. 2022, DPM-Solver's 'logSNR')."""
-    ends = torch.tensor([sde.T, t_min], dtype=torch.float64)
+    ends = torch.tensor([t_max, t_min], dtype=torch.float64)
     lam_max_t, lam_min_t = sde.logsnr(ends).unbind()
     lam = torch.linspace(float(lam_max_t), float(lam_min_t), steps + 1, dtype=torch.float64)
-    return pin_ends(sde.t_from_logsnr(lam), sde.T, t_min)
+    return pin_ends(sde.t_from_logsnr(lam), t_max, t_min)
 
 
-def karras_grid(sde: SDE, steps: int, t_min: float, rho: float = 7.0) -> Tensor:
+def karras_grid(sde: SDE, steps: int, t_min: float, t_max: float, rho: float = 7.0) -> Tensor:
     """Noise levels s = sigma_t / alpha_t evenly spaced in s^(1/rho) (Karras et al. 2022, Eq. 5, rho = 7)."""
-    ends = torch.tensor([sde.T, t_min], dtype=torch.float64)
+    ends = torch.tensor([t_max, t_min], dtype=torch.float64)
     s_max, s_min = torch.exp(-sde.logsnr(ends)).unbind()
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
     s = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
-    return pin_ends(sde.t_from_logsnr(-torch.log(s)), sde.T, t_min)
+    return pin_ends(sde.t_from_logsnr(-torch.log(s)), t_max, t_min)
 
 
 def pin_ends(t: Tensor, t_max: float, t_min: float) -> Tensor:
@@ -52,14 +52,17 @@ def pin_ends(t: Tensor, t_max: float, t_min: float) -> Tensor:
 GRIDS = {"uniform": uniform_grid, "quadratic": quadratic_grid, "logsnr": logsnr_grid, "karras": karras_grid}
 
 
-def time_grid(sde: SDE, steps: int, t_min: float = 1e-3, kind: str = "default") -> Tensor:
-    """The named time grid from sde.T down to t_min, float64 [steps + 1]: one of `GRIDS`, or "default" for the
-    path's own `default_grid`."""
+def time_grid(sde: SDE, steps: int, t_min: float = 1e-3, kind: str = "default", t_max: float | None = None) -> Tensor:
+    """The named time grid from t_max (default: the path's T) down to t_min, float64 [steps + 1]: one of `GRIDS`, or
+    "default" for the path's own `default_grid`. A t_max below T skips the very noisiest times, where x0_hat =
+    (x + sigma^2 score) / alpha amplifies a network's error by 1/alpha (diffusers' lambda_min_clipped, -5.1 for the
+    cosine schedule); the prior then stands in for p_{t_max}."""
     kind = sde.default_grid if kind == "default" else kind
     if kind not in GRIDS:
         raise ValueError(f"unknown time grid {kind!r}; valid grids: {sorted(GRIDS) + ['default']}")
     if int(steps) != steps or steps < 1:
         raise ValueError(f"number of steps must be a positive integer, got {steps!r}")
-    if not 0 <= t_min < sde.T:
-        raise ValueError(f"t_min must lie in [0, T = {sde.T}), got {t_min}")
-    return GRIDS[kind](sde, int(steps), float(t_min))
+    t_max = float(sde.T if t_max is None else t_max)
+    if not 0 <= t_min < t_max <= sde.T:
+        raise ValueError(f"need 0 <= t_min < t_max <= T = {sde.T}, got t_min = {t_min}, t_max = {t_max}")
+    return GRIDS[kind](sde, int(steps), float(t_min), t_max)

@@ -58,7 +58,7 @@ def _check_option(key: str, value) -> None:
         check_option(key, value)
 
 
-def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_min=None, **options) -> None:
+def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_min=None, t_max=None, **options) -> None:
     """Raise ValueError for an unknown sampler or option, a bad value, or a path that lacks what the sampler needs
     (named), before any score evaluation."""
     check_choice("sampler", sampler, SAMPLER_OPTIONS)
@@ -71,10 +71,13 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
         check_positive("number of steps", steps, integer=True)
     if grid is not None:
         check_choice("time grid", grid, [*GRIDS, "default"])
+    if t_max is not None and not (isinstance(t_max, (int, float)) and (t_min or 0) < t_max <= sde.T):
+        raise ValueError(f"t_max must lie in (t_min, T = {sde.T}], got {t_max!r}")
     if t_min is not None:
         if not (isinstance(t_min, (int, float)) and 0 <= t_min < sde.T):
             raise ValueError(f"t_min must lie in [0, T = {sde.T}), got {t_min!r}")
-        alpha, sigma = sde.marginal(torch.tensor([float(t_min), float(sde.T)], dtype=torch.float64))
+        top = float(sde.T if t_max is None else t_max)
+        alpha, sigma = sde.marginal(torch.tensor([float(t_min), top], dtype=torch.float64))
         if not float(sigma[0]) > 0:
             raise ValueError(
                 f"sampler {sampler!r} cannot stop at t_min = {t_min} on {sde!r}: sigma_t = 0 there, "
@@ -82,8 +85,8 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
             )
         if not float(alpha.min()) > 0:
             raise ValueError(
-                f"sampler {sampler!r} needs alpha_t > 0 on [t_min, T] for the data prediction; {sde!r} "
-                f"has alpha = {alpha.tolist()} at t = {[float(t_min), float(sde.T)]}"
+                f"sampler {sampler!r} needs alpha_t > 0 on [t_min, t_max] for the data prediction; {sde!r} "
+                f"has alpha = {alpha.tolist()} at t = {[float(t_min), top]}"
             )
     for key, value in options.items():
         _check_option(key, value)

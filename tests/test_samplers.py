@@ -471,3 +471,13 @@ def test_check_sampler_options_checks_properties_of_the_path_not_its_name():
     check_sampler_options("pc", make_sde("subvp"), steps=10, grid="uniform", t_min=1e-3, predictor="ancestral", snr=0.1)
     with pytest.raises(ValueError, match="cannot stop at t_min = 0"):
         check_sampler_options("ode", make_sde("subvp"), t_min=0.0)
+
+
+@pytest.mark.parametrize("kind", sorted(GRIDS))
+def test_grids_can_start_below_T(kind):
+    """t_max < T: every grid runs from t_max down to t_min (the noisiest times skipped), and t_max is checked."""
+    sde = make_sde("cosine")
+    ts = time_grid(sde, 10, 1e-3, kind, t_max=0.99608)
+    assert ts[0] == 0.99608 and ts[-1] == 1e-3 and (ts.diff() < 0).all()
+    with pytest.raises(ValueError, match="t_max must lie in"):
+        run_sampler("ddim", never_called, sde, torch.zeros(4, 2), steps=5, t_max=1.5)
