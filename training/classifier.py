@@ -18,13 +18,12 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from compose.build import build_classifier, classifier_arch, data_num_classes, make_sde_from_config, make_train_data
-from infra.checkpoint import CLASSIFIER, WorkdirLock, load_latest_checkpoint, save_checkpoint
-from infra.state import GracefulStop, rng_state, seed_everything, set_rng_state
+from infra.checkpoint import CLASSIFIER, WorkdirLock, latest_checkpoint, load_latest_checkpoint, save_checkpoint
+from infra.state import rng_state, seed_everything, set_rng_state
 from models.guidance import check_same_sde, classifier_log_probs
-from training.loop import EXIT_INTERRUPTED, TrainingDiverged, TrainingInterrupted
+from training.steps import run_steps
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +69,8 @@ def _train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
         logger.info("resumed the classifier from %s at step %d", path, start)
     cfg_json = json.dumps(cfg.to_dict(), sort_keys=True)
 
-    def checkpoint(step: int) -> None:
-        save_checkpoint(
+    def checkpoint(step: int):
+        return save_checkpoint(
             workdir,
             step,
             kind=KIND,
@@ -88,47 +87,42 @@ def _train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
             },
         )
 
-    # ---- Steps: perturb with the SDE, cross-entropy; non-finite steps skipped; SIGTERM saves and exits 75. ----
-    bar = tqdm(range(start, c.n_iters), initial=start, total=c.n_iters, desc="classifier", dynamic_ncols=True)
-    bad_in_row, max_bad = 0, cfg.training.max_bad_steps
-    with GracefulStop() as stop, bar:
-        for step in bar:
-            x0, y = data.batch(c.batch_size, generators["data"])
-            x0, y = x0.to(device), y.to(device)
-            t = c.t_min + (sde.T - c.t_min) * torch.rand(x0.shape[0], generator=generators["train"], device=device)
-            noise = torch.randn(x0.shape, generator=generators["train"], device=device)
-            log_probs = classifier_log_probs(net, sde, sde.perturb(x0, t, noise), t)
-            loss = F.nll_loss(log_probs, y)
-            optimizer.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
-                loss.backward()
-                optimizer.step()
-                bad_in_row = 0
-            else:
-                bad_in_row += 1
-                logger.warning(
-                    "classifier step %d: non-finite loss; update skipped (%d in a row)", step + 1, bad_in_row
-                )
-                if bad_in_row >= max_bad:
-                    raise TrainingDiverged(
-                        f"{bad_in_row} consecutive classifier steps with a non-finite loss "
-                        f"(training.max_bad_steps={max_bad}); the last good checkpoint is kept"
-                    )
-            schedule.step()
-            done = step + 1
-            if done % c.log_every == 0 or done == c.n_iters:
-                accuracy = (log_probs.argmax(1) == y).float().mean().item()
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.3f}")
-                logger.info("classifier step %d: loss %.4f, batch accuracy %.3f", done, loss.item(), accuracy)
-            if done % c.checkpoint_every == 0 or done == c.n_iters or stop.signum is not None:
-                checkpoint(done)
-            if stop.signum is not None:
-                logger.warning(
-                    "classifier training interrupted by %s after step %d; checkpoint saved; rerun to "
-                    "resume (exit code %d)",
-                    stop.name,
-                    done,
-                    EXIT_INTERRUPTED,
-                )
-                raise TrainingInterrupted(EXIT_INTERRUPTED)
+    # ---- Steps: perturb with the SDE, cross-entropy (the shared step loop: bad steps, checkpoints, SIGTERM). ---
+    def step_fn(step: int) -> bool:
+        x0, y = data.batch(c.batch_size, generators["data"])
+        x0, y = x0.to(device), y.to(device)
+        t = c.t_min + (sde.T - c.t_min) * torch.rand(x0.shape[0], generator=generators["train"], device=device)
+        noise = torch.randn(x0.shape, generator=generators["train"], device=device)
+        log_probs = classifier_log_probs(net, sde, sde.perturb(x0, t, noise), t)
+        loss = F.nll_loss(log_probs, y)
+        optimizer.zero_grad(set_to_none=True)
+        ok = bool(torch.isfinite(loss))
+        if ok:
+            loss.backward()
+            optimizer.step()
+        else:
+            logger.warning("classifier step %d: non-finite loss; update skipped", step + 1)
+        schedule.step()
+        last.update(loss=loss.item(), accuracy=(log_probs.argmax(1) == y).float().mean().item())
+        return ok
+
+    def after_step(done: int, stop) -> dict | None:
+        if done % c.log_every == 0 or done == c.n_iters:
+            logger.info("classifier step %d: loss %.4f, batch accuracy %.3f", done, last["loss"], last["accuracy"])
+            return {"loss": f"{last['loss']:.3f}", "acc": f"{last['accuracy']:.3f}"}
+        return None
+
+    last = {}
+    run_steps(
+        step_fn,
+        checkpoint,
+        start=start,
+        n_iters=c.n_iters,
+        checkpoint_every=c.checkpoint_every,
+        max_bad_steps=cfg.training.max_bad_steps,
+        desc="classifier",
+        what="classifier steps",
+        last_good=lambda: latest_checkpoint(workdir, KIND),
+        after_step=after_step,
+    )
     return net.eval()

@@ -21,15 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from compose.features import evalnet_outputs, load_test_digits, pixels_to_evalnet_input
 from data.datasets import ImageData
 from data.mnist import load_mnist
 from infra.checkpoint import EVALNET, WorkdirLock, save_checkpoint
-from infra.state import GracefulStop, seed_everything
+from infra.state import seed_everything
 from models.classifier import MNISTFeatureNet
-from training.loop import EXIT_INTERRUPTED, TrainingInterrupted
+from training.steps import run_steps
 
 logger = logging.getLogger(__name__)
 
@@ -93,28 +92,36 @@ def _train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
     steps = c.evalnet_iters
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
 
-    # ---- Training steps: random translations, cross-entropy (minutes from scratch: SIGTERM just stops, exit 75). -
-    bar = tqdm(range(steps), desc="evalnet", dynamic_ncols=True)
-    with GracefulStop() as stop, bar:
-        for step in bar:
-            x, y = data.batch(c.evalnet_batch_size, generator)
-            x = random_shift(x, c.evalnet_shift, generator).to(device)
-            loss = F.cross_entropy(net(x), y.to(device))
-            optimizer.zero_grad(set_to_none=True)
+    # ---- Training steps: random translations, cross-entropy (the shared step loop; minutes from scratch, so no
+    # intermediate checkpoints: SIGTERM stops it with exit 75 and a rerun starts again). ---------------------------
+    def step_fn(step: int) -> bool:
+        x, y = data.batch(c.evalnet_batch_size, generator)
+        x = random_shift(x, c.evalnet_shift, generator).to(device)
+        loss = F.cross_entropy(net(x), y.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        ok = bool(torch.isfinite(loss))
+        if ok:
             loss.backward()
             optimizer.step()
-            schedule.step()
-            if (step + 1) % c.log_every == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-            if stop.signum is not None:
-                logger.warning(
-                    "evaluation-net training interrupted by %s after step %d; it starts from scratch when "
-                    "rerun (exit code %d)",
-                    stop.name,
-                    step + 1,
-                    EXIT_INTERRUPTED,
-                )
-                raise TrainingInterrupted(EXIT_INTERRUPTED)
+        schedule.step()
+        last["loss"] = loss.item()
+        return ok
+
+    def after_step(done: int, stop) -> dict | None:
+        return {"loss": f"{last['loss']:.3f}"} if done % c.log_every == 0 else None
+
+    last = {}
+    run_steps(
+        step_fn,
+        lambda step: None,
+        start=0,
+        n_iters=steps,
+        checkpoint_every=steps + 1,
+        max_bad_steps=cfg.training.max_bad_steps,
+        desc="evalnet",
+        what="evaluation-net steps",
+        after_step=after_step,
+    )
 
     # ---- Feature scale, accuracy on the real test set, checkpoint, report. -------------------------------------
     net.eval()

@@ -4,7 +4,8 @@ and exact resume (Song et al. 2021, App. D recipe; loop layout after EDM's train
 `train(cfg, workdir)` runs from main.py or from Python (returns the EMA ScoreModel). Every random draw of training
 (batches, dequantisation, t, noise, label dropout) comes from generators owned by the loop; dropout uses the global
 torch RNG; all of them, plus the data position, go into each checkpoint, so an interrupted and resumed CPU run is
-bit-identical to an uninterrupted one. SIGTERM/SIGINT finish the step, save, and exit with EXIT_INTERRUPTED (75).
+bit-identical to an uninterrupted one. The steps run in the step loop all trainers share (training/steps.py:
+non-finite steps skipped, checkpoints, SIGTERM/SIGINT finish the step, save, and exit with EXIT_INTERRUPTED, 75).
 
 Under torchrun the same loop trains with DDP (infra/distributed.py): training.batch_size is the global batch,
 every rank draws it with the shared generators and keeps its slice, so N processes give the single-process
@@ -17,11 +18,9 @@ import json
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from compose.build import data_shape, make_score_model, make_sde_from_config, make_train_data
 from compose.checkpoints import check_nothing_to_lose, check_resume_config
@@ -35,23 +34,16 @@ from infra.checkpoint import (
     save_checkpoint,
 )
 from infra.io import atomic_write_bytes
-from infra.state import GracefulStop, rng_state, seed_everything, set_rng_state
+from infra.state import rng_state, seed_everything, set_rng_state
 from losses.dsm import dsm_loss, sample_time
 from losses.importance import sample_importance_time
 from models.score import ScoreModel
 from training.ema import EMA
+from training.steps import EXIT_INTERRUPTED, TrainingDiverged, TrainingInterrupted, run_steps
 
 logger = logging.getLogger(__name__)
 
-EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; rerun the command to resume
-
-
-class TrainingInterrupted(SystemExit):
-    """Training stopped on SIGTERM/SIGINT after saving a checkpoint (exit code 75: resumable)."""
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive steps with a non-finite loss or gradient."""
+__all__ = ["EXIT_INTERRUPTED", "TrainingDiverged", "TrainingInterrupted", "train"]
 
 
 def train(cfg, workdir: str | os.PathLike, on_step=None) -> ScoreModel:
@@ -133,101 +125,77 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
             "scheduler": scheduler.state_dict(),
             "rng": rng_state(generators),
             "data": data.state_dict() if hasattr(data, "state_dict") else {},
-            "bad_steps": bad_total,
+            "bad_steps": bad_total_box[0],
         }
         if ranks_rng is not None:  # each rank's global RNGs (dropout), for an exact resume with as many ranks
             state["rng_ranks"] = ranks_rng
         return save_checkpoint(workdir, step, state, keep=tc.keep_checkpoints)
 
-    # ---- Training steps. ---------------------------------------------------------------------------------------
-    bad_in_row, window = 0, []
-    if start_step >= tc.n_iters:
-        logger.warning("checkpoint step %d >= training.n_iters = %d: nothing to train", start_step, tc.n_iters)
-    steps = tqdm(
-        range(start_step, tc.n_iters),
-        initial=start_step,
-        total=tc.n_iters,
-        desc="train",
-        dynamic_ncols=True,
-        disable=not dist.is_main,
-    )
+    # ---- Training steps (the shared step loop: bad steps, checkpoints, graceful stop). --------------------------
+    window, bad_total_box = [], [bad_total]
     writer = SummaryWriter(str(workdir / "tensorboard")) if dist.is_main else distributed.NullWriter()
-    with GracefulStop() as stop, writer, steps as bar:
-        for step in bar:
-            # The global batch, its labels (with dropout to the null label), t and noise, drawn alike on every
-            # rank; this rank keeps its slice and computes the loss on it.
-            x0, y = data.batch(tc.batch_size, generators["data"])
-            x0 = x0.to(device)
-            y = drop_labels(y, cfg.model.num_classes, tc.p_uncond, generators["train"], device)
-            draws = draw_time_and_noise(sde, x0, cfg, generators["train"])
-            x0, y, draws = x0[shard], None if y is None else y[shard], distributed.take(draws, shard)
-            loss = compute_loss(model, sde, x0, y, cfg, draws).mean()
+    last = {"grad_norm": torch.tensor(math.nan)}
 
-            # Update, skipped on every rank when the loss or the gradient is not finite on any rank (under DDP the
-            # gradients, hence their norm, are already averaged over ranks).
-            optimizer.zero_grad(set_to_none=True)
-            grad_norm = torch.tensor(math.nan)
-            global_loss, loss_ok = distributed.reduce_loss(loss, dist)
-            if loss_ok:
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip or math.inf)
-            if loss_ok and not distributed.any_rank(not torch.isfinite(grad_norm), dist):
-                optimizer.step()
-                ema.update(net, step)
-                bad_in_row = 0
-                window.append(global_loss)
-            else:
-                bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
-                logger.warning(
-                    "step %d: non-finite %s; update skipped (%d in a row, %d in total)",
-                    step + 1,
-                    "gradient" if loss_ok else "loss",
-                    bad_in_row,
-                    bad_total,
-                )
-                writer.add_scalar("train/bad_steps", bad_total, step + 1)
-                if bad_in_row >= tc.max_bad_steps:
-                    raise TrainingDiverged(
-                        f"{bad_in_row} consecutive steps with a non-finite loss or gradient (training.max_bad_steps="
-                        f"{tc.max_bad_steps}) at step {step + 1}; stopping. The last good checkpoint is "
-                        f"{latest_checkpoint(workdir) or 'none (none was written yet)'}; it is kept. Try a lower "
-                        f"training.lr or training.grad_clip, and check the data for non-finite values."
-                    )
-            scheduler.step()
-            done = step + 1
+    def step_fn(step: int) -> bool:
+        # The global batch, its labels (with dropout to the null label), t and noise, drawn alike on every rank;
+        # this rank keeps its slice and computes the loss on it.
+        x0, y = data.batch(tc.batch_size, generators["data"])
+        x0 = x0.to(device)
+        y = drop_labels(y, cfg.model.num_classes, tc.p_uncond, generators["train"], device)
+        draws = draw_time_and_noise(sde, x0, cfg, generators["train"])
+        x0, y, draws = x0[shard], None if y is None else y[shard], distributed.take(draws, shard)
+        loss = compute_loss(model, sde, x0, y, cfg, draws).mean()
+        # Update, skipped on every rank when the loss or the gradient is not finite on any rank (under DDP the
+        # gradients, hence their norm, are already averaged over ranks).
+        optimizer.zero_grad(set_to_none=True)
+        grad_norm = torch.tensor(math.nan)
+        global_loss, loss_ok = distributed.reduce_loss(loss, dist)
+        if loss_ok:
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip or math.inf)
+        ok = loss_ok and not distributed.any_rank(not torch.isfinite(grad_norm), dist)
+        if ok:
+            optimizer.step()
+            ema.update(net, step)
+            window.append(global_loss)
+        else:
+            bad_total_box[0] += 1
+            what = "gradient" if loss_ok else "loss"
+            logger.warning("step %d: non-finite %s; update skipped (%d in total)", step + 1, what, bad_total_box[0])
+            writer.add_scalar("train/bad_steps", bad_total_box[0], step + 1)
+        scheduler.step()
+        last["grad_norm"] = grad_norm
+        return ok
 
-            # Logging, sample grids, checkpoints.
-            if done % tc.log_every == 0 or done == tc.n_iters:
-                mean_loss = sum(window) / max(len(window), 1)
-                log_scalars(writer, done, mean_loss, scheduler.get_last_lr()[0], grad_norm.item(), bad_total)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                window.clear()
-            if done % tc.checkpoint_every == 0 or done == tc.n_iters:
-                checkpoint(done)  # before the grid: a pre-empted job keeps this step
-            if dist.is_main and tc.snapshot_every and (done % tc.snapshot_every == 0 or done == tc.n_iters):
-                save_snapshot(ema_model, cfg, workdir, done, writer, should_stop=lambda: stop.signum is not None)
-            if on_step is not None:
-                on_step(done, dist.rank)
+    def after_step(done: int, stop) -> dict | None:
+        # Logging, then the sample grid (after the step's checkpoint; skipped on a stop signal).
+        if done % tc.log_every == 0 or done == tc.n_iters:
+            mean_loss = sum(window) / max(len(window), 1)
+            lr = scheduler.get_last_lr()[0]
+            log_scalars(writer, done, mean_loss, lr, last["grad_norm"].item(), bad_total_box[0])
+            window.clear()
+            postfix = {"loss": f"{mean_loss:.4f}", "lr": f"{lr:.2e}"}
+        else:
+            postfix = None
+        if dist.is_main and tc.snapshot_every and (done % tc.snapshot_every == 0 or done == tc.n_iters):
+            save_snapshot(ema_model, cfg, workdir, done, writer, should_stop=lambda: stop.signum is not None)
+        return postfix
 
-            # Graceful stop, agreed by all ranks: the step is complete; rank 0 saves it; all exit with one code.
-            if distributed.any_rank(stop.signum is not None, dist):
-                path = checkpoint(done)
-                distributed.barrier(dist)  # nobody exits (torchrun would then kill the rest) before the save
-                if dist.is_main:
-                    message = (
-                        f"training interrupted by {stop.name or 'a signal to another rank'} after step "
-                        f"{done}/{tc.n_iters}; checkpoint saved to {path}. Run the same command again to "
-                        f"resume (exit code {EXIT_INTERRUPTED})."
-                    )
-                    logger.warning(message)
-                    print(message, file=sys.stderr, flush=True)
-                else:
-                    print(
-                        f"rank {dist.rank}: stopping after step {done} with the other ranks",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                raise TrainingInterrupted(EXIT_INTERRUPTED)
+    with writer:
+        run_steps(
+            step_fn,
+            checkpoint,
+            start=start_step,
+            n_iters=tc.n_iters,
+            checkpoint_every=tc.checkpoint_every,
+            max_bad_steps=tc.max_bad_steps,
+            desc="train",
+            last_good=lambda: latest_checkpoint(workdir),
+            after_step=after_step,
+            on_step=on_step,
+            dist=dist,
+        )
+    bad_total = bad_total_box[0]
     distributed.barrier(dist)  # the last checkpoint is on disk before any rank returns
     logger.info("training finished at step %d (%d non-finite steps skipped)", max(start_step, tc.n_iters), bad_total)
     return ema_model
