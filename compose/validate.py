@@ -45,6 +45,8 @@ def validate_config(cfg, mode: str, workdir: str) -> None:
         problems += _check_training_data(cfg) + _check_resume(cfg, workdir)
     if mode == "sample" and not problems:
         problems += _check_labels_against_checkpoint(cfg, workdir)
+    if mode == "eval" and not problems:
+        problems += _check_eval_inputs(cfg, workdir)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
@@ -351,6 +353,33 @@ def _check_labels_against_checkpoint(cfg, workdir: str) -> list[str]:
             f"sampling.guidance_scale = {s.guidance_scale} is classifier-free guidance, which needs a "
             f"class-conditional checkpoint; {path.name} is unconditional (use sampling.classifier_scale)"
         )
+    return problems
+
+
+def _check_eval_inputs(cfg, workdir: str) -> list[str]:
+    """--mode eval reads an image checkpoint and MNIST digits: both opened here, before any work, so a 2-D toy
+    checkpoint or a missing, truncated or mismatched test set is one message, not a traceback mid-run."""
+    from data.mnist import load_mnist
+    from infra.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+    from sde.ode_methods import ODE_METHODS
+
+    e, problems = cfg.eval, []
+    problems += _one_of("eval.method", e.method, ODE_METHODS)
+    try:
+        path = resolve_checkpoint(cfg.sampling.checkpoint or workdir)
+        stored = json.loads(load_checkpoint(path)["config"])
+        if stored.get("model", {}).get("name") == "mlp" or stored.get("data", {}).get("dataset") != "mnist":
+            problems.append(
+                f"--mode eval measures bits/dim of MNIST digits, but {path.name} is a model of "
+                f"{stored.get('data', {}).get('dataset')!r} vectors; evaluate an image checkpoint"
+            )
+    except (CheckpointError, KeyError, ValueError) as err:
+        problems.append(f"no checkpoint to evaluate: {err}")
+    root = e.data_root or cfg.data.root
+    try:
+        load_mnist(cfg.data.source, root, e.split, progress=False)  # what the eval driver will read
+    except (OSError, ValueError, ImportError) as err:
+        problems.append(f"eval data (eval.split = {e.split!r}, root {root!r}): {err}")
     return problems
 
 

@@ -330,3 +330,33 @@ def test_labels_and_guidance_are_checked_against_the_checkpoint_before_sampling(
         with pytest.raises(ConfigError, match=re.escape(message)):
             validate_config(cfg, "sample", str(tmp_path / name))
         assert snapshot(tmp_path / name) == before
+
+
+def test_eval_inputs_are_checked_before_any_work(tmp_path):
+    """--mode eval opens its checkpoint and its test digits during validation: a 2-D toy checkpoint, a missing
+    test set, a truncated one and an unknown ODE method are each one message, and nothing is written."""
+    from configs.toy_gmm import get_config as toy_config
+    from configs.vp_mnist import get_config as mnist_config
+    from training.loop import train
+
+    cfg = toy_config()
+    cfg.training.n_iters, cfg.training.snapshot_every, cfg.training.checkpoint_every = 2, 0, 2
+    train(cfg, tmp_path / "toy")
+    cases = []
+    cfg = mnist_config()
+    cfg.data.source, cfg.eval.data_root = "idx", str(tmp_path / "no_digits")
+    cases.append(("toy", cfg, "is a model of 'gmm' vectors"))
+    cases.append(("toy", cfg, "eval data (eval.split = 'test'"))
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / "t10k-images-idx3-ubyte").write_bytes((0x803).to_bytes(4, "big") + (10).to_bytes(4, "big") * 3)
+    (truncated / "t10k-labels-idx1-ubyte").write_bytes((0x801).to_bytes(4, "big") + (10).to_bytes(4, "big"))
+    cfg2 = mnist_config()
+    cfg2.data.source, cfg2.eval.data_root, cfg2.eval.method = "idx", str(truncated), "leapfrog"
+    cases.append(("toy", cfg2, "eval.method = 'leapfrog' is unknown"))
+    cases.append(("toy", cfg2, "eval data (eval.split = 'test', root"))
+    for name, config, message in cases:
+        before = snapshot(tmp_path / name)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate_config(config, "eval", str(tmp_path / name))
+        assert snapshot(tmp_path / name) == before
