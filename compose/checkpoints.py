@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,8 +19,7 @@ from infra.checkpoint import (
     CheckpointError,
     checkpoint_dir,
     list_checkpoints,
-    load_checkpoint,
-    resolve_checkpoint,
+    read_checkpoint,
 )
 from models.classifier import MNISTFeatureNet
 from models.guidance import check_same_sde
@@ -48,8 +48,11 @@ def config_from_dict(stored: dict):
 
 def load_score_model(workdir_or_file: str | os.PathLike, device="cpu", use_ema: bool = True):
     """(ScoreModel in eval mode on `device`, stored config as a plain dict) from a checkpoint file or work dir."""
-    path = resolve_checkpoint(workdir_or_file)
-    ckpt = load_checkpoint(path, SCORE)
+    return score_model_from(*read_checkpoint(workdir_or_file, SCORE), device, use_ema)
+
+
+def score_model_from(path: Path, ckpt: dict, device="cpu", use_ema: bool = True):
+    """(ScoreModel in eval mode on `device`, stored config) from a checkpoint already read (`read_checkpoint`)."""
     cfg_dict = json.loads(ckpt["config"])
     model = make_score_model(config_from_dict(cfg_dict))
     weights = ckpt["ema"] if use_ema else ckpt["model"]
@@ -105,8 +108,7 @@ def check_resume_config(stored_json: str, cfg, path) -> None:
 
 def load_classifier(workdir_or_file: str | os.PathLike, device="cpu", sde=None) -> tuple[nn.Module, dict]:
     """(noisy classifier in eval mode, checkpoint info); with `sde`, refuse a classifier trained on another SDE."""
-    path = resolve_checkpoint(workdir_or_file, CLASSIFIER)
-    ckpt = load_checkpoint(path, CLASSIFIER)  # another kind is refused (train one with --mode train_classifier)
+    path, ckpt = read_checkpoint(workdir_or_file, CLASSIFIER)  # another kind is refused
     if sde is not None:
         check_same_sde(sde.config(), ckpt["sde"])
     net = build_classifier(ckpt["arch"])
@@ -121,8 +123,7 @@ def load_evalnet(workdir_or_file: str | os.PathLike, device="cpu") -> tuple[nn.M
         raise CheckpointError(
             "no evaluation network given: set eval.evalnet_workdir (train one with --mode train_evalnet)"
         )
-    path = resolve_checkpoint(workdir_or_file, EVALNET)
-    ckpt = load_checkpoint(path, EVALNET)  # another kind is refused (train an evaluation net with --mode train_evalnet)
+    path, ckpt = read_checkpoint(workdir_or_file, EVALNET)  # another kind is refused
     net = MNISTFeatureNet(**ckpt["arch"])
     net.load_state_dict(ckpt["model"])
     info = {**json.loads(ckpt["results"]), "checkpoint": str(path)}

@@ -21,6 +21,7 @@ from configs.default import get_default_config
 from models.guidance import guided_score_fn
 from samplers import SAMPLER_OPTIONS, check_sampler_options, count_nfe, options_from_config, run_sampler
 from sde import ScoreFn, sde_from_config
+from sde.ode_methods import FIXED_METHODS
 
 from .checkpoints import load_classifier
 
@@ -81,7 +82,7 @@ def steps_bar(sampling: Mapping, score_fn, desc: str = "steps") -> tqdm:
     """A progress bar over one batch's sampler steps (time grid points; levels for ALD), showing the NFE so far.
     Adaptive ODE solvers report only at the end, so their bar has no total."""
     name, steps = sampling["sampler"], int(sampling["steps"])
-    adaptive = name == "ode" and sampling["ode_method"] not in ("euler", "heun", "rk4")
+    adaptive = name == "ode" and sampling["ode_method"] not in FIXED_METHODS
     total = None if adaptive else steps + (name == "ald")
     return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, postfix={"nfe": score_fn.nfe})
 

@@ -325,12 +325,12 @@ def _check_guidance(cfg) -> list[str]:
 def _check_labels_against_checkpoint(cfg, workdir: str) -> list[str]:
     """Labels and guidance must fit the checkpoint that will be sampled (its stored config), not only the config:
     refused with the reason instead of a traceback mid-run or a silently ignored option."""
-    from infra.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+    from infra.checkpoint import CheckpointError, read_checkpoint
 
     s = cfg.sampling
     try:
-        path = resolve_checkpoint(s.checkpoint or workdir)
-        stored = json.loads(load_checkpoint(path)["config"])
+        path, ckpt = read_checkpoint(s.checkpoint or workdir)
+        stored = json.loads(ckpt["config"])
     except (CheckpointError, KeyError, ValueError) as err:
         return [f"no checkpoint to sample: {err}"]
     classes = int(stored.get("model", {}).get("num_classes", 0))
@@ -360,14 +360,14 @@ def _check_eval_inputs(cfg, workdir: str) -> list[str]:
     """--mode eval reads an image checkpoint and MNIST digits: both opened here, before any work, so a 2-D toy
     checkpoint or a missing, truncated or mismatched test set is one message, not a traceback mid-run."""
     from data.mnist import load_mnist
-    from infra.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+    from infra.checkpoint import CheckpointError, read_checkpoint
     from sde.ode_methods import ODE_METHODS
 
     e, problems = cfg.eval, []
     problems += _one_of("eval.method", e.method, ODE_METHODS)
     try:
-        path = resolve_checkpoint(cfg.sampling.checkpoint or workdir)
-        stored = json.loads(load_checkpoint(path)["config"])
+        path, ckpt = read_checkpoint(cfg.sampling.checkpoint or workdir)
+        stored = json.loads(ckpt["config"])
         if stored.get("model", {}).get("name") == "mlp" or stored.get("data", {}).get("dataset") != "mnist":
             problems.append(
                 f"--mode eval measures bits/dim of MNIST digits, but {path.name} is a model of "

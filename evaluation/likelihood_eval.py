@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compose.checkpoints import load_score_model
+from compose.checkpoints import score_model_from
 from data.datasets import dequantize_and_scale
 from data.mnist import load_mnist
 from infra import distributed
-from infra.checkpoint import checkpoint_step, recorded_sha256, resolve_checkpoint
+from infra.checkpoint import checkpoint_step, read_checkpoint, recorded_sha256
 from infra.distributed import gather_round_robin
 from infra.io import atomic_write_json, atomic_write_npz
 from likelihood import (
@@ -250,8 +250,9 @@ DEFAULT_OPTIONS = {
 def _load_model(cfg, workdir: str, device):
     """(score_fn, sde, tag, step) of the checkpoint sampling would use; weights frozen (only x needs gradients)."""
 
-    path = resolve_checkpoint(cfg.sampling.checkpoint or workdir)
-    model, _ = load_score_model(path, device, use_ema=cfg.sampling.use_ema)
+    path, ckpt = read_checkpoint(cfg.sampling.checkpoint or workdir)
+    model, _ = score_model_from(path, ckpt, device, use_ema=cfg.sampling.use_ema)
+    del ckpt
     model.requires_grad_(False)
     tag = f"{path.name}:{recorded_sha256(path)}:{'ema' if cfg.sampling.use_ema else 'raw'}"
     return model.score_fn(), model.sde, tag, checkpoint_step(path)

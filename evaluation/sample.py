@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from compose.checkpoints import config_from_dict, load_score_model
+from compose.checkpoints import config_from_dict, score_model_from
 from compose.sampling import batch_labels, label_classes, model_shape, sample_batch, sampling_info
 from data.images import save_grid
 from infra import distributed
-from infra.checkpoint import resolve_checkpoint
+from infra.checkpoint import read_checkpoint
 from infra.io import atomic_write_npz
 from samplers import check_sampler_options, options_from_config
 
@@ -95,8 +95,9 @@ def sample_to_disk(cfg, workdir: str) -> dict:
     s = cfg.sampling.to_dict()
     dist = distributed.setup(cfg)  # under torchrun: batches shared out round robin (one process: all of them)
     device = dist.device
-    checkpoint = resolve_checkpoint(cfg.sampling.checkpoint or workdir)
-    model, stored = load_score_model(checkpoint, device, cfg.sampling.use_ema)
+    checkpoint, ckpt = read_checkpoint(cfg.sampling.checkpoint or workdir)
+    model, stored = score_model_from(checkpoint, ckpt, device, cfg.sampling.use_ema)
+    del ckpt
     sde, shape = model.sde, model_shape(model, config_from_dict(stored).to_dict())
     options = options_from_config(s["sampler"], s)
     check_sampler_options(

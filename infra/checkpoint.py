@@ -301,22 +301,23 @@ def _candidates(workdir: Path, kind: str) -> list[Path]:
     return list(reversed(own or (list_checkpoints(workdir) if kind != SCORE else [])))
 
 
-def resolve_checkpoint(workdir_or_file: str | os.PathLike, kind: str = SCORE) -> Path:
-    """A checkpoint file itself, or the path of the newest checkpoint of `kind` in a work dir (or in its checkpoint
-    folder) that verifies and loads as that kind; broken ones and other kinds are skipped with a warning, kept."""
+def read_checkpoint(workdir_or_file: str | os.PathLike, kind: str = SCORE) -> tuple[Path, dict]:
+    """(path, contents), loaded once: a checkpoint file of `kind` itself, or the newest checkpoint of `kind` in a
+    work dir (or in its checkpoint folder) that verifies and loads; broken ones and other kinds are skipped with a
+    warning, kept."""
     target = Path(workdir_or_file)
     if target.is_file():
-        return target
+        return target, load_checkpoint(target, kind)
     if not target.is_dir():
         raise CheckpointError(f"no checkpoint file or work dir at {target}")
-    path, _ = load_latest_checkpoint(_workdir_of(target, kind), kind)
+    path, ckpt = load_latest_checkpoint(_workdir_of(target, kind), kind)
     if path is None:
         workdir = _workdir_of(target, kind)
         raise CheckpointError(
             f"no valid checkpoint of a {kind} in {checkpoint_dir(workdir, kind)} "
             f"(found {[p.name for p in list_checkpoints(workdir, kind)]})"
         )
-    return path
+    return path, ckpt
 
 
 def load_latest_checkpoint(workdir: str | os.PathLike, kind: str = SCORE) -> tuple[Path | None, dict | None]:
