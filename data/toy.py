@@ -125,6 +125,22 @@ class GaussianMixture:
         resp = torch.softmax(self._restrict(logp, y), -1)  # [B, K]
         return (-(resp[..., None] * sol).sum(1)).reshape(x.shape).to(x.device, x.dtype)
 
+    def flow_map(self, x: Tensor, t: float, s: float, sde: SDE) -> Tensor:
+        """The exact probability-flow map x_t -> x_s for one-component (Gaussian) data N(m, S).
+
+        The flow keeps p_u = N(alpha_u m, C_u), C_u = alpha_u^2 S + sigma_u^2 I, and its velocity is linear in x and
+        commutes with S, so x_s = alpha_s m + C_s^{1/2} C_t^{-1/2} (x_t - alpha_t m) (no solver involved).
+        """
+        if len(self.weights) != 1:
+            raise ValueError("the exact flow map is closed-form only for one Gaussian component")
+        evals, evecs = torch.linalg.eigh(self.covs[0])
+        (a_t, a_s), (s_t, s_s) = sde.marginal(torch.tensor([float(t), float(s)], dtype=torch.float64))
+        scale = ((a_s**2 * evals + s_s**2) / (a_t**2 * evals + s_t**2)).sqrt()
+        m = self.means[0]
+        diff = x.reshape(x.shape[0], -1).double().cpu() - a_t * m
+        out = a_s * m + ((diff @ evecs) * scale) @ evecs.T
+        return out.reshape(x.shape).to(x.device, x.dtype)
+
     def class_log_posterior(self, x: Tensor, t, sde: SDE) -> Tensor:
         """Exact log p_t(c | x) [B, num_classes], the ideal noisy classifier."""
         logp, _ = self._component_log_probs(x, t, sde)

@@ -1,5 +1,6 @@
 """Samplers for score-based diffusion: ancestral, annealed Langevin, predictor-corrector, probability-flow ODE,
-DDIM and DPM-Solver++ (Ho et al. 2020; Song & Ermon 2019; Song et al. 2021; Song et al. 2021a; Lu et al. 2022b).
+DDIM, DPM-Solver++, UniPC and EDM's stochastic sampler (Ho et al. 2020; Song & Ermon 2019; Song et al. 2021;
+Song et al. 2021a; Lu et al. 2022b; Zhao et al. 2023; Karras et al. 2022).
 
 Every sampler is a plain function `sampler(score_fn, sde, x_T, ts, *, generator=None, callback=None, **options)
 -> x_0` over a decreasing time grid ts (see `grids`); it sees only `score_fn(x, t)` and the SDE. After every
@@ -21,12 +22,14 @@ from sde.ode_methods import ODE_METHODS
 from .base import ancestral_step, final_denoise
 from .ddim import ddim_sample
 from .dpm_solver import dpm_solver_sample
+from .edm import edm_sample
 from .grids import GRIDS, time_grid
 from .langevin import CORRECTORS, ald_sample
 from .nfe import CountingScoreFn, count_nfe
-from .ode import ode_sample, solve_probability_flow
+from .ode import ODE_VARIABLES, ode_sample, solve_probability_flow
 from .options import SAMPLER_OPTIONS, check_sampler_options, options_from_config
 from .pc import PREDICTORS, ancestral_sample, pc_sample
+from .unipc import unipc_sample
 
 SAMPLERS = {
     "ancestral": ancestral_sample,
@@ -35,6 +38,8 @@ SAMPLERS = {
     "ode": ode_sample,
     "ddim": ddim_sample,
     "dpm_solver": dpm_solver_sample,
+    "unipc": unipc_sample,
+    "edm": edm_sample,
 }
 
 
@@ -64,6 +69,7 @@ __all__ = [
     "CountingScoreFn",
     "GRIDS",
     "ODE_METHODS",
+    "ODE_VARIABLES",
     "PREDICTORS",
     "SAMPLERS",
     "SAMPLER_OPTIONS",
@@ -75,6 +81,7 @@ __all__ = [
     "count_nfe",
     "ddim_sample",
     "dpm_solver_sample",
+    "edm_sample",
     "final_denoise",
     "ode_sample",
     "options_from_config",
@@ -82,4 +89,5 @@ __all__ = [
     "run_sampler",
     "solve_probability_flow",
     "time_grid",
+    "unipc_sample",
 ]

@@ -16,6 +16,11 @@ from sde import SDE, ScoreFn, append_dims, as_time
 from sde.base import STEP_VARIANCES
 from sde.ode_methods import check_ode_method
 
+# DPM-Solver++(3M)'s quadratic term: "exact" (2 phi_3, third order) or "reference" (phi_3: the libraries').
+THIRD_ORDER = ("exact", "reference")
+# How multistep solvers lower their order at the end (samplers/dpm_solver.py: final_order).
+LOWER_ORDER_FINAL = ("none", "last", "denoise")
+
 
 def check_choice(name: str, value, valid) -> None:
     """Raise ValueError naming an unknown choice and the valid ones."""
@@ -42,11 +47,22 @@ def check_option(key: str, value) -> None:
     elif key == "eta":
         if not (isinstance(value, (int, float)) and 0 <= value <= 1):
             raise ValueError(f"eta must lie in [0, 1] (DDIM and DPM-Solver++ stochasticity), got {value!r}")
-    elif key in ("snr", "eps", "rtol", "atol"):
+    elif key == "variant":
+        check_choice("UniPC variant", value, ("bh1", "bh2"))
+    elif key in ("s_churn", "s_tmin", "s_tmax"):
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and value == value):
+            raise ValueError(f"{key} must be a number >= 0 (EDM's stochastic sampler), got {value!r}")
+    elif key in ("snr", "eps", "rtol", "atol", "s_noise"):
         check_positive(key, value)
     elif key in ("n_steps", "n_corrector_steps"):
         check_positive(key, value, integer=True)
-    elif key in ("denoise", "per_sample_step", "lower_order_final") and not isinstance(value, bool):
+    elif key == "variable":
+        check_choice("ODE integration variable", value, ("t", "sigma", "default"))
+    elif key == "third_order":
+        check_choice("third_order (DPM-Solver++(3M) quadratic term)", value, THIRD_ORDER)
+    elif key == "lower_order_final":
+        check_choice("lower_order_final", value, LOWER_ORDER_FINAL)
+    elif key in ("denoise", "per_sample_step") and not isinstance(value, bool):
         raise ValueError(f"{key} must be True or False, got {value!r}")
 
 

@@ -4,6 +4,12 @@
 With lambda_t = `sde.logsnr(t)` the probability-flow ODE is solved exactly in its linear part (an exponential
 integrator) and the data prediction x0_hat = `sde.denoise` is extrapolated in lambda from the previous steps'
 evaluations (one score evaluation per step). It reads only the marginals, so it serves every Gaussian path.
+
+Third order: through the last three data predictions P(u) = c0 + c1 u + c2 u^2 (u = lambda - lambda_t), and
+int_0^h e^{-(h - u)} u^2 du = -2 h^2 phi_3(h), so the quadratic term enters with coefficient 2 phi_3
+(`third_order="exact"`, the default: measured order 3 on VP, sub-VP and VE). Lu et al.'s reference code,
+diffusers' DPMSolverMultistepScheduler and k-diffusion's sample_dpmpp_3m_sde use phi_3 (half of it), which
+makes the method second order; `third_order="reference"` keeps that for bit-compatibility (docs/samplers.md).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ def dpm_solver_update(
     alpha_next: float,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
+    third_order: str = "exact",
 ) -> Tensor:
     """Multistep DPM-Solver++ update of order len(x0_hats) in 1..3 (Lu et al. 2022b, Alg. 2 and App. B).
 
@@ -40,6 +47,11 @@ def dpm_solver_update(
     interpolates to the ODE. Expanding x0 in u and integrating exactly gives the ODE's phi functions at
     hh = (1 + eta) h. At eta = 1, order 1 is DDIM with eta = 1 (the ancestral step with the posterior variance);
     for point-mass data (x0_hat exact) every order and eta keeps the exact marginals (both tested).
+
+    Order 3 fits P(u) = c0 + c1 u + c2 u^2 through the three predictions; d1 = h c1 and d2 = h^2 c2 exactly, and
+    the exact integral gives + alpha phi_2 d1 - 2 alpha phi_3 d2 (phi_2 = phi_1 / hh + 1, phi_3 = phi_2 / hh - 1/2
+    at hh = (1 + eta) h, the same for every eta after substituting v = (1 + eta) u). third_order="reference" uses
+    - alpha phi_3 d2, the libraries' coefficient.
     """
     h = lam[-1] - lam[-2]
     hh = (1.0 + eta) * h
@@ -56,10 +68,22 @@ def dpm_solver_update(
         d2 = (d1_0 - d1_1) / (r0 + r1)
         phi_2 = phi_1 / hh + 1
         phi_3 = phi_2 / hh - 0.5
-        x = x + (alpha_next * phi_2) * d1 - (alpha_next * phi_3) * d2
+        c2 = 2.0 if third_order == "exact" else 1.0
+        x = x + (alpha_next * phi_2) * d1 - (c2 * alpha_next * phi_3) * d2
     if eta > 0:
         x = x + (sigma[1] * math.sqrt(-math.expm1(-2.0 * eta * h))) * randn_like(x, generator)
     return x
+
+
+def final_order(order: int, i: int, steps: int, lower_order_final: str) -> int:
+    """The order of multistep step i of `steps`: warm-up min(order, i + 1), then lowered near the end per
+    lower_order_final ("none", "last": at most steps - i, "denoise": at most steps - i + 1)."""
+    k = min(order, i + 1)
+    if lower_order_final == "last":
+        k = min(k, steps - i)
+    elif lower_order_final == "denoise":
+        k = min(k, steps - i + 1)
+    return k
 
 
 def dpm_solver_sample(
@@ -70,7 +94,8 @@ def dpm_solver_sample(
     *,
     order: int = 2,
     eta: float = 0.0,
-    lower_order_final: bool = True,
+    third_order: str = "exact",
+    lower_order_final: str = "none",
     denoise: bool = True,
     generator: torch.Generator | None = None,
     callback=None,
@@ -79,11 +104,16 @@ def dpm_solver_sample(
 
     eta = 0 (default) solves the probability-flow ODE (deterministic); eta > 0 the stochastic SDE-DPM-Solver++
     (see `dpm_solver_update`), which with an imperfect learned score often gives better samples at the same NFE.
-    The first steps warm up at lower order; with fewer than 15 steps the last steps also lower their order
-    (as the reference implementation does), which keeps very short grids stable.
+    The first steps warm up at lower order (step i uses order min(order, i + 1), as every implementation does).
+    `lower_order_final` (see `final_order`): "none" never lowers at the end (k-diffusion; the default: measured
+    best at 10 and 20 steps, docs/samplers.md), "last" makes the last step first order and 3M's second-to-last
+    second order (Lu et al.'s reference code, which does it below 10 steps), "denoise" counts the final Tweedie
+    denoising as that first-order step, so 3M's last step is second order (diffusers' lower_order_final, below 15
+    steps, with final_sigmas_type="zero").
     """
-    check_option("order", order)
-    check_option("eta", eta)
+    for key, value in (("order", order), ("eta", eta), ("third_order", third_order)):
+        check_option(key, value)
+    check_option("lower_order_final", lower_order_final)
     check_grid(sde, ts)
     ts = ts.to(x.device, torch.float64)
     alpha, sigma = sde.marginal(ts)
@@ -92,7 +122,7 @@ def dpm_solver_sample(
     for i in range(steps):
         t = as_time(float(ts[i]), x)
         x0_hats = (x0_hats + [sde.denoise(x, t, score_fn(x, t))])[-order:]
-        k = min(order, i + 1, steps - i if lower_order_final and steps < 15 else order)
+        k = final_order(order, i, steps, lower_order_final)
         x = dpm_solver_update(
             x,
             x0_hats[-k:],
@@ -101,6 +131,7 @@ def dpm_solver_sample(
             float(alpha[i + 1]),
             eta,
             generator,
+            third_order,
         )
         if callback is not None:
             callback({"i": i, "t": ts[i + 1], "x": x})

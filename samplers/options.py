@@ -6,6 +6,7 @@ raises ValueError naming the bad value and what is allowed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -30,9 +31,22 @@ SAMPLER_OPTIONS = {
         "variance": "ancestral_variance",
         "denoise": "denoise",
     },
-    "ode": {"method": "ode_method", "rtol": "rtol", "atol": "atol", "denoise": "denoise"},
+    "ode": {"method": "ode_method", "rtol": "rtol", "atol": "atol", "variable": "ode_variable", "denoise": "denoise"},
     "ddim": {"eta": "eta", "denoise": "denoise"},
-    "dpm_solver": {"order": "order", "eta": "eta", "denoise": "denoise"},
+    "dpm_solver": {
+        "order": "order",
+        "eta": "eta",
+        "third_order": "third_order",
+        "lower_order_final": "lower_order_final",
+        "denoise": "denoise",
+    },
+    "unipc": {
+        "order": "order",
+        "variant": "unipc_variant",
+        "lower_order_final": "lower_order_final",
+        "denoise": "denoise",
+    },
+    "edm": {"s_churn": "s_churn", "s_tmin": "s_tmin", "s_tmax": "s_tmax", "s_noise": "s_noise", "denoise": "denoise"},
 }
 GRID_OPTIONS = ("steps", "grid", "t_min")
 # What each sampler reads from the path besides marginal(t) (every one has a default derived from the marginals,
@@ -45,6 +59,8 @@ SAMPLER_NEEDS = {
     "ode": ("coefficients",),
     "ddim": ("posterior", "logsnr"),
     "dpm_solver": ("logsnr",),
+    "unipc": ("logsnr",),
+    "edm": ("logsnr", "t_from_logsnr"),
 }
 
 
@@ -63,7 +79,7 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
     (named), before any score evaluation."""
     check_choice("sampler", sampler, SAMPLER_OPTIONS)
     require(sde, *SAMPLER_NEEDS[sampler], who=f"sampler {sampler!r}")
-    valid = set(SAMPLER_OPTIONS[sampler]) | ({"lower_order_final"} if sampler == "dpm_solver" else set())
+    valid = set(SAMPLER_OPTIONS[sampler])
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for sampler {sampler!r}; valid options: {sorted(valid)}")
@@ -93,11 +109,18 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
     if sampler == "ald" and "eps" in options and t_min is not None:
         alpha, sigma = sde.marginal(torch.tensor([float(t_min)], dtype=torch.float64))
         check_ald_step(options["eps"], float(sigma / alpha))
+    if sampler == "edm":
+        defaults = {"s_tmin": 0.0, "s_tmax": math.inf}
+        lo, hi = (options.get(key, value) for key, value in defaults.items())
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo > hi:
+            raise ValueError(f"s_tmin must not exceed s_tmax, got s_tmin = {lo}, s_tmax = {hi}")
     if options.get("predictor") == "none" and options.get("corrector") == "none":
         raise ValueError("predictor 'none' with corrector 'none' does nothing; choose at least one")
 
 
 def options_from_config(sampler: str, sampling: Mapping) -> dict:
-    """The sampler's keyword options read from a mapping with the config's `sampling` keys (plain data)."""
+    """The sampler's keyword options read from a mapping with the config's `sampling` keys (plain data); a key
+    set to "default" (or absent) leaves the sampler's own default."""
     check_choice("sampler", sampler, SAMPLER_OPTIONS)
-    return {option: sampling[key] for option, key in SAMPLER_OPTIONS[sampler].items()}
+    items = SAMPLER_OPTIONS[sampler].items()
+    return {option: sampling[key] for option, key in items if sampling.get(key, "default") != "default"}

@@ -1,0 +1,155 @@
+"""Our samplers against diffusers' schedulers on one exact noise predictor (the mixture oracle under DDPM's
+1000-step chain): the same algorithm gives the same samples to float precision.
+
+Needs the optional `compat` extra (`pip install -c .ci/constraints.txt -e ".[compat]"`, torch pinned so the CPU
+build stays); skipped without it. diffusers' timestep k (0-based) is our t = (k + 1) / N, its final step to
+sigma = 0 (final_sigmas_type "zero", or DDIM's alpha_prev = 1) is our final Tweedie denoising, and its samples
+are float32 with float32 coefficients, ours float32 with float64 coefficients: they agree to ~1e-5.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from data.toy import make_mixture
+from samplers import SAMPLERS
+from sde import make_sde
+
+diffusers = pytest.importorskip("diffusers", reason="the optional compat extra (diffusers) is not installed")
+
+MIXTURE = make_mixture("gmm2d", dim=4, seed=3)
+SDE = make_sde("ddpm")
+N = SDE.N
+CHAIN = {"num_train_timesteps": N, "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear"}
+TOL = {"rtol": 1e-4, "atol": 2e-5}
+
+
+def eps(x: torch.Tensor, k) -> torch.Tensor:
+    """The exact noise predictor at diffusers' timestep k: eps* = -sigma_t score(x, t), t = (k + 1) / N."""
+    t = torch.full((x.shape[0],), (int(k) + 1) / N, dtype=torch.float64)
+    sigma = SDE.marginal(t)[1][:, None]
+    return (-sigma * MIXTURE.score(x.double(), t, SDE)).float()
+
+
+def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return MIXTURE.score(x, t, SDE)
+
+
+def start(n: int = 256, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 4, generator=torch.Generator().manual_seed(seed))
+
+
+def run_diffusers(
+    scheduler, x: torch.Tensor, seed: int | None = None, last: bool = True, **step_kwargs
+) -> torch.Tensor:
+    """diffusers' sampling loop; last=False stops before the final step to sigma = 0."""
+    if seed is not None:
+        step_kwargs["generator"] = torch.Generator().manual_seed(seed)
+    for k in scheduler.timesteps if last else scheduler.timesteps[:-1]:
+        x = scheduler.step(eps(x, k), k, x, **step_kwargs).prev_sample
+    return x
+
+
+def grid(timesteps) -> torch.Tensor:
+    """Our time grid through diffusers' timesteps."""
+    return torch.tensor([(int(k) + 1) / N for k in timesteps], dtype=torch.float64)
+
+
+def test_oracle_agrees_with_the_chain():
+    """The test's eps is the chain's exact one (a sanity check of the time convention)."""
+    x = start(8)
+    t = torch.full((8,), 500 / N, dtype=torch.float64)
+    torch.testing.assert_close(eps(x, 499).double(), -SDE.marginal(t)[1][:, None] * score_fn(x.double(), t))
+
+
+@pytest.mark.parametrize("steps", [1000, 50])
+def test_ddpm_ancestral_equals_ddpm_scheduler(steps):
+    """DDPM's Alg. 2 with the posterior variance ("fixed_small"): 1000 steps, and 50 with 'leading' spacing."""
+    sched = diffusers.DDPMScheduler(**CHAIN, clip_sample=False, variance_type="fixed_small")
+    sched.set_timesteps(steps)
+    x_T = start()
+    theirs = run_diffusers(sched, x_T, seed=1)
+    g = torch.Generator().manual_seed(1)
+    ours = SAMPLERS["ancestral"](score_fn, SDE, x_T, grid(sched.timesteps), variance="posterior", generator=g)
+    # 1000 float32 steps accumulate rounding (diffusers' betas are float32 too): max |diff| 1.7e-4 measured.
+    torch.testing.assert_close(ours, theirs, **(TOL if steps < 1000 else {"rtol": 1e-3, "atol": 5e-4}))
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_equals_ddim_scheduler(eta):
+    sched = diffusers.DDIMScheduler(**CHAIN, clip_sample=False, set_alpha_to_one=True)
+    sched.set_timesteps(25)
+    x_T = start()
+    theirs = run_diffusers(sched, x_T, seed=2, eta=eta)
+    g = torch.Generator().manual_seed(2)
+    ours = SAMPLERS["ddim"](score_fn, SDE, x_T, grid(sched.timesteps), eta=eta, generator=g)
+    torch.testing.assert_close(ours, theirs, **TOL)
+
+
+def test_diffusers_ddim_linspace_spacing_steps_to_a_different_time():
+    """diffusers' DDIM with timestep_spacing="linspace" steps from t to t - N // n, not to the next timestep of its
+    own schedule (documented in docs/samplers.md): here 979 -> 959 while the schedule's next timestep is 958."""
+    sched = diffusers.DDIMScheduler(**CHAIN, clip_sample=False, timestep_spacing="linspace")
+    sched.set_timesteps(50)
+    second, third = (int(k) for k in sched.timesteps[1:3])
+    assert (second, third) == (979, 958)
+    assert second - N // 50 == 959 != third
+
+
+@pytest.mark.parametrize(
+    "order, eta, steps", [(2, 0.0, 20), (2, 0.0, 10), (3, 0.0, 20), (3, 0.0, 10), (2, 1.0, 20)], ids=str
+)
+def test_dpm_solver_equals_dpmsolver_multistep_scheduler(order, eta, steps):
+    """DPM-Solver++ 2M / 3M (the libraries' 3M coefficient: third_order="reference") and SDE-DPM-Solver++(2M).
+    diffusers lowers 3M's second-to-last step below 15 steps: our lower_order_final="denoise"."""
+    sched = diffusers.DPMSolverMultistepScheduler(
+        **CHAIN,
+        solver_order=order,
+        algorithm_type="sde-dpmsolver++" if eta else "dpmsolver++",
+        solver_type="midpoint",
+        lower_order_final=True,
+        final_sigmas_type="zero",
+    )
+    sched.set_timesteps(steps)
+    x_T = start()
+    theirs = run_diffusers(sched, x_T, seed=3)
+    g = torch.Generator().manual_seed(3)
+    final = "denoise" if steps < 15 else "none"
+    ours = SAMPLERS["dpm_solver"](
+        score_fn,
+        SDE,
+        x_T,
+        grid(sched.timesteps),
+        order=order,
+        eta=eta,
+        third_order="reference",
+        lower_order_final=final,
+        generator=g,
+    )
+    torch.testing.assert_close(ours, theirs, **TOL)
+
+
+@pytest.mark.parametrize("order, variant, steps", [(2, "bh2", 10), (2, "bh1", 20), (3, "bh2", 10), (3, "bh1", 15)])
+def test_unipc_equals_unipc_multistep_scheduler(order, variant, steps):
+    """UniPC with both B(h). diffusers' bh1 final step to sigma = 0 multiplies B(h) = -inf by 0 and returns NaN
+    (docs/samplers.md), so for bh1 both stop at the last noise level (before the final denoising)."""
+    sched = diffusers.UniPCMultistepScheduler(
+        **CHAIN, solver_order=order, solver_type=variant, lower_order_final=True, final_sigmas_type="zero"
+    )
+    sched.set_timesteps(steps)
+    x_T = start()
+    full = variant == "bh2"
+    theirs = run_diffusers(sched, x_T, last=full)
+    ours = SAMPLERS["unipc"](score_fn, SDE, x_T, grid(sched.timesteps), order=order, variant=variant, denoise=full)
+    torch.testing.assert_close(ours, theirs, **TOL)
+
+
+def test_exact_third_order_differs_from_the_libraries():
+    """The corrected 3M is not what diffusers computes (the comparison above is not vacuous)."""
+    sched = diffusers.DPMSolverMultistepScheduler(**CHAIN, solver_order=3, algorithm_type="dpmsolver++")
+    sched.set_timesteps(20)
+    x_T = start()
+    theirs = run_diffusers(sched, x_T)
+    ours = SAMPLERS["dpm_solver"](score_fn, SDE, x_T, grid(sched.timesteps), order=3, third_order="exact")
+    assert (ours - theirs).abs().max() > 1e-3
