@@ -81,6 +81,12 @@ def main(argv):
         validate_config(cfg, FLAGS.mode, workdir)
     except ConfigError as err:
         sys.exit(f"error: {err}")
+    if FLAGS.mode in ("train", "sample"):
+        from compose.biased import config_bias_warning
+
+        warning = config_bias_warning(cfg)
+        if warning:
+            logging.getLogger("main").warning(warning)
 
     run_mode(FLAGS.mode, cfg, workdir)
 

@@ -17,9 +17,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from compose.biased import bias_warning
 from configs.default import get_default_config
 from models.guidance import guided_score_fn
-from samplers import SAMPLER_OPTIONS, check_sampler_options, count_nfe, options_from_config, run_sampler
+from samplers import (
+    SAMPLER_OPTIONS,
+    check_sampler_options,
+    count_nfe,
+    default_grid,
+    options_from_config,
+    run_sampler,
+)
 from sde import ScoreFn, sde_from_config
 from sde.ode_methods import FIXED_METHODS
 
@@ -216,6 +224,11 @@ def sample(
             valid = sorted(set(keys) | set(sampling))
             raise ValueError(f"unknown option {key!r} for sampler {sampler!r}; valid: {valid}")
         sampling[keys.get(key, key)] = value
+    warning = bias_warning(sampler, getattr(model.sde, "name", ""), sampling["grid"])
+    if sampling["grid"] == "default":
+        warning = bias_warning(sampler, getattr(model.sde, "name", ""), default_grid(model.sde, sampler))
+    if warning:
+        logger.warning(warning)
     return sample_images(model, model.sde, sampling, num_samples, generator, device, shape, progress)
 
 

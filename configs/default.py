@@ -102,13 +102,13 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.eta = 0.0  # DDIM and DPM-Solver++ stochasticity in [0, 1] (0: deterministic ODE solver)
     sampling.order = 2  # DPM-Solver++ and UniPC order (1, 2 or 3)
     sampling.third_order = "exact"  # DPM-Solver++(3M) quadratic term: "exact" (third order) or "reference" (libraries')
-    sampling.lower_order_final = "default"  # multistep end: "none", "last", "denoise" or the sampler's "default"
+    sampling.lower_order_final = "none"  # multistep end: "none" (k-diffusion), "last" (Lu), "denoise" (diffusers)
     sampling.unipc_variant = "bh2"  # UniPC's B(h): "bh1" (B = h) or "bh2" (B = e^h - 1)
     sampling.s_churn = 0.0  # EDM stochastic sampler: churn (0: deterministic Heun, EDM Alg. 1)
     sampling.s_tmin = 0.0  # EDM: churn only at noise levels sigma/alpha in [s_tmin, s_tmax]
     sampling.s_tmax = 1e9  # EDM: upper noise level for churn (1e9: no limit)
     sampling.s_noise = 1.0  # EDM: noise inflation S_noise
-    sampling.grid = "default"  # time grid: "uniform", "quadratic", "logsnr", "karras", or the path's "default"
+    sampling.grid = "default"  # "uniform", "quadratic", "logsnr", "karras", or "default" (samplers.default_grid)
     sampling.t_min = 1e-3  # last time of the sampling grid
     sampling.t_max = 0.0  # first time of the sampling grid (0: the path's T; below T skips the noisiest times)
     sampling.denoise = True  # final Tweedie denoising step

@@ -14,6 +14,7 @@ def get_config():
     cfg.training.loss = "lognormal"  # P_mean = -1.2, P_std = 1.2 (training.p_mean, training.p_std)
     cfg.training.weighting = "edm"  # lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2
     cfg.sampling.sampler, cfg.sampling.steps = "dpm_solver", 20
+    cfg.sampling.grid = "karras"  # the grid of the recipe's measured figures (docs/paths.md); "default" is log-SNR
     cfg.sampling.t_min = 0.002  # EDM's sigma_min
     cfg.eval.bound_spacing = "logsnr"  # a bound grid uniform in t = sigma would waste its steps at large noise
     return cfg

@@ -38,6 +38,10 @@ class GaussianMixture:
         if math.prod(self.shape) != d:
             raise ValueError(f"event shape {self.shape} does not hold {d} dimensions")
         self.dim = d
+        # Isotropic components (S_k = v_k I) take a closed-form inverse: exact d = 784 oracles stay cheap.
+        eye = torch.eye(d, dtype=torch.float64)
+        v = torch.diagonal(covs, dim1=-2, dim2=-1).mean(-1)
+        self._iso_var = v if bool((covs == v[:, None, None] * eye).all()) else None
 
     # ---- Data. ---------------------------------------------------------------------------------------------------
     def sample(
@@ -52,8 +56,10 @@ class GaussianMixture:
         weights = self._class_weights(y)
         comp = torch.multinomial(weights.float(), n, replacement=True, generator=generator)
         noise = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        chol = torch.linalg.cholesky(self.covs)
-        x = self.means[comp] + torch.einsum("nij,nj->ni", chol[comp], noise)
+        chol = torch.linalg.cholesky(self.covs)  # [K, D, D]
+        x = self.means[comp] + torch.einsum("nij,nj->ni", chol[comp], noise) if self._iso_var is None else None
+        if x is None:  # isotropic: the same draws, without an [n, D, D] gather
+            x = self.means[comp] + self._iso_var.sqrt()[comp, None] * noise
         x = x.to(dtype).reshape(n, *self.shape)
         return (x, self.labels[comp]) if return_labels else x
 
@@ -91,6 +97,12 @@ class GaussianMixture:
             sigma = torch.zeros_like(alpha)
         else:
             alpha, sigma = sde.marginal(as_time(t, x).double().cpu())
+        if self._iso_var is not None:  # C_bk = (alpha_b^2 v_k + sigma_b^2) I
+            var = alpha[:, None] ** 2 * self._iso_var + sigma[:, None] ** 2  # [B, K]
+            diff = xf.cpu()[:, None, :] - alpha[:, None, None] * self.means
+            sol = diff / var[..., None]
+            logp = -0.5 * ((diff * sol).sum(-1) + self.dim * torch.log(2 * math.pi * var))
+            return logp + torch.log(self.weights), -sol
         eye = torch.eye(self.dim, dtype=torch.float64)
         cov = alpha[:, None, None, None] ** 2 * self.covs + sigma[:, None, None, None] ** 2 * eye  # [B, K, D, D]
         chol = torch.linalg.cholesky(cov)
@@ -118,10 +130,15 @@ class GaussianMixture:
     def _shared_time_score(self, x: Tensor, t: Tensor, sde: SDE, y) -> Tensor:
         """The score when every example has the same time t [1] (same value as the general path)."""
         alpha, sigma = sde.marginal(t.double().cpu())
-        prec = torch.linalg.inv(alpha**2 * self.covs + sigma**2 * torch.eye(self.dim, dtype=torch.float64))
         diff = x.reshape(x.shape[0], -1).double().cpu()[:, None, :] - alpha * self.means  # [B, K, D]
-        sol = torch.einsum("kij,bkj->bki", prec, diff)  # S_k^{-1} (x - m_k)
-        logp = -0.5 * (diff * sol).sum(-1) + 0.5 * torch.logdet(prec) + torch.log(self.weights)
+        if self._iso_var is not None:
+            var = alpha**2 * self._iso_var + sigma**2  # [K]
+            sol = diff / var[:, None]
+            logp = -0.5 * (diff * sol).sum(-1) - 0.5 * self.dim * torch.log(var) + torch.log(self.weights)
+        else:
+            prec = torch.linalg.inv(alpha**2 * self.covs + sigma**2 * torch.eye(self.dim, dtype=torch.float64))
+            sol = torch.einsum("kij,bkj->bki", prec, diff)  # S_k^{-1} (x - m_k)
+            logp = -0.5 * (diff * sol).sum(-1) + 0.5 * torch.logdet(prec) + torch.log(self.weights)
         resp = torch.softmax(self._restrict(logp, y), -1)  # [B, K]
         return (-(resp[..., None] * sol).sum(1)).reshape(x.shape).to(x.device, x.dtype)
 

@@ -23,7 +23,7 @@ from .base import ancestral_step, final_denoise
 from .ddim import ddim_sample
 from .dpm_solver import dpm_solver_sample
 from .edm import edm_sample
-from .grids import GRIDS, time_grid
+from .grids import GRIDS, SOLVER_SAMPLERS, default_grid, time_grid
 from .langevin import CORRECTORS, ald_sample
 from .nfe import CountingScoreFn, count_nfe
 from .ode import ODE_VARIABLES, ode_sample, solve_probability_flow
@@ -57,10 +57,10 @@ def run_sampler(
     callback=None,
     **options,
 ) -> Tensor:
-    """Check the options, build the named time grid (T -> t_min, `steps` steps; "default": the path's own) and
-    run the named sampler."""
+    """Check the options, build the named time grid (T -> t_min, `steps` steps; "default": the path's own for this
+    sampler, `samplers.default_grid`) and run the named sampler."""
     check_sampler_options(name, sde, steps=steps, grid=grid, t_min=t_min, t_max=t_max, **options)
-    ts = time_grid(sde, steps, t_min, grid, t_max)
+    ts = time_grid(sde, steps, t_min, grid, t_max, sampler=name)
     return SAMPLERS[name](score_fn, sde, x, ts, generator=generator, callback=callback, **options)
 
 
@@ -73,12 +73,14 @@ __all__ = [
     "PREDICTORS",
     "SAMPLERS",
     "SAMPLER_OPTIONS",
+    "SOLVER_SAMPLERS",
     "VARIANCES",
     "ald_sample",
     "ancestral_sample",
     "ancestral_step",
     "check_sampler_options",
     "count_nfe",
+    "default_grid",
     "ddim_sample",
     "dpm_solver_sample",
     "edm_sample",

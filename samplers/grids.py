@@ -52,12 +52,27 @@ def pin_ends(t: Tensor, t_max: float, t_min: float) -> Tensor:
 GRIDS = {"uniform": uniform_grid, "quadratic": quadratic_grid, "logsnr": logsnr_grid, "karras": karras_grid}
 
 
-def time_grid(sde: SDE, steps: int, t_min: float = 1e-3, kind: str = "default", t_max: float | None = None) -> Tensor:
+# Samplers of 10-50 steps whose "default" grid is the path's `solver_grid` (the others use its `default_grid`).
+SOLVER_SAMPLERS = ("ode", "ddim", "dpm_solver", "unipc", "edm")
+
+
+def default_grid(sde: SDE, sampler: str | None = None) -> str:
+    """The grid "default" means for this sampler on this path: log-SNR for EDM's stochastic sampler (geometric in
+    its noise level; measured: the quadratic grid is badly biased with it on the cosine chain), `sde.solver_grid`
+    for the other few-step solvers (SOLVER_SAMPLERS), `sde.default_grid` otherwise."""
+    if sampler == "edm":
+        return "logsnr"
+    return sde.solver_grid if sampler in SOLVER_SAMPLERS else sde.default_grid
+
+
+def time_grid(
+    sde: SDE, steps: int, t_min: float = 1e-3, kind: str = "default", t_max: float | None = None, sampler=None
+) -> Tensor:
     """The named time grid from t_max (default: the path's T) down to t_min, float64 [steps + 1]: one of `GRIDS`, or
-    "default" for the path's own `default_grid`. A t_max below T skips the very noisiest times, where x0_hat =
-    (x + sigma^2 score) / alpha amplifies a network's error by 1/alpha (diffusers' lambda_min_clipped, -5.1 for the
-    cosine schedule); the prior then stands in for p_{t_max}."""
-    kind = sde.default_grid if kind == "default" else kind
+    "default" for the path's own (`default_grid(sde, sampler)`). A t_max below T skips the very noisiest times, where
+    x0_hat = (x + sigma^2 score) / alpha amplifies a network's error by 1/alpha (diffusers' lambda_min_clipped,
+    -5.1 for the cosine schedule); the prior then stands in for p_{t_max}."""
+    kind = default_grid(sde, sampler) if kind == "default" else kind
     if kind not in GRIDS:
         raise ValueError(f"unknown time grid {kind!r}; valid grids: {sorted(GRIDS) + ['default']}")
     if int(steps) != steps or steps < 1:

@@ -90,15 +90,15 @@ def unipc_sample(
     *,
     order: int = 2,
     variant: str = "bh2",
-    lower_order_final: str = "denoise",
+    lower_order_final: str = "none",
     denoise: bool = True,
     generator: torch.Generator | None = None,
     callback=None,
 ) -> Tensor:
     """UniPC-p with B(h) `variant` (Zhao et al. 2023); NFE = steps (+1 denoise), like DPM-Solver++.
 
-    Warm-up and the end follow `samplers.dpm_solver.final_order`; the default "denoise" is diffusers'
-    lower_order_final (its last step, the order-1 step to sigma = 0, is our final denoising).
+    Warm-up and the end follow `samplers.dpm_solver.final_order`; "denoise" is diffusers' lower_order_final (its
+    last step, the order-1 step to sigma = 0, is our final denoising), the same as the default "none" at order 2.
     """
     del generator  # deterministic
     for key, value in (("order", order), ("variant", variant), ("lower_order_final", lower_order_final)):

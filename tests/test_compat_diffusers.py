@@ -141,7 +141,8 @@ def test_unipc_equals_unipc_multistep_scheduler(order, variant, steps):
     x_T = start()
     full = variant == "bh2"
     theirs = run_diffusers(sched, x_T, last=full)
-    ours = SAMPLERS["unipc"](score_fn, SDE, x_T, grid(sched.timesteps), order=order, variant=variant, denoise=full)
+    options = {"order": order, "variant": variant, "lower_order_final": "denoise", "denoise": full}
+    ours = SAMPLERS["unipc"](score_fn, SDE, x_T, grid(sched.timesteps), **options)
     torch.testing.assert_close(ours, theirs, **TOL)
 
 

@@ -106,6 +106,11 @@ ORACLE_CASES = [
     ("dpm_solver", {"steps": 40, "order": 2, "grid": "logsnr"}),
     ("dpm_solver", {"steps": 40, "order": 2, "eta": 1.0, "grid": "logsnr"}),  # SDE-DPM-Solver++(2M)
     ("dpm_solver", {"steps": 40, "order": 3, "eta": 0.5, "grid": "quadratic"}),
+    ("dpm_solver", {"steps": 30, "order": 3, "third_order": "reference", "grid": "logsnr"}),
+    ("unipc", {"steps": 20, "order": 2, "grid": "logsnr"}),
+    ("unipc", {"steps": 20, "order": 3, "variant": "bh1", "grid": "logsnr"}),
+    ("edm", {"steps": 40, "s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0}),  # its default grid: log-SNR
+    ("ode", {"steps": 20, "method": "heun", "grid": "logsnr"}),  # the path's variable: sigma on VE and EDM, t else
 ]
 
 
@@ -384,6 +389,10 @@ def test_subvp_with_langevin_corrector_works():
         ("ode", {"steps": 7, "method": "rk4", "denoise": False}, 4 * 7),
         ("ddim", {"steps": 7, "eta": 0.5}, 7 + 1),
         ("dpm_solver", {"steps": 7, "order": 3}, 7 + 1),
+        ("unipc", {"steps": 7, "order": 3}, 7 + 1),
+        ("unipc", {"steps": 7, "denoise": False}, 7),
+        ("edm", {"steps": 7, "s_churn": 5.0}, 2 * 7 + 1),
+        ("ode", {"steps": 7, "method": "heun", "variable": "sigma"}, 2 * 7 + 1),
     ],
 )
 def test_nfe_is_exact(sampler, options, expected):
