@@ -88,7 +88,7 @@ def run_one(sampler: str, score_fn, sde: SDE, shape, num: int, steps: int, optio
     from samplers import count_nfe, run_sampler
 
     options = dict(options)
-    grid, t_min = options.pop("grid", "uniform"), options.pop("t_min", 1e-3)
+    grid, t_min = options.pop("grid", "default"), options.pop("t_min", 1e-3)
     if sampler == "ald" and "eps" not in options:  # top-level step = noise variance (stable below 4x; see langevin)
         alpha, sigma = sde.marginal(torch.tensor([t_min], dtype=torch.float64))
         options["eps"] = float(sigma / alpha) ** 2
@@ -156,6 +156,13 @@ MNIST_SWEEP = [  # CPU-sized for a trained U-Net (3 s per NFE for 500 samples on
     ("ode dopri5", "ode", {"rtol": 1e-3, "atol": 1e-3}, [1]),
     ("ancestral", "ancestral", {}, [100, 250]),
     ("pc (RD + Langevin)", "pc", {}, [100, 1000]),
+    # Issue 15's few-step sweep (the path's default grids): 5, 10, 15, 20 network calls before the final denoise.
+    ("fast: unipc bh2", "unipc", {}, [5, 10, 15, 20]),
+    ("fast: dpm_solver++ 2M", "dpm_solver", {"order": 2}, [5, 10, 15, 20]),
+    ("fast: dpm_solver++ 3M exact", "dpm_solver", {"order": 3}, [5, 10, 15, 20]),
+    ("fast: dpm_solver++ 3M reference", "dpm_solver", {"order": 3, "third_order": "reference"}, [5, 10, 15, 20]),
+    ("fast: dpm_solver++ 2M SDE eta=1", "dpm_solver", {"order": 2, "eta": 1.0}, [5, 10, 15, 20]),
+    ("fast: edm churn", "edm", {"s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0}, [3, 5, 7, 10]),
 ]
 
 
@@ -190,7 +197,15 @@ def evalnet_scorer(evalnet: str, test_root: str, num_real: int, train_cfg):
 
 
 def checkpoint_sweep(
-    path: str, num: int, sweep, seed: int = 0, evalnet: str = "", test_root: str = "", batch: int = 250, on_row=None
+    path: str,
+    num: int,
+    sweep,
+    seed: int = 0,
+    evalnet: str = "",
+    test_root: str = "",
+    batch: int = 250,
+    on_row=None,
+    t_max_override: float = 0.0,
 ) -> tuple[list[dict], dict]:
     """Run the sweep on a trained checkpoint. Reference: PC with 1000 steps from other noise (sliced W2 in pixel
     space, with its own floor); with an evaluation network also FID/KID against the real test digits."""
@@ -229,7 +244,9 @@ def checkpoint_sweep(
         rows = []
         for label, sampler, options, step_list in sweep:
             for steps in step_list:
-                out, nfe, secs = draw(sampler, steps, options, seed)
+                # The checkpoint's own t_max (e.g. the cosine recipe's 0.99608) unless the row names one.
+                t_max = t_max_override or cfg["sampling"].get("t_max", 0.0) or None
+                out, nfe, secs = draw(sampler, steps, {"t_max": t_max, **options}, seed)
                 row = {
                     "sampler": label,
                     "name": sampler,
@@ -321,6 +338,7 @@ def main(argv=None) -> None:
     parser.add_argument("--only", default="", help="run only the sweep rows whose label contains this text")
     parser.add_argument("--reference", type=int, default=100_000, help="oracle: exact samples in the reference set")
     parser.add_argument("--steps", default="", help="comma-separated step counts replacing each row's own list")
+    parser.add_argument("--t-max", type=float, default=0.0, help="with --checkpoint: first grid time (0: its config's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
@@ -351,7 +369,14 @@ def main(argv=None) -> None:
 
     if args.checkpoint:
         rows, floors = checkpoint_sweep(
-            args.checkpoint, args.num, sweep, args.seed, args.evalnet, args.test_root, on_row=write_json
+            args.checkpoint,
+            args.num,
+            sweep,
+            args.seed,
+            args.evalnet,
+            args.test_root,
+            on_row=write_json,
+            t_max_override=args.t_max,
         )
         title = (
             f"samplers on {args.checkpoint}, {args.num} samples"

@@ -165,3 +165,42 @@ def test_main_sample_mode_end_to_end(tmp_path):
         cmd[:-1] + ["--config.sampling.steps=0"], cwd=repo, capture_output=True, text=True, timeout=120
     )
     assert bad.returncode != 0 and "steps" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "sampler, options",
+    [
+        ("unipc", {"steps": 20, "variant": "bh1", "order": 3}),
+        ("edm", {"steps": 20, "s_churn": 5.0}),
+        ("dpm_solver", {"steps": 20, "order": 3, "third_order": "reference", "lower_order_final": "last"}),
+        ("ode", {"steps": 10, "ode_method": "heun", "ode_variable": "sigma"}),
+    ],
+)
+def test_notebook_api_runs_the_new_samplers_with_config_keys(sampler, options):
+    """The notebook API takes the new options by keyword or config key and records them."""
+    mixture, sde = make_mixture("gmm2d"), make_sde("ve")
+    model = ScoreModel(mixture.eps_net(sde), sde)
+    x, info = sampling.sample(model, sampler, 200, shape=(2,), generator=torch.Generator().manual_seed(0), **options)
+    assert x.shape == (200, 2) and torch.isfinite(x).all()
+    recorded = info["options"]
+    for key, value in options.items():
+        if key != "steps":
+            assert value in recorded.values(), (key, recorded)
+
+
+def test_biased_combinations_are_warned_about_not_refused(caplog):
+    """A measured badly biased (sampler, path, grid) logs one warning with the reason; the default grid does not."""
+    from compose.biased import bias_warning
+
+    assert "uniform-in-t leaves too few steps" in bias_warning("dpm_solver", "vp", "uniform")
+    assert bias_warning("dpm_solver", "vp", "logsnr") is None and bias_warning("pc", "vp", "uniform") is None
+    assert bias_warning("dpm_solver", "ve", "uniform") is None  # uniform in t is log-SNR spacing on VE
+    mixture, sde = make_mixture("gmm2d"), make_sde("vp")
+    model = ScoreModel(mixture.eps_net(sde), sde)
+    with caplog.at_level("WARNING"):
+        sampling.sample(model, "unipc", 8, shape=(2,), steps=5, grid="uniform")
+    assert any("is biased" in r.message and "'uniform'" in r.message for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        sampling.sample(model, "unipc", 8, shape=(2,), steps=5)
+    assert not any("is biased" in r.message for r in caplog.records)
