@@ -9,7 +9,7 @@ shows) and reports
   exact draws; 0 for an unbiased sampler: "+12 %" is a 12 % too large variance), and the z of the mode weights.
 A cell is "ok" when max |z| < 4 in d = 2 and both the spread error and the mode-weight z are within 4 s.e. in
 high d. Prints markdown tables and writes JSON;
-docs/samplers.md quotes them, and `samplers.options.KNOWN_BIASED` (warned about at run time) comes from them.
+docs/samplers.md quotes them, and the run-time warnings of `compose/biased.py` come from them.
 
     nice -n 10 python bench/defaults.py --out bench/results/defaults_oracle
 """

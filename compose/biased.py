@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from samplers import SOLVER_SAMPLERS, default_grid
 
-_VP_TYPE = ("vp", "subvp", "ddpm", "cosine", "edm", "rectified_flow")
+_NOT_VE = ("vp", "subvp", "ddpm", "cosine", "edm", "rectified_flow")
 # (samplers, paths, grid, reason)
 RULES = [
     (
         SOLVER_SAMPLERS,
-        _VP_TYPE,
+        _NOT_VE,
         "uniform",
         "uniform-in-t leaves too few steps at low noise for a 10-50-step solver (measured: 2M at 20 steps spreads "
         "784-D samples 36-250 % too wide)",

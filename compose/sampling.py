@@ -224,9 +224,8 @@ def sample(
             valid = sorted(set(keys) | set(sampling))
             raise ValueError(f"unknown option {key!r} for sampler {sampler!r}; valid: {valid}")
         sampling[keys.get(key, key)] = value
-    warning = bias_warning(sampler, getattr(model.sde, "name", ""), sampling["grid"])
-    if sampling["grid"] == "default":
-        warning = bias_warning(sampler, getattr(model.sde, "name", ""), default_grid(model.sde, sampler))
+    grid = default_grid(model.sde, sampler) if sampling["grid"] == "default" else sampling["grid"]
+    warning = bias_warning(sampler, getattr(model.sde, "name", ""), grid)
     if warning:
         logger.warning(warning)
     return sample_images(model, model.sde, sampling, num_samples, generator, device, shape, progress)

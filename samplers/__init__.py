@@ -19,14 +19,14 @@ from sde import SDE, ScoreFn
 from sde.base import STEP_VARIANCES as VARIANCES  # the ancestral step's variance: "forward" (beta_t), "posterior"
 from sde.ode_methods import ODE_METHODS
 
-from .base import ancestral_step, final_denoise
+from .base import ODE_VARIABLES, ancestral_step, final_denoise
 from .ddim import ddim_sample
 from .dpm_solver import dpm_solver_sample
 from .edm import edm_sample
 from .grids import GRIDS, SOLVER_SAMPLERS, default_grid, time_grid
 from .langevin import CORRECTORS, ald_sample
 from .nfe import CountingScoreFn, count_nfe
-from .ode import ODE_VARIABLES, ode_sample, solve_probability_flow
+from .ode import ode_sample, solve_probability_flow
 from .options import SAMPLER_OPTIONS, check_sampler_options, options_from_config
 from .pc import PREDICTORS, ancestral_sample, pc_sample
 from .unipc import unipc_sample

@@ -20,6 +20,9 @@ from sde.ode_methods import check_ode_method
 THIRD_ORDER = ("exact", "reference")
 # How multistep solvers lower their order at the end (samplers/dpm_solver.py: final_order).
 LOWER_ORDER_FINAL = ("none", "last", "denoise")
+# UniPC's B(h) (samplers/unipc.py) and the fixed-step ODE variables (samplers/ode.py; "default" resolves per path).
+UNIPC_VARIANTS = ("bh1", "bh2")
+ODE_VARIABLES = ("t", "sigma")
 
 
 def check_choice(name: str, value, valid) -> None:
@@ -48,7 +51,7 @@ def check_option(key: str, value) -> None:
         if not (isinstance(value, (int, float)) and 0 <= value <= 1):
             raise ValueError(f"eta must lie in [0, 1] (DDIM and DPM-Solver++ stochasticity), got {value!r}")
     elif key == "variant":
-        check_choice("UniPC variant", value, ("bh1", "bh2"))
+        check_choice("UniPC variant", value, UNIPC_VARIANTS)
     elif key in ("s_churn", "s_tmin", "s_tmax"):
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and value == value):
             raise ValueError(f"{key} must be a number >= 0 (EDM's stochastic sampler), got {value!r}")
@@ -57,7 +60,7 @@ def check_option(key: str, value) -> None:
     elif key in ("n_steps", "n_corrector_steps"):
         check_positive(key, value, integer=True)
     elif key == "variable":
-        check_choice("ODE integration variable", value, ("t", "sigma", "default"))
+        check_choice("ODE integration variable", value, (*ODE_VARIABLES, "default"))
     elif key == "third_order":
         check_choice("third_order (DPM-Solver++(3M) quadratic term)", value, THIRD_ORDER)
     elif key == "lower_order_final":
@@ -77,6 +80,16 @@ def final_denoise(score_fn: ScoreFn, sde: SDE, x: Tensor, t: float | Tensor, den
         return x
     t = as_time(t, x)
     return sde.denoise(x, t, score_fn(x, t))
+
+
+def denoise_at_level(score_fn: ScoreFn, sde: SDE, y: Tensor, level: float, t: float | None = None) -> Tensor:
+    """EDM's denoiser D(y; sigma~) for y = x / alpha_t: x0_hat at the time whose noise level sigma_t / alpha_t is
+    `level` (found by `sde.t_from_logsnr` unless t is given; Karras et al. 2022, Eq. 4 with s(t) = alpha_t)."""
+    if t is None:
+        t = float(sde.t_from_logsnr(torch.tensor([-math.log(level)], dtype=torch.float64)))
+    time = as_time(t, y)
+    x = float(sde.marginal(time[:1].double())[0]) * y
+    return sde.denoise(x, time, score_fn(x, time))
 
 
 def ancestral_step(

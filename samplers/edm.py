@@ -18,9 +18,9 @@ import math
 import torch
 from torch import Tensor
 
-from sde import SDE, ScoreFn, as_time
+from sde import SDE, ScoreFn
 
-from .base import check_grid, check_option, randn_like
+from .base import check_grid, check_option, denoise_at_level, randn_like
 
 
 def check_edm_options(s_churn, s_tmin, s_tmax, s_noise) -> None:
@@ -59,14 +59,6 @@ def edm_sample(
     gamma_max = min(s_churn / (steps + 1), math.sqrt(2.0) - 1.0)
     level_top = float(torch.exp(-sde.logsnr(torch.tensor([float(sde.T)], dtype=torch.float64))))
 
-    def denoised(y: Tensor, level: float, t: float | None) -> Tensor:
-        """D(y; sigma~): the data prediction at the time with noise level `level` (t if already known)."""
-        if t is None:
-            t = float(sde.t_from_logsnr(torch.tensor([-math.log(level)], dtype=torch.float64)))
-        time = as_time(t, y)
-        a = float(sde.marginal(time[:1].double())[0])
-        return sde.denoise(a * y, time, score_fn(a * y, time))
-
     def churn(y: Tensor, i: int) -> tuple[Tensor, float, float | None]:
         """Raise the noise level at grid point i by gamma_i (Alg. 2, lines 4-6)."""
         level = noise_levels[i]
@@ -82,10 +74,12 @@ def edm_sample(
     y = x / alpha[0]
     for i in range(steps):
         y_hat, level_hat, t_hat = churn(y, i)
-        d = (y_hat - denoised(y_hat, level_hat, t_hat)) / level_hat
+        d = (y_hat - denoise_at_level(score_fn, sde, y_hat, level_hat, t_hat)) / level_hat
         h = noise_levels[i + 1] - level_hat
         y_next = y_hat + h * d
-        d_next = (y_next - denoised(y_next, noise_levels[i + 1], float(ts[i + 1]))) / noise_levels[i + 1]
+        d_next = (
+            y_next - denoise_at_level(score_fn, sde, y_next, noise_levels[i + 1], float(ts[i + 1]))
+        ) / noise_levels[i + 1]
         y = y_hat + h / 2 * (d + d_next)
         if callback is not None:
             callback({"i": i, "t": ts[i + 1], "x": alpha[i + 1] * y})
@@ -93,4 +87,4 @@ def edm_sample(
         return alpha[-1] * y
     # Final denoising: EDM's last step, Euler to sigma = 0 from the churned point.
     y_hat, level_hat, t_hat = churn(y, steps)
-    return denoised(y_hat, level_hat, t_hat)
+    return denoise_at_level(score_fn, sde, y_hat, level_hat, t_hat)

@@ -14,6 +14,7 @@ import torch
 from sde import SDE, require
 
 from .base import check_choice, check_option, check_positive
+from .edm import check_edm_options
 from .grids import GRIDS
 from .langevin import CORRECTORS, check_ald_step
 from .pc import PREDICTORS
@@ -109,11 +110,9 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
     if sampler == "ald" and "eps" in options and t_min is not None:
         alpha, sigma = sde.marginal(torch.tensor([float(t_min)], dtype=torch.float64))
         check_ald_step(options["eps"], float(sigma / alpha))
-    if sampler == "edm":
-        defaults = {"s_tmin": 0.0, "s_tmax": math.inf}
-        lo, hi = (options.get(key, value) for key, value in defaults.items())
-        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo > hi:
-            raise ValueError(f"s_tmin must not exceed s_tmax, got s_tmin = {lo}, s_tmax = {hi}")
+    if sampler == "edm":  # the pair S_tmin <= S_tmax, with the sampler's defaults for what is not given
+        edm = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0}
+        check_edm_options(**{key: options.get(key, value) for key, value in edm.items()})
     if options.get("predictor") == "none" and options.get("corrector") == "none":
         raise ValueError("predictor 'none' with corrector 'none' does nothing; choose at least one")
 

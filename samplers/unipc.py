@@ -28,11 +28,8 @@ from sde import SDE, ScoreFn, as_time
 from .base import check_grid, check_option, final_denoise
 from .dpm_solver import final_order
 
-# The B(h) of the UniPC paper's two variants (data-prediction form, hh = -h).
-UNIPC_VARIANTS = ("bh1", "bh2")
 
-
-def unipc_coefficients(rks: list[float], h: float, order: int, variant: str) -> tuple[list[float], float, float]:
+def unipc_coefficients(h: float, order: int, variant: str) -> tuple[list[float], float, float]:
     """(g, B(h), h phi_1) for `order` terms: g_i = i! h phi_{i+1}(h) / B(h), in the data form (hh = -h)."""
     hh = -h
     h_phi_1 = math.expm1(hh)
@@ -69,7 +66,7 @@ def unipc_update(
     m0 = x0_hats[-1]
     rks = [(lam[-2 - k] - lam[-2]) / h for k in range(1, order)]
     d1s = [(x0_hats[-1 - k] - m0) / r for k, r in zip(range(1, order), rks)]
-    g, b_h, h_phi_1 = unipc_coefficients(rks, h, order, variant)
+    g, b_h, h_phi_1 = unipc_coefficients(h, order, variant)
     x_next = (sigma[1] / sigma[0]) * x - (alpha_next * h_phi_1) * m0
     if x0_new is None:  # UniP: p - 1 earlier points
         if order == 1:
