@@ -217,13 +217,20 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-probes", type=int, default=1)
     parser.add_argument("--num-dequant", type=int, default=1)
-    parser.add_argument("--tolerances", type=float, nargs="+", default=[1e-3, 1e-5])
+    parser.add_argument(
+        "--tolerances", type=float, nargs="+", default=None, help="default: 1e-3 1e-5 (MNIST), 1e-3..1e-6 (--compare)"
+    )
     parser.add_argument("--bound-steps", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-bound", action="store_true", help="MNIST: skip the discrete variational bound")
+    parser.add_argument("--compare", action="store_true", help="side by side with score_sde's algorithm")
+    parser.add_argument("--targets", nargs="+", default=["diagonal", "correlated"])
+    parser.add_argument("--sdes", nargs="+", default=["vp", "subvp", "ve", "ddpm"])
     parser.add_argument("--name", default="", help="results file name (default: by mode)")
     parser.add_argument("--results-dir", default=RESULTS, help="folder of the .json and .md results")
     args = parser.parse_args(argv)
+    if args.tolerances is None:
+        args.tolerances = [1e-3, 1e-4, 1e-5, 1e-6] if args.compare and not args.checkpoint else [1e-3, 1e-5]
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
@@ -233,6 +240,20 @@ def main(argv=None) -> None:
     os.makedirs(args.results_dir, exist_ok=True)
     if bool(args.checkpoint) != bool(args.mnist_root):
         parser.error("--checkpoint and --mnist-root go together")
+    if args.compare and not args.checkpoint:
+        from likelihood_compare import COMPARE_HEADER, format_compare, matched_table, run_compare
+
+        print(COMPARE_HEADER)
+        rows = run_compare(args, GaussianOracle)
+        name = args.name or "likelihood_compare"
+        with open(os.path.join(args.results_dir, f"{name}.json"), "w") as f:
+            json.dump({"machine": machine, "command": command, "args": vars(args), "rows": rows}, f, indent=2)
+        with open(os.path.join(args.results_dir, f"{name}.md"), "w") as f:
+            f.write(f"machine: {machine}\n\ncommand: `{command}`\n\n")
+            f.write(COMPARE_HEADER + "\n" + "\n".join(format_compare(r) for r in rows) + "\n\n")
+            f.write(matched_table(rows) + "\n")
+        print(matched_table(rows))
+        return
     name = args.name or ("likelihood_mnist" if args.checkpoint else "likelihood_analytic")
     if not args.checkpoint:
         print(HEADER)

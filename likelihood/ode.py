@@ -28,33 +28,63 @@ import math
 
 import torch
 from torch import Tensor
-from torchdiffeq import odeint
 
 from sde import SDE, ScoreFn, append_dims, as_time, require
-from sde.ode_methods import ADAPTIVE_METHODS, TORCHDIFFEQ_NAME, check_ode_method
+from sde.ode_methods import ADAPTIVE_METHODS, ODE_METHODS, TORCHDIFFEQ_NAME
 
 from .divergence import DIVERGENCES, PROBES, draw_probes, exact_divergence, hutchinson_divergence
+from .exponential import ORDERS, exponential_log_likelihood
 
 TIME_VARIABLES = ("auto", "t", "logsnr")
+EXPONENTIAL = "exponential"
+LIKELIHOOD_METHODS = (EXPONENTIAL, *ODE_METHODS)
+STATE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+EXPONENTIAL_OPTIONS = ("order", "first_step", "max_calls")
 
 
 def check_ode_options(
-    sde: SDE, t_min: float, rtol: float, atol: float, method: str, divergence: str, probe: str, num_probes: int
+    sde: SDE,
+    t_min: float,
+    rtol: float,
+    atol: float,
+    method: str,
+    divergence: str,
+    probe: str,
+    num_probes: int,
+    time_variable: str = "auto",
+    state_dtype: str | torch.dtype | None = None,
+    order: int = 4,
 ) -> None:
-    """Raise ValueError naming the bad option (or what the path lacks) and what is allowed, before any work."""
+    """Raise ValueError naming the bad option (or what the path lacks) and what is allowed, before any work.
+    Draws nothing from any random number generator."""
     require(sde, "coefficients", "logsnr", "prior_std", who="the ODE likelihood")
     if not (isinstance(t_min, int | float) and 0 < t_min < sde.T):
         raise ValueError(f"t_min must lie in (0, T) = (0, {sde.T}), got {t_min!r}")
     for name, tol in (("rtol", rtol), ("atol", atol)):
         if not (isinstance(tol, int | float) and math.isfinite(tol) and tol > 0):
             raise ValueError(f"{name} must be a positive finite number, got {tol!r}")
-    check_ode_method(method)
+    if method not in LIKELIHOOD_METHODS:
+        raise ValueError(f"unknown ODE method {method!r}; valid: {list(LIKELIHOOD_METHODS)}")
+    if time_variable not in TIME_VARIABLES:
+        raise ValueError(f"unknown time variable {time_variable!r}; valid: {list(TIME_VARIABLES)}")
+    resolve_state_dtype(state_dtype)
+    if method == EXPONENTIAL and (isinstance(order, bool) or order not in ORDERS):
+        raise ValueError(f"order must be one of {list(ORDERS)} for the exponential integrator, got {order!r}")
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; valid: {list(DIVERGENCES)}")
     if probe not in PROBES:  # checked by name: validating draws nothing from any RNG
         raise ValueError(f"unknown probe {probe!r}; valid: {sorted(PROBES)}")
     if isinstance(num_probes, bool) or int(num_probes) != num_probes or num_probes < 1:
         raise ValueError(f"num_probes must be an integer >= 1, got {num_probes!r}")
+
+
+def resolve_state_dtype(state_dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """None (the data's dtype), "float32"/"float64" or a torch dtype of those -> torch dtype or None."""
+    if state_dtype is None or state_dtype in STATE_DTYPES.values():
+        return state_dtype
+    if state_dtype in STATE_DTYPES:
+        return STATE_DTYPES[state_dtype]
+    raise ValueError(f"unknown state dtype {state_dtype!r}; valid: {list(STATE_DTYPES)} (or None: the data's)")
 
 
 def _ode_func(
@@ -65,14 +95,16 @@ def _ode_func(
     counter: list[int],
     time_variable: str,
     t_min: float,
+    net_dtype: torch.dtype,
 ):
     """Right-hand side of the augmented ODE (dx/du, d delta/du) = (f~ dt/du, div f~ dt/du per probe) in the
-    integration variable u = t, or u = lambda_t with dt/dlambda = -2 sigma_t^2 / g_t^2 (true for every path)."""
+    integration variable u = t, or u = lambda_t with dt/dlambda = -2 sigma_t^2 / g_t^2 (true for every path).
+    The state may be float64 while the network sees its own dtype `net_dtype`."""
 
     def func(u: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         counter[0] += 1
         with torch.enable_grad():
-            x = state[0].detach().requires_grad_(True)
+            x = state[0].detach().to(net_dtype).requires_grad_(True)
             t = u if time_variable == "t" else sde.t_from_logsnr(u).clamp(t_min, sde.T)
             t_vec = as_time(t.to(x.dtype), x)
             drift = sde.reverse(x, t_vec, score_fn(x, t_vec), probability_flow=True)[0]  # [B, *D]
@@ -83,7 +115,7 @@ def _ode_func(
                 div = exact_divergence(drift, x)  # [B, 1]
             else:
                 div = hutchinson_divergence(drift, x, probes)  # [B, K]
-        return drift.detach(), div.detach()
+        return drift.detach().to(state[0].dtype), div.detach().to(state[1].dtype)
 
     return func
 
@@ -112,6 +144,7 @@ def log_likelihood_per_probe(
     generator: torch.Generator | None = None,
     time_variable: str = "auto",
     options: dict | None = None,
+    state_dtype: str | torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor, int]:
     """log p_{t_min}(x) in nats by the probability-flow ODE, one estimate per probe (Song et al. 2021, Eq. 39).
 
@@ -119,29 +152,62 @@ def log_likelihood_per_probe(
     time_variable: integrate in "t", or in "logsnr" = lambda_t = log(alpha_t / sigma_t) (smooth even for chains),
     or "auto" (see `resolve_time_variable`). `options` go to torchdiffeq (e.g. {"step_size": 0.01} for the
     fixed-grid methods; the step is then in the integration variable).
+
+    method="exponential" (likelihood/exponential.py) is the adaptive exponential multistep integrator built for
+    this ODE: `options` {"order": 1..5 (4), "first_step", "max_calls"}; rtol/atol bound each step's error in
+    bits/dim (atol + rtol |log p| / (D ln 2)); time_variable is its interpolation variable ("auto": lambda where
+    alpha = 1, else t). The count returned is network calls (rejected steps included); its log p is float64.
+    state_dtype: "float64" integrates the state and the accumulator in float64 (the network gets x's dtype).
     """
-    check_ode_options(sde, t_min, rtol, atol, method, divergence, probe, num_probes)
-    time_variable = resolve_time_variable(sde, time_variable)
+    options = dict(options or {})
+    order = options.get("order", 4)
+    check_ode_options(sde, t_min, rtol, atol, method, divergence, probe, num_probes, time_variable, state_dtype, order)
+    state_dtype = resolve_state_dtype(state_dtype)
     # Probes: drawn once per solve, fixed along the trajectory, one accumulator each.
     probes = None
     if divergence == "hutchinson":
         probes = draw_probes(probe, x.shape, num_probes, generator, x.device, x.dtype)  # [K, B, *D]
+    if method == EXPONENTIAL:
+        unknown = set(options) - set(EXPONENTIAL_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"unknown options {sorted(unknown)} for method 'exponential'; valid: {list(EXPONENTIAL_OPTIONS)}"
+            )
+        logp, z, calls = exponential_log_likelihood(
+            score_fn,
+            sde,
+            x,
+            t_min,
+            probes,
+            divergence,
+            rtol=rtol,
+            atol=atol,
+            variable=time_variable,
+            state_dtype=state_dtype,
+            **options,
+        )
+        return logp, z, calls
+    from torchdiffeq import odeint  # imported here: the option checks and every other mode start without it
+
+    time_variable = resolve_time_variable(sde, time_variable)
     counter = [0]
-    func = _ode_func(score_fn, sde, divergence, probes, counter, time_variable, t_min)
+    func = _ode_func(score_fn, sde, divergence, probes, counter, time_variable, t_min, x.dtype)
     # Solve from t_min up to T; adaptive steps are forced to land on the end point, never past it.
     ends = torch.tensor([t_min, sde.T], dtype=torch.float64)
     if time_variable == "logsnr":
         ends = sde.logsnr(ends)
-    ends = ends.to(x.device, x.dtype)
-    options = dict(options or {})
+    ends = ends.to(x.device, state_dtype or x.dtype)
     if method in ADAPTIVE_METHODS:
         options.setdefault("step_t", ends[1:])
-    state0 = (x.detach(), x.new_zeros(x.shape[0], 1 if probes is None else num_probes))
+    dtype = state_dtype or x.dtype
+    state0 = (
+        x.detach().to(dtype),
+        torch.zeros(x.shape[0], 1 if probes is None else num_probes, dtype=dtype, device=x.device),
+    )
     xs, deltas = odeint(func, state0, ends, rtol=rtol, atol=atol, method=TORCHDIFFEQ_NAME[method], options=options)
-    z, delta = xs[-1], deltas[-1]
     # Change of variables: log p_{t_min}(x) = log prior(z) + int div f~ dt.
-    logp = sde.prior_logp(z)[:, None] + delta
-    return logp, z, counter[0]
+    logp = sde.prior_logp(xs[-1])[:, None] + deltas[-1]
+    return logp, xs[-1].to(x.dtype), counter[0]
 
 
 def log_likelihood(
@@ -158,12 +224,26 @@ def log_likelihood(
     generator: torch.Generator | None = None,
     time_variable: str = "auto",
     options: dict | None = None,
+    state_dtype: str | torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor, int]:
     """log p(x) in nats per example [B] via the probability-flow ODE, with z = x(T) and the NFE (Song et al. 2021).
 
     The K Hutchinson estimates are averaged; see `log_likelihood_per_probe` for them one by one.
     """
     logp, z, nfe = log_likelihood_per_probe(
-        score_fn, sde, x, t_min, rtol, atol, method, divergence, probe, num_probes, generator, time_variable, options
+        score_fn,
+        sde,
+        x,
+        t_min,
+        rtol,
+        atol,
+        method,
+        divergence,
+        probe,
+        num_probes,
+        generator,
+        time_variable,
+        options,
+        state_dtype,
     )
     return logp.mean(1), z, nfe

@@ -1,0 +1,217 @@
+"""The exponential multistep likelihood integrator (likelihood/exponential.py) against exact answers.
+
+Oracles: data.toy.GaussianMixture's exact score and log-density on every path; polynomials that the order-k step
+and the quadrature must integrate exactly (that is what "order k" means for a multistep rule, checked here with
+the variable-step weights actually used); a counting score_fn for what is evaluated where.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_likelihood import TARGETS
+
+from data.toy import make_mixture
+from likelihood import check_ode_options, log_likelihood, log_likelihood_per_probe
+from likelihood.exponential import QUADRATURE_POINTS, _quadrature, _Variable
+from sde import EDMSDE, VESDE, VPSDE, CosineVPSDE, DiscreteVPSDE, RectifiedFlow, SubVPSDE
+
+
+def reference_integral(f, lam_a: float, lam_b: float) -> float:
+    """int_{lam_a}^{lam_b} f(lambda) dlambda by 200-point Gauss-Legendre (converged to rounding for the smooth
+    integrands here; scipy's quad loses digits to t(lambda)'s bisection)."""
+    u, w = np.polynomial.legendre.leggauss(200)
+    lam = (lam_a + lam_b) / 2 + (lam_b - lam_a) / 2 * u
+    return float((lam_b - lam_a) / 2 * np.sum(w * np.array([f(v) for v in lam])))
+
+
+PATHS = [VPSDE(), SubVPSDE(), VESDE(), CosineVPSDE(), EDMSDE(), RectifiedFlow(), DiscreteVPSDE(N=40)]
+
+
+@pytest.mark.parametrize("sde", PATHS, ids=lambda s: s.name)
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_matches_exact_log_density_on_every_path(sde, target):
+    """Exact divergence, float64, rtol = atol = 1e-7: log p_{t_min}(x) within 1e-5 bits/dim of the closed form
+    (the prior replaced by the exact log p_T(z), as in test_likelihood)."""
+    mix = TARGETS[target]()
+    x = mix.sample(3, torch.Generator().manual_seed(0), dtype=torch.float64)
+    logp, z, calls = log_likelihood(
+        mix.score_fn(sde), sde, x, method="exponential", divergence="exact", rtol=1e-7, atol=1e-7
+    )
+    solver_logp = logp - sde.prior_logp(z) + mix.log_prob(z, sde.T, sde)
+    err_bpd = (solver_logp - mix.log_prob(x, 1e-5, sde)).abs() / (mix.dim * math.log(2))
+    assert err_bpd.max() < 1e-5, (err_bpd, calls)
+    assert logp.dtype == torch.float64 and 5 < calls < 1000
+
+
+@pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=lambda s: s.name)
+def test_error_falls_with_the_tolerance(sde):
+    """The step controller works: on an 8-D correlated Gaussian the error at rtol = atol = 1e-8 is at least 100x
+    below the error at 1e-3, and it costs more calls."""
+    mix = make_mixture("gaussian", 8, seed=3)
+    x = mix.sample(4, torch.Generator().manual_seed(1), dtype=torch.float64)
+    errs, calls = [], []
+    for tol in (1e-3, 1e-8):
+        logp, z, n = log_likelihood(
+            mix.score_fn(sde), sde, x, method="exponential", divergence="exact", rtol=tol, atol=tol
+        )
+        errs.append((logp - sde.prior_logp(z) + mix.log_prob(z, sde.T, sde) - mix.log_prob(x, 1e-5, sde)).abs().max())
+        calls.append(n)
+    assert errs[1] < errs[0] / 100 and calls[1] > calls[0], (errs, calls)
+
+
+@pytest.mark.parametrize("variable", ["t", "logsnr"])
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
+def test_order_k_weights_are_exact_for_degree_k_minus_1(order, variable):
+    """What "order k" means for the multistep rule: with the interpolated quantity (eps in lambda, the score in t,
+    whose weight carries the factor sigma) a polynomial of degree k - 1 in tau, the step's
+    weights through k uneven past nodes (Adams-Bashforth: extrapolation) and through the new node and k - 1 past
+    ones (Adams-Moulton: the corrector) give int e^{-lambda} eps(tau(lambda)) dlambda to rounding. Checked for the
+    weights the integrator uses, against adaptive quadrature, on the VP path in t and in lambda."""
+    sde = VPSDE()
+    var = _Variable(sde, variable, 1e-3)
+    rng = np.random.default_rng(order)
+    coef = rng.standard_normal(order)
+    span = var.end - var.start
+
+    def poly(tau):
+        u = (tau - var.start) / span
+        return sum(c * u**j for j, c in enumerate(coef))
+
+    to_tau = (lambda lam: lam) if variable == "logsnr" else (lambda lam: float(sde.t_from_logsnr(torch.tensor(lam))))
+    in_t = variable == "t"
+
+    def weight(lam):  # e^{-lambda}, times sigma(lambda) for the score in t
+        sigma = sde.marginal(sde.t_from_logsnr(torch.tensor([lam], dtype=torch.float64)))[1].item()
+        return math.exp(-lam) * (sigma if in_t else 1.0)
+
+    for a_frac, h_frac in [(0.3, 0.05), (0.6, 0.11)]:
+        a, b = var.start + a_frac * span, var.start + (a_frac + h_frac) * span
+        past = [a - span * s for s in np.cumsum(rng.uniform(0.01, 0.04, order - 1))][::-1]  # uneven, before a
+        lam_a, lam_b = var.point(a)[0], var.point(b)[0]
+        want = reference_integral(lambda lam: weight(lam) * poly(to_tau(lam)), lam_a, lam_b)
+        for nodes in ([*past, a], [*past[1:], a, b]):  # predictor, corrector
+            w = var.weights(nodes, a, b, lam_a, lam_b, -1.0, times_sigma=in_t)
+            got = float(np.dot(w, [poly(tau) for tau in nodes]))
+            assert abs(got - want) < 1e-9 * max(1.0, abs(want)), (nodes, got, want)
+    # ... and not for degree k: the order is k, not more.
+    coef = np.append(coef, 1.0)
+    a, b = var.start + 0.3 * span, var.start + 0.35 * span
+    nodes = [a - span * 0.02 * i for i in range(order)][::-1]
+    lam_a, lam_b = var.point(a)[0], var.point(b)[0]
+    want = reference_integral(lambda lam: weight(lam) * poly(to_tau(lam)), lam_a, lam_b)
+    got = float(np.dot(var.weights(nodes, a, b, lam_a, lam_b, -1.0, in_t), [poly(tau) for tau in nodes]))
+    assert abs(got - want) > 1e-7 * abs(want)
+
+
+@pytest.mark.parametrize("name", ["t", "logsnr"])
+def test_quadrature_is_exact_for_degree_five(name):
+    """The composite rule (six nearest nodes per interval) integrates a degree-5 polynomial in tau exactly on an
+    uneven grid, in t (weights in lambda through t(lambda)) and in lambda."""
+    sde = VPSDE()
+    rng = np.random.default_rng(0)
+    var = _Variable(sde, name, 1e-3)
+    taus = np.sort(rng.uniform(var.start, var.end, 9)) if name == "t" else -np.sort(-rng.uniform(var.end, var.start, 9))
+    taus = [var.start, *taus.tolist(), var.end]
+    lams = [var.point(tau)[0] for tau in taus]
+    coef = rng.standard_normal(QUADRATURE_POINTS)
+
+    def poly(tau):
+        u = (tau - var.start) / (var.end - var.start)
+        return sum(c * u**j for j, c in enumerate(coef))
+
+    psis = [torch.tensor([[poly(tau)]], dtype=torch.float64) for tau in taus]
+    got = _quadrature(var, taus, lams, psis, len(taus) - 1).item()
+    to_tau = (lambda lam: lam) if name == "logsnr" else (lambda lam: float(sde.t_from_logsnr(torch.tensor(lam))))
+    want = sum(reference_integral(lambda lam: poly(to_tau(lam)), a, b) for a, b in zip(lams[:-1], lams[1:]))
+    assert abs(got - want) < 1e-8 * max(1.0, abs(want)), (name, got, want)
+
+
+@pytest.mark.parametrize("variable", ["t", "logsnr"])
+def test_calls_stay_in_t_min_to_T_and_are_counted(variable):
+    sde, mix = VPSDE(), make_mixture("gaussian", 3)
+    x = mix.sample(4, torch.Generator().manual_seed(0), dtype=torch.float64)
+    calls = []
+
+    def score_fn(x, t):
+        calls.append(t.detach().clone())
+        return mix.score(x, t, sde)
+
+    _, _, n = log_likelihood(
+        score_fn,
+        sde,
+        x,
+        t_min=1e-3,
+        method="exponential",
+        time_variable=variable,
+        rtol=1e-4,
+        atol=1e-4,
+        generator=torch.Generator().manual_seed(0),
+    )
+    times = torch.cat(calls)
+    assert n == len(calls) and times.min() >= 1e-3 - 1e-12 and times.max() <= sde.T + 1e-12
+
+
+def test_hutchinson_estimate_is_unbiased_with_one_call_per_node():
+    """K = 8 Rademacher probes on a correlated 4-D Gaussian: the mean of the 16 x 8 errors lies within 4 s.e. of
+    zero (the integrator's own error at 1e-6 is ~1e-5 nats), every probe has its own accumulator."""
+    sde, mix = VESDE(), make_mixture("gaussian", 4, seed=4)
+    x = mix.sample(16, torch.Generator().manual_seed(1), dtype=torch.float64)
+    logp, z, _ = log_likelihood_per_probe(
+        mix.score_fn(sde),
+        sde,
+        x,
+        method="exponential",
+        num_probes=8,
+        rtol=1e-6,
+        atol=1e-6,
+        generator=torch.Generator().manual_seed(2),
+    )
+    err = logp - sde.prior_logp(z)[:, None] + mix.log_prob(z, sde.T, sde)[:, None] - mix.log_prob(x, 1e-5, sde)[:, None]
+    stderr = err.std() / math.sqrt(err.numel())
+    assert logp.shape == (16, 8) and stderr > 0.01
+    assert err.mean().abs() < 4 * stderr + 1e-3
+
+
+def test_float64_state_reaches_tighter_errors_from_float32_data():
+    """float32 data and score, dopri5 at 1e-8: a float64 state and accumulator (state_dtype) lands closer to the
+    exact log-density than the float32 state does (whose rounding floor is ~1e-6 relative)."""
+    sde, mix = VPSDE(), make_mixture("gaussian", 16, seed=7)
+    x = mix.sample(4, torch.Generator().manual_seed(0), dtype=torch.float32)
+    score = mix.score_fn(sde)
+    exact = mix.log_prob(x.double(), 1e-5, sde)
+    errs = {}
+    for state_dtype in (None, "float64"):
+        logp, z, _ = log_likelihood(score, sde, x, divergence="exact", rtol=1e-8, atol=1e-8, state_dtype=state_dtype)
+        errs[state_dtype] = (
+            (logp.double() - sde.prior_logp(z.double()) + mix.log_prob(z.double(), sde.T, sde) - exact).abs().max()
+        )
+        assert z.dtype == torch.float32
+    assert errs["float64"] < errs[None], errs
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"method": "exponential", "options": {"order": 6}}, "order"),
+        ({"method": "exponential", "options": {"order": True}}, "order"),
+        ({"method": "exponential", "options": {"steps": 10}}, "unknown options"),
+        ({"state_dtype": "float16"}, "state dtype"),
+        ({"method": "exponential", "time_variable": "sigma"}, "time variable"),
+    ],
+)
+def test_bad_options_raise_before_any_call(kwargs, match):
+    def score_fn(x, t):
+        raise AssertionError("the score must not be evaluated for bad options")
+
+    with pytest.raises(ValueError, match=match):
+        log_likelihood(score_fn, VPSDE(), torch.zeros(2, 3), **kwargs)
+
+
+def test_option_checks_draw_nothing_from_any_rng():
+    state = torch.random.get_rng_state()
+    check_ode_options(VPSDE(), 1e-5, 1e-5, 1e-5, "exponential", "hutchinson", "rademacher", 4, "auto", "float64", 4)
+    assert torch.equal(state, torch.random.get_rng_state())
