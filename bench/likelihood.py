@@ -230,7 +230,13 @@ def main(argv=None) -> None:
     parser.add_argument("--results-dir", default=RESULTS, help="folder of the .json and .md results")
     args = parser.parse_args(argv)
     if args.tolerances is None:
-        args.tolerances = [1e-3, 1e-4, 1e-5, 1e-6] if args.compare and not args.checkpoint else [1e-3, 1e-5]
+        args.tolerances = (
+            [1e-3, 1e-4, 1e-5, 1e-6]
+            if args.compare and not args.checkpoint
+            else [1e-2, 1e-3, 1e-4]
+            if args.compare
+            else [1e-3, 1e-5]
+        )
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
@@ -240,6 +246,17 @@ def main(argv=None) -> None:
     os.makedirs(args.results_dir, exist_ok=True)
     if bool(args.checkpoint) != bool(args.mnist_root):
         parser.error("--checkpoint and --mnist-root go together")
+    if args.compare and args.checkpoint:
+        from likelihood_compare import mnist_compare_table, run_mnist_compare
+
+        rows = run_mnist_compare(args)
+        name = args.name or "likelihood_mnist_compare"
+        with open(os.path.join(args.results_dir, f"{name}.json"), "w") as f:
+            json.dump({"machine": machine, "command": command, "args": vars(args), "rows": rows}, f, indent=2)
+        with open(os.path.join(args.results_dir, f"{name}.md"), "w") as f:
+            f.write(f"machine: {machine}\n\ncommand: `{command}`\n\n{mnist_compare_table(rows)}\n")
+        print(mnist_compare_table(rows))
+        return
     if args.compare and not args.checkpoint:
         from likelihood_compare import COMPARE_HEADER, format_compare, matched_table, run_compare
 

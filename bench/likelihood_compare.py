@@ -232,3 +232,139 @@ def matched_table(rows: list[dict]) -> str:
                 f"{r['score_sde_work_at_err']:.0f}{flag} | {r['work_ratio']:.2f} |"
             )
     return "\n".join(lines)
+
+
+# ---- A trained MNIST model. ---------------------------------------------------------------------------------------
+class _Timed:
+    """Wraps a score function: counts calls and the seconds spent in them and in their vector-Jacobian products
+    (the VJPs run inside the solver's autograd.grad; they are timed by a hook on the score's output)."""
+
+    def __init__(self, score_fn):
+        self.score_fn, self.seconds, self.calls = score_fn, 0.0, 0
+
+    def __call__(self, x, t):
+        start = time.perf_counter()
+        out = self.score_fn(x, t)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        if out.requires_grad:
+            out.register_hook(self._hook_start)
+            x.register_hook(self._hook_end)
+        return out
+
+    def _hook_start(self, grad):
+        self._t0 = time.perf_counter()
+        return grad
+
+    def _hook_end(self, grad):
+        self.seconds += time.perf_counter() - self._t0
+        return grad
+
+
+def run_mnist_compare(args) -> list[dict]:
+    """NFE, network time, framework overhead and bits/dim error against a tight-tolerance reference of the same
+    model (exponential, float64 state, 1e-7) on the first --num-images test digits, one probe and one
+    dequantisation draw (the same for every setting); then per-example step control: each of the first 16 digits
+    solved alone, its calls against the batch's."""
+    from compose.checkpoints import load_score_model
+    from data.datasets import dequantize_and_scale
+    from data.mnist import load_mnist
+    from likelihood import bits_per_dim
+
+    device = torch.device(args.device)
+    model, _ = load_score_model(args.checkpoint, device, use_ema=True)
+    model.requires_grad_(False)
+    sde = model.sde
+    images, _, desc = load_mnist("idx", args.mnist_root, "test")
+    pixels = torch.from_numpy(np.asarray(images[: args.num_images]))[:, None]
+    x_all = dequantize_and_scale(pixels, generator=torch.Generator().manual_seed(0)).to(device)
+    print(desc, flush=True)
+
+    def solve(method, tol, x, **kw):
+        timed = _Timed(model.score_fn())
+        start = time.perf_counter()
+        logp, _, calls = log_likelihood_per_probe(
+            timed, sde, x, args.t_min, tol, tol, method, generator=torch.Generator(device).manual_seed(1), **kw
+        )
+        wall = time.perf_counter() - start
+        return bits_per_dim(logp[:, 0].double().cpu(), x[0].numel()), calls, wall, timed.seconds
+
+    def batches(method, tol, **kw):
+        bpd, calls, wall, net = [], [], 0.0, 0.0
+        for i in range(0, len(x_all), args.batch_size):
+            b, c, w, n = solve(method, tol, x_all[i : i + args.batch_size], **kw)
+            bpd.append(b)
+            calls.append(c)
+            wall, net = wall + w, net + n
+        return torch.cat(bpd), float(np.mean(calls)), wall, net
+
+    ref, ref_calls, ref_wall, _ = batches("exponential", 1e-7, state_dtype="float64")
+    rows = [
+        {
+            "setting": "reference: exponential, float64 state, tol 1e-7",
+            "calls": ref_calls,
+            "bpd": ref.mean().item(),
+            "seconds": ref_wall,
+        }
+    ]
+    print(rows[-1], flush=True)
+    for method in ("dopri5", "exponential"):
+        for tol in args.tolerances:
+            bpd, calls, wall, net = batches(method, tol)
+            err = bpd - ref
+            rows.append(
+                {
+                    "setting": f"{method} tol={tol:g}",
+                    "method": method,
+                    "tol": tol,
+                    "calls": calls,
+                    "bpd": bpd.mean().item(),
+                    "err_of_mean": err.mean().item(),
+                    "err_abs_mean": err.abs().mean().item(),
+                    "err_max": err.abs().max().item(),
+                    "seconds": wall,
+                    "network_seconds": net,
+                    "overhead": wall / net - 1,
+                }
+            )
+            print(rows[-1], flush=True)
+    # Per-example step control: would each digit alone need fewer calls than the batch's shared steps?
+    n_single = min(16, len(x_all))
+    for method, tol in (("exponential", 1e-3), ("dopri5", 1e-3)):
+        _, batch_calls, _, _ = solve(method, tol, x_all[:n_single])
+        alone = [solve(method, tol, x_all[i : i + 1])[1] for i in range(n_single)]
+        rows.append(
+            {
+                "setting": f"per-example step control, {method} tol={tol:g}, {n_single} digits",
+                "batch_calls": batch_calls,
+                "alone_calls_mean": float(np.mean(alone)),
+                "alone_calls_max": int(max(alone)),
+                "alone_calls_min": int(min(alone)),
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def mnist_compare_table(rows: list[dict]) -> str:
+    lines = [
+        "| setting | calls per batch | bits/dim | error of the mean | mean abs error per digit | max | wall (s) | "
+        "framework overhead |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "err_abs_mean" in r:
+            lines.append(
+                f"| {r['setting']} | {r['calls']:.0f} | {r['bpd']:.4f} | {r['err_of_mean']:+.1e} | "
+                f"{r['err_abs_mean']:.1e} | {r['err_max']:.1e} | {r['seconds']:.0f} | {100 * r['overhead']:.1f} % |"
+            )
+        elif "bpd" in r:
+            lines.append(f"| {r['setting']} | {r['calls']:.0f} | {r['bpd']:.4f} | - | - | - | {r['seconds']:.0f} | - |")
+    lines += ["", "| per-example step control | calls, batch | calls alone: mean (min-max) |", "|---|---|---|"]
+    for r in rows:
+        if "batch_calls" in r:
+            lines.append(
+                f"| {r['setting']} | {r['batch_calls']} | {r['alone_calls_mean']:.1f} "
+                f"({r['alone_calls_min']}-{r['alone_calls_max']}) |"
+            )
+    return "\n".join(lines)

@@ -23,6 +23,7 @@ from infra.checkpoint import (
 )
 from models.classifier import MNISTFeatureNet
 from models.guidance import check_same_sde
+from models.score import PRECISIONS
 
 from .build import build_classifier, make_score_model
 
@@ -51,8 +52,12 @@ def load_score_model(workdir_or_file: str | os.PathLike, device="cpu", use_ema: 
     return score_model_from(*read_checkpoint(workdir_or_file, SCORE), device, use_ema)
 
 
-def score_model_from(path: Path, ckpt: dict, device="cpu", use_ema: bool = True):
-    """(ScoreModel in eval mode on `device`, stored config) from a checkpoint already read (`read_checkpoint`)."""
+def score_model_from(
+    path: Path, ckpt: dict, device="cpu", use_ema: bool = True, precision: str | None = None, compile: bool = False
+):
+    """(ScoreModel in eval mode on `device`, stored config) from a checkpoint already read (`read_checkpoint`).
+    `precision` ("fp32"/"bf16", None: as trained) and `compile` (torch.compile the network) are run-time choices
+    of the command using it (`cfg.model.precision`, `cfg.model.compile`), not properties of the weights."""
     cfg_dict = json.loads(ckpt["config"])
     model = make_score_model(config_from_dict(cfg_dict))
     weights = ckpt["ema"] if use_ema else ckpt["model"]
@@ -61,7 +66,14 @@ def score_model_from(path: Path, ckpt: dict, device="cpu", use_ema: bool = True)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the stored config's network: {err}") from None
     logger.info("loaded %s weights from %s (step %d)", "EMA" if use_ema else "raw", path, ckpt["step"])
-    return model.to(torch.device(device)).eval(), cfg_dict
+    model = model.to(torch.device(device)).eval()
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; valid: {list(PRECISIONS)}")
+        model.precision = precision
+    if compile:
+        model.net = torch.compile(model.net)
+    return model, cfg_dict
 
 
 # ---- Resuming. -------------------------------------------------------------------------------------------------------

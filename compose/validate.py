@@ -361,10 +361,10 @@ def _check_eval_inputs(cfg, workdir: str) -> list[str]:
     checkpoint or a missing, truncated or mismatched test set is one message, not a traceback mid-run."""
     from data.mnist import load_mnist
     from infra.checkpoint import CheckpointError, read_checkpoint
-    from sde.ode_methods import ODE_METHODS
+    from likelihood.ode import LIKELIHOOD_METHODS
 
     e, problems = cfg.eval, []
-    problems += _one_of("eval.method", e.method, ODE_METHODS)
+    problems += _one_of("eval.method", e.method, LIKELIHOOD_METHODS)
     try:
         path, ckpt = read_checkpoint(cfg.sampling.checkpoint or workdir)
         stored = json.loads(ckpt["config"])
@@ -391,6 +391,17 @@ def _check_eval(cfg) -> list[str]:
     problems += _one_of("eval.split", e.split, ("train", "test"))
     problems += _one_of("eval.probe", e.probe, ("rademacher", "gaussian"))
     problems += _one_of("eval.divergence", e.divergence, ("hutchinson", "exact"))
+    from likelihood.exponential import ORDERS
+    from likelihood.ode import STATE_DTYPES, TIME_VARIABLES
+
+    problems += (
+        []
+        if isinstance(e.order, int) and not isinstance(e.order, bool)
+        else [f"eval.order = {e.order!r} is not an integer"]
+    )
+    problems += _one_of("eval.order", e.order, ORDERS)
+    problems += _one_of("eval.time_variable", e.time_variable, TIME_VARIABLES)
+    problems += _one_of("eval.state_dtype", e.state_dtype, tuple(STATE_DTYPES))
     return problems
 
 

@@ -131,9 +131,12 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.probe = "rademacher"  # "rademacher" or "gaussian"
     evaluate.divergence = "hutchinson"  # "hutchinson" or "exact"
     evaluate.num_dequant = 1  # dequantisation draws per image
-    evaluate.rtol = 1e-5  # likelihood ODE relative tolerance
-    evaluate.atol = 1e-5  # likelihood ODE absolute tolerance
-    evaluate.method = "dopri5"  # likelihood ODE solver
+    evaluate.rtol = 1e-4  # likelihood ODE relative tolerance (exponential: error per step in bits/dim)
+    evaluate.atol = 1e-4  # likelihood ODE absolute tolerance
+    evaluate.method = "exponential"  # likelihood ODE solver: "exponential" (likelihood/exponential.py), "dopri5", ...
+    evaluate.order = 4  # order of the exponential integrator (1-5)
+    evaluate.time_variable = "auto"  # likelihood ODE variable: "auto", "t" or "logsnr" (docs/likelihood.md)
+    evaluate.state_dtype = "float32"  # "float64": ODE state and log-density accumulator in float64
     evaluate.t_min = 1e-5  # likelihood ODE start time
     evaluate.bound = True  # also compute the discrete variational bound (any SDE here: VP, sub-VP, VE, DDPM)
     evaluate.bound_steps = 1000  # steps of the chain for the bound (strided subset if < N)

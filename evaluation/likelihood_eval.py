@@ -75,6 +75,9 @@ def _chunk_ode(score_fn, sde, images, opts: dict, gen_cpu, gen_dev, device) -> d
             probe=opts["probe"],
             num_probes=opts["num_probes"],
             generator=gen_dev,
+            time_variable=opts["time_variable"],
+            options={"order": opts["order"]} if opts["method"] == "exponential" else None,
+            state_dtype=opts["state_dtype"],
         )
         bpd.append(bits_per_dim(logp.double().cpu(), num_dims))
         nfes.append(nfe)
@@ -125,6 +128,9 @@ def _check_eval_options(sde, opts: dict) -> None:
         opts["divergence"],
         opts["probe"],
         opts["num_probes"],
+        opts["time_variable"],
+        opts["state_dtype"],
+        opts["order"],
     )
     for key in ("batch_size", "num_dequant", "bound_steps"):
         if isinstance(opts[key], bool) or int(opts[key]) != opts[key] or opts[key] < 1:
@@ -235,9 +241,12 @@ DEFAULT_OPTIONS = {
     "num_probes": 1,
     "probe": "rademacher",
     "divergence": "hutchinson",
-    "rtol": 1e-5,
-    "atol": 1e-5,
-    "method": "dopri5",
+    "rtol": 1e-4,
+    "atol": 1e-4,
+    "method": "exponential",
+    "order": 4,
+    "time_variable": "auto",
+    "state_dtype": "float32",
     "t_min": 1e-5,
     "bound": True,
     "bound_steps": 1000,
@@ -251,7 +260,9 @@ def _load_model(cfg, workdir: str, device):
     """(score_fn, sde, tag, step) of the checkpoint sampling would use; weights frozen (only x needs gradients)."""
 
     path, ckpt = read_checkpoint(cfg.sampling.checkpoint or workdir)
-    model, _ = score_model_from(path, ckpt, device, use_ema=cfg.sampling.use_ema)
+    model, _ = score_model_from(
+        path, ckpt, device, use_ema=cfg.sampling.use_ema, precision=cfg.model.precision, compile=cfg.model.compile
+    )
     del ckpt
     model.requires_grad_(False)
     tag = f"{path.name}:{recorded_sha256(path)}:{'ema' if cfg.sampling.use_ema else 'raw'}"

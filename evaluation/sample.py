@@ -96,7 +96,9 @@ def sample_to_disk(cfg, workdir: str) -> dict:
     dist = distributed.setup(cfg)  # under torchrun: batches shared out round robin (one process: all of them)
     device = dist.device
     checkpoint, ckpt = read_checkpoint(cfg.sampling.checkpoint or workdir)
-    model, stored = score_model_from(checkpoint, ckpt, device, cfg.sampling.use_ema)
+    model, stored = score_model_from(
+        checkpoint, ckpt, device, cfg.sampling.use_ema, precision=cfg.model.precision, compile=cfg.model.compile
+    )
     del ckpt
     sde, shape = model.sde, model_shape(model, config_from_dict(stored).to_dict())
     options = options_from_config(s["sampler"], s)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchdiffeq import odeint
 
 from sde import SDE, ScoreFn, as_time
 from sde.ode_methods import FIXED_METHODS, check_ode_method
@@ -106,6 +105,8 @@ def solve_probability_flow(
 
     span = torch.tensor([times[0], times[-1]], dtype=torch.float64, device=x.device)
     options = {"step_t": span[1:]}
+    from torchdiffeq import odeint  # here: importing the samplers (every command's config check) stays lean
+
     x = odeint(field, x, span.to(x.dtype), method=method, rtol=rtol, atol=atol, options=options)[-1]
     if callback is not None:
         callback({"i": 0, "t": times[-1], "x": x})

@@ -95,6 +95,10 @@ CASES = [
     ("mnist", {"model.name": "mlp"}, "is for vector data"),
     ("mnist", {"model.num_classes": 5}, "model.num_classes = 5 but 'mnist' has 10 classes"),
     ("mnist", {"data.source": "floppy"}, "data.source = 'floppy' is unknown"),
+    ("toy", {"eval.order": 6}, "eval.order = 6 is unknown; valid: [1, 2, 3, 4, 5]"),
+    ("toy", {"eval.order": True}, "eval.order = True is not an integer"),
+    ("toy", {"eval.time_variable": "sigma"}, "eval.time_variable = 'sigma' is unknown"),
+    ("toy", {"eval.state_dtype": "float16"}, "eval.state_dtype = 'float16' is unknown"),
 ]
 
 
