@@ -421,6 +421,8 @@ def _check_workdir(cfg, mode: str, workdir: str) -> list[str]:
         return [f"cannot write to work dir {workdir}: no write permission on {ancestor}"]
     for sub in ("checkpoints", "checkpoints_classifier", "checkpoints_evalnet", "samples", "eval", "tensorboard"):
         folder = path / sub
+        if folder.exists() and not folder.is_dir():
+            return [f"cannot write to {folder}: it is a file, not a folder (move it away)"]
         if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
             return [f"cannot write to {folder}: no write permission (the work dir itself is writable)"]
     if mode in ("sample", "eval"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -216,6 +217,13 @@ def _summarise(chunks: list[dict], opts: dict, images) -> dict:
         "ode_nfe_mean": float(nfe.mean()),
         "ode_seconds": float(sum(c["ode_seconds"] for c in chunks)),
     }
+    if not math.isfinite(summary["ode_bpd_probe_stderr"]):  # written as null in the JSON: say why
+        summary["ode_bpd_probe_stderr_reason"] = (
+            "one probe and one dequantisation draw per image leave no spread to estimate it from; "
+            "set eval.num_probes or eval.num_dequant >= 2"
+        )
+    if stderr == 0.0 and summary["num_images"] == 1:
+        summary["ode_bpd_stderr_reason"] = "one image: no spread over images"
     if opts["bound"]:
         for k in BOUND_TERMS:
             per_image[f"bound_{k}"] = np.concatenate([c[f"bound_{k}"] for c in chunks])

@@ -174,7 +174,19 @@ def test_unwritable_workdir_is_refused(tmp_path):
             validate_config(toy_config(), "train", str(locked / "run"))
     with pytest.raises(ConfigError, match="has no checkpoint"):
         validate_config(toy_config(), "sample", str(tmp_path / "untrained"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+    # checkpoints/ unusable while the work dir itself is writable: refused before step 1, not at the first save.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("not a folder")
+    with pytest.raises(ConfigError, match="checkpoints: it is a file, not a folder"):
+        validate_config(toy_config(), "train", str(tmp_path / "run"))
+    if os.geteuid() != 0:
+        (tmp_path / "run2" / "checkpoints").mkdir(parents=True)
+        (tmp_path / "run2" / "checkpoints").chmod(0o500)
+        with pytest.raises(ConfigError, match="no write permission"):
+            validate_config(toy_config(), "train", str(tmp_path / "run2"))
+    # Validation created nothing: only what the test itself made is there.
+    assert not (tmp_path / "untrained").exists() and not (tmp_path / "locked" / "run").exists()
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["checkpoints"]
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from compose.build import make_score_model
-from compose.checkpoints import check_resume_config, load_score_model
+from compose.checkpoints import check_resume_config, load_score_model, score_model_from
 from configs.default import get_default_config
 from infra.checkpoint import (
     CheckpointError,
@@ -26,6 +26,7 @@ from infra.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_latest_checkpoint,
+    read_checkpoint,
     save_checkpoint,
     sha256_file,
     sidecar_path,
@@ -210,6 +211,27 @@ def test_load_score_model_rebuilds_the_network_from_the_stored_config(tmp_path):
         load_score_model(tmp_path / "empty")
     with pytest.raises(CheckpointError, match="no checkpoint file or work dir"):
         load_score_model(tmp_path / "missing")
+
+
+def test_precision_and_compile_are_run_time_choices_of_the_loading_command(tmp_path):
+    """sample/eval pass cfg.model.precision and cfg.model.compile: the loaded model takes them, the weights are
+    untouched (torch.compile wraps lazily; nothing is compiled until the first call, not made here)."""
+    cfg = tiny_cfg()
+    model = make_score_model(cfg)
+    state = {
+        "step": 1,
+        "config": json.dumps(cfg.to_dict()),
+        "model": model.net.state_dict(),
+        "ema": model.net.state_dict(),
+    }
+    path = save_checkpoint(tmp_path, 1, state)
+    found, ckpt = read_checkpoint(path)
+    loaded, _ = score_model_from(found, ckpt, "cpu", precision="bf16", compile=True)
+    assert loaded.precision == "bf16" and isinstance(loaded.net, torch._dynamo.eval_frame.OptimizedModule)
+    plain, _ = score_model_from(found, ckpt, "cpu")
+    assert plain.precision == "fp32" and not isinstance(plain.net, torch._dynamo.eval_frame.OptimizedModule)
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        score_model_from(found, ckpt, "cpu", precision="fp8")
 
 
 def test_resume_with_a_changed_model_or_sde_is_refused_listing_the_keys():

@@ -314,6 +314,10 @@ def test_run_likelihood_eval_end_to_end(tmp_path):
     out = run_likelihood_eval(cfg, str(tmp_path))
     stored = json.loads((tmp_path / "eval" / "likelihood.json").read_text())
     assert stored["ode_bpd"] == out["ode_bpd"] and math.isfinite(out["ode_bpd"]) and out["num_dims"] == 784
+    # One probe and one draw: no probe standard error; strict JSON says null and why.
+    text = (tmp_path / "eval" / "likelihood.json").read_text()
+    assert "NaN" not in text and stored["ode_bpd_probe_stderr"] is None
+    assert "num_probes" in stored["ode_bpd_probe_stderr_reason"]
     with np.load(tmp_path / "eval" / "per_image.npz") as per_image:
         assert per_image["ode_bpd"].shape == (3,) and per_image["bound_total"].shape == (3,)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
