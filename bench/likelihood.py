@@ -247,7 +247,7 @@ def main(argv=None) -> None:
     if bool(args.checkpoint) != bool(args.mnist_root):
         parser.error("--checkpoint and --mnist-root go together")
     if args.compare and args.checkpoint:
-        from likelihood_compare import mnist_compare_table, run_mnist_compare
+        from bench.likelihood_compare import mnist_compare_table, run_mnist_compare
 
         rows = run_mnist_compare(args)
         name = args.name or "likelihood_mnist_compare"
@@ -258,7 +258,7 @@ def main(argv=None) -> None:
         print(mnist_compare_table(rows))
         return
     if args.compare and not args.checkpoint:
-        from likelihood_compare import COMPARE_HEADER, format_compare, matched_table, run_compare
+        from bench.likelihood_compare import COMPARE_HEADER, format_compare, matched_table, run_compare
 
         print(COMPARE_HEADER)
         rows = run_compare(args, GaussianOracle)

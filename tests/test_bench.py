@@ -90,3 +90,19 @@ def test_likelihood_benchmark_matches_the_exact_gaussian_log_density(tmp_path):
     ]
     assert exact_tight and all(abs(r["err_mean"]) < 1e-3 for r in exact_tight), exact_tight
     assert (tmp_path / "likelihood_analytic.md").read_text().count("\n|") >= len(rows)
+
+
+def test_likelihood_compare_runs_score_sde_beside_ours_and_matches_work(tmp_path):
+    """--compare on a tiny diagonal Gaussian: score_sde's RK45 algorithm, dopri5 and the exponential integrator all
+    land near the closed form at 1e-5, and every row of ours gets score_sde's work at its error."""
+    bench_likelihood.main(
+        ["--compare", "--dim", "6", "--num-examples", "4", "--targets", "diagonal", "--sdes", "vp", "ve",
+         "--tolerances", "1e-3", "1e-5", "--results-dir", str(tmp_path)]
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "likelihood_compare.json").read_text())["rows"]
+    methods = {r["method"] for r in rows}
+    assert {"score_sde RK45", "dopri5", "exponential", "exponential, time_variable=t"} <= methods
+    assert all(r["err"] < 1e-4 for r in rows if r["tol"] == 1e-5), [(r["method"], r["err"]) for r in rows]
+    ours = [r for r in rows if r["method"] != "score_sde RK45"]
+    assert all(r["work_ratio"] > 0 and r["score_sde_work_at_err"] > 0 for r in ours)
+    assert "ratio" in (tmp_path / "likelihood_compare.md").read_text()
