@@ -376,3 +376,59 @@ def test_eval_inputs_are_checked_before_any_work(tmp_path):
         with pytest.raises(ConfigError, match=re.escape(message)):
             validate_config(config, "eval", str(tmp_path / name))
         assert snapshot(tmp_path / name) == before
+
+
+@pytest.mark.slow
+def test_the_issue_table_of_bad_inputs_through_main_py(tmp_path):
+    """The inputs of issue 16's table, each through `main.py` as a user types it: non-zero exit, no traceback, a
+    message naming the value (and what is allowed), and the work dir's tree and contents untouched. The runs go
+    in parallel (each pays ~3 s of imports); the checkpoints they need are made here first."""
+    from configs.toy_gmm import get_config as toy_config
+    from training.loop import train
+
+    cfg = toy_config()
+    cfg.training.n_iters, cfg.training.snapshot_every, cfg.training.checkpoint_every = 2, 0, 2
+    train(cfg, tmp_path / "trained")
+    (tmp_path / "ckfile" / "checkpoints").parent.mkdir()
+    (tmp_path / "ckfile" / "checkpoints").write_text("not a folder")
+    toy, mnist = "configs/toy_gmm.py", "configs/vp_mnist.py"
+    work = str(tmp_path / "new")
+    cases = {  # name: (config, mode, workdir, flags, texts the message must contain)
+        "beta_max inf": (toy, "train", work, ["--config.sde.beta_max=inf"], ["sde.beta_max = inf"]),
+        "beta_max nan": (toy, "train", work, ["--config.sde.beta_max=nan"], ["sde.beta_max = nan"]),
+        "sigma_max inf": (
+            toy, "train", work, ["--config.sde.name=ve", "--config.sde.sigma_max=inf"], ["sde.sigma_max = inf"]
+        ),
+        "misspelt key": (toy, "train", work, ["--config.training.n_iter=5"], ["n_iter", "n_iters"]),
+        "missing config": ("configs/no_such_file.py", "train", work, [], ["no_such_file.py"]),
+        "empty workdir": (toy, "train", "", [], ["--workdir"]),
+        "lr 1e39": (toy, "train", work, ["--config.training.lr=1e39"], ["training.lr = 1e+39"]),
+        "label on unconditional": (
+            toy, "sample", str(tmp_path / "trained"), ["--config.sampling.label=3"], ["sampling.label = 3"]
+        ),
+        "guidance on unconditional": (
+            toy, "sample", str(tmp_path / "trained"), ["--config.sampling.guidance_scale=3"],
+            ["sampling.guidance_scale = 3"],
+        ),
+        "eval of a 2-D toy checkpoint": (toy, "eval", str(tmp_path / "trained"), [], ["--mode eval"]),
+        "eval ODE method": (toy, "eval", str(tmp_path / "trained"), ["--config.eval.method=leapfrog"], ["leapfrog"]),
+        "eval order": (toy, "eval", str(tmp_path / "trained"), ["--config.eval.order=7"], ["eval.order = 7"]),
+        "checkpoints is a file": (toy, "train", str(tmp_path / "ckfile"), [], ["it is a file"]),
+        "sample without a model": (mnist, "sample", work, [], ["needs a trained model"]),
+    }  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    before = snapshot(tmp_path)
+    procs = {}
+    for name, (config, mode, workdir, flags, _) in cases.items():
+        cmd = [sys.executable, "main.py", f"--config={config}", f"--mode={mode}", f"--workdir={workdir}", *flags]
+        procs[name] = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    failures = []
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        text = out + err
+        if proc.returncode == 0 or "Traceback" in text or not all(t in text for t in cases[name][4]):
+            failures.append(f"{name}: exit {proc.returncode}: {text[-600:]}")
+    assert not failures, "\n".join(failures)
+    assert snapshot(tmp_path) == before
