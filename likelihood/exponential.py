@@ -13,7 +13,7 @@ L_j the Lagrange basis through the last k nodes in an interpolation variable tau
 Adams-Bashforth of order k; Hochbruck & Ostermann 2010; DEIS, Zhang & Chen 2023). tau = lambda with eps
 interpolated (the default, `resolve_variable`), or tau = t with the score interpolated and sigma moved into the
 weights (the score is smooth as t -> 0 for smooth data, eps ~ sqrt(t) is not). The weights are exact to rounding
-(16-point Gauss-Legendre in lambda of an entire integrand). The noise form has no cancellation in this direction
+(16-point Gauss-Legendre in lambda of a smooth integrand). The noise form has no cancellation in this direction
 (data to noise: x / alpha grows).
 
 The divergence of the right-hand side is D dlog alpha/dlambda - sigma div eps: its linear part integrates in closed
@@ -28,10 +28,11 @@ One call (a forward pass plus K vector-Jacobian products) per node; log p_{t_min
 
 Step control: after each step the new node's eps gives the Adams-Moulton corrector of the same order; the state
 moves on with the corrector (PEC, as UniPC does) and the predictor-corrector difference dx is the error estimate.
-What a local error costs in the answer is known exactly: log p_tau(x(tau)) = log p_T(z) + (the rest of the
-integral), so an error dx at tau changes the estimate by score . dx nats. The controller keeps |score . dx| + the
-accumulator's local error (rules through k vs k + 1 nodes) below atol + rtol |log p| / (D ln 2) bits/dim per
-example and step; a step above it is retried shorter (its call is counted). The accumulator is float64;
+What a local error costs in the answer is known: log p_tau(x(tau)) = log p_T(z) + (the rest of the integral),
+so an error dx at tau changes the estimate by score . dx nats to first order. The controller keeps
+|score . dx| + the accumulator's local error (rules through k vs k + 1 nodes) below atol + rtol L / (D ln 2)
+bits/dim per example and step, L = |log prior(x_n)| + 1 standing for the size of log p; a step above it is
+retried shorter (its call is counted). The accumulator is float64;
 `state_dtype=torch.float64` keeps the state in float64 too (the network gets its own dtype).
 """
 
@@ -48,6 +49,7 @@ from sde import SDE, ScoreFn, as_time, batch_sum
 from .divergence import exact_divergence, hutchinson_divergence
 
 ORDERS = (1, 2, 3, 4, 5)
+DEFAULT_ORDER = 4
 VARIABLES = ("auto", "t", "logsnr")
 QUADRATURE_POINTS = 6
 LN2 = math.log(2)
@@ -59,34 +61,39 @@ class _Variable:
 
     def __init__(self, sde: SDE, kind: str, t_min: float):
         self.sde, self.kind, self.t_min = sde, kind, t_min
-        self.start, self.end = (t_min, float(sde.T)) if kind == "t" else self.logsnr([t_min, sde.T]).tolist()
-
-    def logsnr(self, t) -> np.ndarray:
-        return self.sde.logsnr(torch.as_tensor(t, dtype=torch.float64)).numpy()
-
-    def t_of(self, tau: np.ndarray) -> np.ndarray:
-        if self.kind == "t":
-            return np.asarray(tau, dtype=np.float64)
-        t = self.sde.t_from_logsnr(torch.as_tensor(tau, dtype=torch.float64)).numpy()
-        return np.clip(np.where(np.asarray(tau) == self.start, self.t_min, t), self.t_min, self.sde.T)
+        ends = sde.logsnr(torch.tensor([t_min, sde.T], dtype=torch.float64)).tolist()
+        self.start, self.end = (t_min, float(sde.T)) if kind == "t" else ends
+        self._interval = None  # (lam_a, lam_b) -> Gauss-Legendre nodes, weights, tau and sigma there (last one)
 
     def point(self, tau: float) -> tuple[float, float, float, float]:
         """(lambda, t, alpha, sigma) at tau (exact at the end points)."""
-        t = self.t_min if tau == self.start else float(self.sde.T) if tau == self.end else float(self.t_of([tau])[0])
+        if tau == self.start or tau == self.end:
+            t = self.t_min if tau == self.start else float(self.sde.T)
+        else:
+            t = tau if self.kind == "t" else float(self.sde.t_from_logsnr(torch.tensor([tau], dtype=torch.float64)))
+            t = min(max(t, self.t_min), float(self.sde.T))
         alpha, sigma = self.sde.marginal(torch.tensor([t], dtype=torch.float64))
         return math.log(float(alpha) / float(sigma)), t, float(alpha), float(sigma)
+
+    def _gauss_legendre(self, lam_a: float, lam_b: float):
+        """(lambda, weights, tau(lambda), sigma(lambda)) at the 16 Gauss-Legendre nodes of [lam_a, lam_b]: computed
+        once per interval (a step asks for four sets of weights on the same one)."""
+        if self._interval is None or self._interval[0] != (lam_a, lam_b):
+            lam = (lam_a + lam_b) / 2 + (lam_b - lam_a) / 2 * _GL_NODES
+            t = self.sde.t_from_logsnr(torch.as_tensor(lam))
+            sigma = self.sde.marginal(t)[1].numpy()
+            tau = lam if self.kind == "logsnr" else t.numpy()
+            self._interval = ((lam_a, lam_b), (lam, (lam_b - lam_a) / 2 * _GL_WEIGHTS, tau, sigma))
+        return self._interval[1]
 
     def weights(
         self, nodes, a: float, b: float, lam_a: float, lam_b: float, rate: float, times_sigma: bool = False
     ) -> np.ndarray:
-        """int_{lam_a}^{lam_b} e^{rate lambda} L_j(tau(lambda)) dlambda for the Lagrange basis through `nodes` (tau),
-        the interval being [a, b] in tau: Gauss-Legendre in lambda (16 points), tau(lambda) exact."""
-        lam = (lam_a + lam_b) / 2 + (lam_b - lam_a) / 2 * _GL_NODES
-        weight = (lam_b - lam_a) / 2 * _GL_WEIGHTS * np.exp(rate * lam)
-        tau = lam if self.kind == "logsnr" else self.sde.t_from_logsnr(torch.as_tensor(lam)).numpy()
-        if times_sigma:  # the weight e^{rate lambda} sigma(lambda), for the score as the interpolated quantity
-            t_gl = tau if self.kind == "t" else self.sde.t_from_logsnr(torch.as_tensor(lam)).numpy()
-            weight = weight * self.sde.marginal(torch.as_tensor(t_gl))[1].numpy()
+        """int_{lam_a}^{lam_b} e^{rate lambda} [sigma(lambda)] L_j(tau(lambda)) dlambda for the Lagrange basis
+        through `nodes` (tau), the interval being [a, b] in tau: 16-point Gauss-Legendre in lambda, tau(lambda)
+        exact (the integrand is smooth, so this is exact to rounding on the step sizes used)."""
+        lam, gl_weight, tau, sigma = self._gauss_legendre(lam_a, lam_b)
+        weight = gl_weight * np.exp(rate * lam) * (sigma if times_sigma else 1.0)
         tau = np.clip(tau, min(a, b), max(a, b))
         nodes = np.asarray(nodes, dtype=np.float64)
         out = np.empty(len(nodes))
@@ -145,7 +152,7 @@ def exponential_log_likelihood(
     t_min: float,
     probes: Tensor | None,
     divergence: str = "hutchinson",
-    order: int = 4,
+    order: int = DEFAULT_ORDER,
     rtol: float = 1e-5,
     atol: float = 1e-5,
     variable: str = "auto",
@@ -158,6 +165,10 @@ def exponential_log_likelihood(
     at most 5x per step); `variable`: see `resolve_variable`."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
+    if not (isinstance(first_step, int | float) and 0 < first_step <= 1):
+        raise ValueError(f"first_step must be a fraction of the interval in (0, 1], got {first_step!r}")
+    if isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 2:
+        raise ValueError(f"max_calls must be an integer >= 2, got {max_calls!r}")
     var = _Variable(sde, resolve_variable(sde, variable), t_min)
     # The interpolated quantity v: eps = -sigma score in lambda; in t the score itself (smooth as t -> 0, where
     # sigma ~ sqrt(t) is not), the factor sigma moving into the weights. Either way x/alpha -= sum_j w_j v_j.
@@ -203,7 +214,7 @@ def exponential_log_likelihood(
             for nodes, j in ((nodes_c, k - 1), ([*taus[len(taus) - m :], tau_n], m))
         )
         nats = (batch_sum((score_n * (corr - pred)).double())[:, None] + (q_hi - q_lo)).abs()
-        bpd_scale = (sde.prior_logp(pred.double())[:, None].abs() + 1.0) / (num_dims * LN2)
+        bpd_scale = (sde.prior_logp(pred.double())[:, None].abs() + 1.0) / (num_dims * LN2)  # |log p|'s scale
         err = float((nats / (num_dims * LN2) / (atol + rtol * bpd_scale)).max())
         h = (tau_n - tau_i) * min(5.0, max(0.2, 0.9 * max(err, 1e-10) ** (-1.0 / (k + 1))))
         if err > 1.0:

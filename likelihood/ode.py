@@ -33,7 +33,7 @@ from sde import SDE, ScoreFn, append_dims, as_time, require
 from sde.ode_methods import ADAPTIVE_METHODS, ODE_METHODS, TORCHDIFFEQ_NAME
 
 from .divergence import DIVERGENCES, PROBES, draw_probes, exact_divergence, hutchinson_divergence
-from .exponential import ORDERS, exponential_log_likelihood
+from .exponential import DEFAULT_ORDER, ORDERS, exponential_log_likelihood
 
 TIME_VARIABLES = ("auto", "t", "logsnr")
 EXPONENTIAL = "exponential"
@@ -53,7 +53,7 @@ def check_ode_options(
     num_probes: int,
     time_variable: str = "auto",
     state_dtype: str | torch.dtype | None = None,
-    order: int = 4,
+    order: int = DEFAULT_ORDER,
 ) -> None:
     """Raise ValueError naming the bad option (or what the path lacks) and what is allowed, before any work.
     Draws nothing from any random number generator."""
@@ -155,12 +155,13 @@ def log_likelihood_per_probe(
 
     method="exponential" (likelihood/exponential.py) is the adaptive exponential multistep integrator built for
     this ODE: `options` {"order": 1..5 (4), "first_step", "max_calls"}; rtol/atol bound each step's error in
-    bits/dim (atol + rtol |log p| / (D ln 2)); time_variable is its interpolation variable ("auto": lambda where
-    alpha = 1, else t). The count returned is network calls (rejected steps included); its log p is float64.
+    bits/dim (atol + rtol (|log prior(x_n)| + 1) / (D ln 2)); time_variable is its interpolation variable ("auto":
+    lambda on every path, measured in docs/likelihood.md). The count returned is network calls (rejected steps
+    included); its log p is float64.
     state_dtype: "float64" integrates the state and the accumulator in float64 (the network gets x's dtype).
     """
     options = dict(options or {})
-    order = options.get("order", 4)
+    order = options.get("order", DEFAULT_ORDER)
     check_ode_options(sde, t_min, rtol, atol, method, divergence, probe, num_probes, time_variable, state_dtype, order)
     state_dtype = resolve_state_dtype(state_dtype)
     # Probes: drawn once per solve, fixed along the trajectory, one accumulator each.

@@ -31,6 +31,7 @@ from infra.checkpoint import (
     sha256_file,
     sidecar_path,
 )
+from tests.test_sample_driver import write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,15 +217,7 @@ def test_load_score_model_rebuilds_the_network_from_the_stored_config(tmp_path):
 def test_precision_and_compile_are_run_time_choices_of_the_loading_command(tmp_path):
     """sample/eval pass cfg.model.precision and cfg.model.compile: the loaded model takes them, the weights are
     untouched (torch.compile wraps lazily; nothing is compiled until the first call, not made here)."""
-    cfg = tiny_cfg()
-    model = make_score_model(cfg)
-    state = {
-        "step": 1,
-        "config": json.dumps(cfg.to_dict()),
-        "model": model.net.state_dict(),
-        "ema": model.net.state_dict(),
-    }
-    path = save_checkpoint(tmp_path, 1, state)
+    path = write_checkpoint(tiny_cfg(), tmp_path)
     found, ckpt = read_checkpoint(path)
     loaded, _ = score_model_from(found, ckpt, "cpu", precision="bf16", compile=True)
     assert loaded.precision == "bf16" and isinstance(loaded.net, torch._dynamo.eval_frame.OptimizedModule)

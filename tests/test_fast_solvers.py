@@ -20,14 +20,6 @@ from sde import make_sde
 GAUSSIAN = make_mixture("gaussian", dim=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def flow_error(sampler: str, sde_name: str, steps: int, grid: str = "logsnr", **options) -> float:
     """RMS distance of the sampler's x_{t_min} (no denoising) to the exact flow map of x_T, Gaussian data."""
     sde = make_sde(sde_name)

@@ -181,6 +181,13 @@ def test_logsnr_time_derivative(sde):
         ({"method": "leapfrog"}, "method"),
         ({"num_probes": 0}, "num_probes"),
         ({"time_variable": "sigma"}, "time variable"),
+        ({"method": "exponential", "options": {"order": 6}}, "order"),
+        ({"method": "exponential", "options": {"order": True}}, "order"),
+        ({"method": "exponential", "options": {"steps": 10}}, "unknown options"),
+        ({"method": "exponential", "options": {"first_step": 0.0}}, "first_step"),
+        ({"method": "exponential", "options": {"max_calls": 1}}, "max_calls"),
+        ({"state_dtype": "float16"}, "state dtype"),
+        ({"method": "exponential", "time_variable": "sigma"}, "time variable"),
     ],
 )
 def test_bad_options_raise_before_any_work(kwargs, match):

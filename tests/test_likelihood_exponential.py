@@ -193,24 +193,6 @@ def test_float64_state_reaches_tighter_errors_from_float32_data():
     assert errs["float64"] < errs[None], errs
 
 
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"method": "exponential", "options": {"order": 6}}, "order"),
-        ({"method": "exponential", "options": {"order": True}}, "order"),
-        ({"method": "exponential", "options": {"steps": 10}}, "unknown options"),
-        ({"state_dtype": "float16"}, "state dtype"),
-        ({"method": "exponential", "time_variable": "sigma"}, "time variable"),
-    ],
-)
-def test_bad_options_raise_before_any_call(kwargs, match):
-    def score_fn(x, t):
-        raise AssertionError("the score must not be evaluated for bad options")
-
-    with pytest.raises(ValueError, match=match):
-        log_likelihood(score_fn, VPSDE(), torch.zeros(2, 3), **kwargs)
-
-
 def test_option_checks_draw_nothing_from_any_rng():
     state = torch.random.get_rng_state()
     check_ode_options(VPSDE(), 1e-5, 1e-5, 1e-5, "exponential", "hutchinson", "rademacher", 4, "auto", "float64", 4)
