@@ -3,6 +3,7 @@
     python main.py --config configs/vp_mnist.py --mode train --workdir runs/vp_mnist
     python main.py --config configs/vp_mnist.py --mode sample --sampler pc --workdir runs/vp_mnist
     python main.py --config configs/vp_mnist.py --mode eval --workdir runs/vp_mnist
+    python main.py --mode import --config.convert.checkpoint=checkpoint_8.pth --config.convert.peer_config=cfg.json
 Any config key can be overridden: --config.training.n_iters=500. Under torchrun, train, sample and eval run
 distributed (docs/distributed.md).
 """
@@ -17,7 +18,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-MODES = ("train", "sample", "eval", "train_classifier", "train_evalnet")
+MODES = ("train", "sample", "eval", "train_classifier", "train_evalnet", "import")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/vp_mnist.py", "Experiment config file.", lock_config=True)
@@ -122,6 +123,13 @@ def run_mode(mode: str, cfg, workdir: str) -> None:
         try:
             train_classifier(cfg, workdir)
         except (TrainingDiverged, CheckpointError) as err:  # diverged; a classifier already training there
+            sys.exit(f"error: {err}")
+    elif mode == "import":
+        from compose.importers import run_import
+
+        try:
+            run_import(cfg, workdir)
+        except (CheckpointError, ValueError) as err:  # not that format, keys or shapes that differ, a used work dir
             sys.exit(f"error: {err}")
     else:
         from training.evalnet import train_evalnet

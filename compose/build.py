@@ -3,16 +3,23 @@ The one place where config keys become constructor arguments of sde/, models/ an
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 from torch import nn
 
+from data.cifar10 import load_cifar10, resize_pixels
 from data.datasets import make_dataset
-from data.mnist import mirror_list
+from data.mnist import load_mnist, mirror_list
 from data.toy import make_mixture
 from models.classifier import NoisyClassifier, NoisyMLPClassifier
+from models.ddpm import DDPM
 from models.mlp import MLP
+from models.ncsnpp import NCSNpp
 from models.score import ScoreModel
 from models.unet import UNet
 from sde import SDE, make_sde, sde_parameters
+
+IMAGE_DATASETS = ("mnist", "cifar10")
 
 
 def make_sde_from_config(cfg) -> SDE:
@@ -45,7 +52,48 @@ def make_net(cfg):
         )
     if m.name == "mlp":
         return MLP(dim=cfg.data.dim, hidden=m.hidden, depth=m.depth, num_classes=m.num_classes)
-    raise ValueError(f"unknown model {m.name!r}; valid: ['unet', 'mlp']")
+    if m.name in ("ncsnpp", "ddpm"):
+        return make_score_sde_net(cfg)
+    raise ValueError(f"unknown model {m.name!r}; valid: ['unet', 'mlp', 'ncsnpp', 'ddpm']")
+
+
+def make_score_sde_net(cfg):
+    """NCSN++ / DDPM++ ("ncsnpp") or Ho et al.'s U-Net ("ddpm") with score_sde's options. Its `sigmas` buffer is
+    score_sde's noise ladder in the network's data units (half the model-space sigmas when not centered)."""
+    m, s = cfg.model, cfg.sde
+    unit = 1.0 if m.centered else 2.0
+    common = dict(
+        image_size=cfg.data.image_size,
+        num_channels=cfg.data.num_channels,
+        centered=m.centered,
+        nf=m.base_channels,
+        ch_mult=tuple(m.channel_mult),
+        num_res_blocks=m.num_res_blocks,
+        attn_resolutions=tuple(m.attn_resolutions),
+        dropout=m.dropout,
+        resamp_with_conv=m.resamp_with_conv,
+        conditional=m.conditional,
+        scale_by_sigma=m.scale_by_sigma,
+        nonlinearity=m.nonlinearity,
+        sigma_min=s.sigma_min / unit,
+        sigma_max=s.sigma_max / unit,
+        num_scales=s.N,
+    )
+    if m.name == "ddpm":
+        return DDPM(**common, attn_every_block=m.attn_every_block)
+    return NCSNpp(
+        **common,
+        fir=m.fir,
+        fir_kernel=tuple(m.fir_kernel),
+        skip_rescale=m.skip_rescale,
+        resblock_type=m.resblock_type,
+        progressive=m.progressive,
+        progressive_input=m.progressive_input,
+        progressive_combine=m.progressive_combine,
+        embedding_type=m.embedding_type,
+        fourier_scale=m.fourier_scale,
+        init_scale=m.init_scale,
+    )
 
 
 def make_score_model(cfg, sde: SDE | None = None) -> ScoreModel:
@@ -75,7 +123,34 @@ def make_train_data(cfg):
             seed=cfg.seed,
             base_url=mirror_list(d.mirrors),
         )
+    if d.dataset == "cifar10":
+        return make_dataset(
+            "cifar10",
+            root=d.root,
+            split="train",
+            dequantize=d.dequantize,
+            seed=cfg.seed,
+            image_size=d.image_size,
+            random_flip=d.random_flip,
+            download=d.source == "download",
+        )
     return make_dataset(d.dataset)
+
+
+def load_eval_images(cfg, split: str, root: str | None = None, progress: bool = True):
+    """(uint8 images [N, C, H, W] of the image data set cfg.data.dataset's `split`, description), at the config's
+    image size; `root` defaults to data.root."""
+    d = cfg.data
+    root = root or d.root
+    if d.dataset == "cifar10":
+        images, _, description = load_cifar10(root, split, download=d.source == "download", progress=progress)
+        if images.shape[-1] != d.image_size:
+            images = resize_pixels(images, d.image_size)
+        return torch.from_numpy(images), description
+    if d.dataset != "mnist":
+        raise ValueError(f"data.dataset = {d.dataset!r} is not an image data set; valid: {list(IMAGE_DATASETS)}")
+    images, _, description = load_mnist(d.source, root, split, progress=progress)
+    return torch.from_numpy(np.asarray(images))[:, None], description
 
 
 def classifier_arch(cfg, num_classes: int) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from configs.default import get_default_config
+from configs.default import config_from_dict
 from infra.checkpoint import (
     CLASSIFIER,
     EVALNET,
@@ -30,21 +30,12 @@ from .build import build_classifier, make_score_model
 logger = logging.getLogger(__name__)
 
 
-def config_from_dict(stored: dict):
-    """The default config updated with a stored plain-data config (keys unknown to this version are ignored)."""
-    cfg = get_default_config()
-
-    def merge(section, values: dict, prefix: str) -> None:
-        for key, value in values.items():
-            if key not in section:
-                logger.warning("ignoring unknown stored config key %s%s", prefix, key)
-            elif isinstance(value, dict):
-                merge(section[key], value, f"{prefix}{key}.")
-            else:
-                section[key] = value
-
-    merge(cfg, stored, "")
-    return cfg
+def eval_data_config(cfg, stored: dict):
+    """The config whose data section --mode eval reads: the checkpoint's data set and image size (`stored`), from
+    this command's data.source and eval.data_root (or data.root)."""
+    data_cfg = config_from_dict(stored)
+    data_cfg.data.source, data_cfg.data.root = cfg.data.source, cfg.eval.data_root or cfg.data.root
+    return data_cfg
 
 
 def load_score_model(workdir_or_file: str | os.PathLike, device="cpu", use_ema: bool = True):

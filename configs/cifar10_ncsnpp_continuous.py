@@ -1,0 +1,7 @@
+"""CIFAR-10, NCSN++ cont. (VE): score_sde's recipe (configs/cifar10_recipes.py)."""
+
+from configs.cifar10_recipes import cifar10_recipe
+
+
+def get_config():
+    return cifar10_recipe("ve", "ncsnpp", deep=False)
