@@ -481,6 +481,7 @@ def _check_eval_inputs(cfg, workdir: str) -> list[str]:
             f"{dataset!r} vectors; evaluate an image checkpoint"
         )
         stored = {"data": {k: cfg.data[k] for k in ("dataset", "image_size", "num_channels")}}  # still check these
+    problems += _check_inception_inputs(cfg, workdir)
     data_cfg = eval_data_config(cfg, stored)
     if data_cfg.data.dataset not in IMAGE_DATASETS:
         return problems
@@ -489,6 +490,26 @@ def _check_eval_inputs(cfg, workdir: str) -> list[str]:
     except (OSError, ValueError, ImportError) as err:
         problems.append(
             f"eval data (eval.split = {e.split!r}, root {data_cfg.data.root!r}, {data_cfg.data.dataset}): {err}"
+        )
+    return problems
+
+
+def _check_inception_inputs(cfg, workdir: str) -> list[str]:
+    """eval.inception_metrics: the weights file, the samples to score and the reference split exist."""
+    e = cfg.eval
+    if not e.inception_metrics:
+        return []
+    problems = _one_of("eval.inception_reference", e.inception_reference, ("train", "test"))
+    if not Path(str(e.inception_weights)).is_file() or not e.inception_weights:
+        problems.append(
+            f"eval.inception_weights = {e.inception_weights!r} is not a file: download "
+            "weights-inception-2015-12-05-6726825d.pth once (URL in evaluation/inception.py) and give its path"
+        )
+    if e.inception_samples and not Path(e.inception_samples).is_file():
+        problems.append(f"eval.inception_samples = {e.inception_samples!r} is not a file")
+    if not e.inception_samples and not list(Path(workdir, "samples").glob("*.npz")):
+        problems.append(
+            f"eval.inception_metrics scores samples, but {Path(workdir, 'samples')} has none: run --mode sample"
         )
     return problems
 

@@ -176,6 +176,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.num_real = 10000  # real test digits whose features are the FID/KID reference (0: all)
     evaluate.kid_subsets = 100  # KID: number of random subsets
     evaluate.kid_subset_size = 1000  # KID: subset size (capped by the number of samples)
+    evaluate.inception_metrics = False  # FID / KID / IS of a samples .npz with Inception features (torch-fidelity)
+    evaluate.inception_weights = ""  # the Inception weights file (evaluation/inception.py says where to get it)
+    evaluate.inception_samples = ""  # samples .npz to score ("": the newest in workdir/samples)
+    evaluate.inception_reference = "train"  # split of the checkpoint's data set the samples are compared with
 
     # Classifier (classifier guidance) and evaluation network.
     cfg.classifier = clf = ml_collections.ConfigDict()

@@ -20,6 +20,11 @@ def run_eval(cfg, workdir: str) -> dict:
         from evaluation.quality import run_quality_eval
 
         results["quality"] = run_quality_eval(cfg, workdir)
+    if cfg.eval.inception_metrics and distributed.setup(cfg).is_main:  # one pass over the samples, on rank 0
+        from evaluation.inception import run_inception_eval
+
+        results["inception"] = run_inception_eval(cfg, workdir)
+        logger.info("Inception metrics: %s", results["inception"])
     if not distributed.setup(cfg).is_main:  # rank 0 writes
         return results
     path = os.path.join(workdir, "eval", "results.json")
