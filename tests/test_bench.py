@@ -106,3 +106,16 @@ def test_likelihood_compare_runs_score_sde_beside_ours_and_matches_work(tmp_path
     ours = [r for r in rows if r["method"] != "score_sde RK45"]
     assert all(r["work_ratio"] > 0 and r["score_sde_work_at_err"] > 0 for r in ours)
     assert "ratio" in (tmp_path / "likelihood_compare.md").read_text()
+
+
+def test_gpu_benchmark_runs_at_tiny_size_on_cpu(tmp_path):
+    """bench/gpu.py's CPU smoke size: every measurement runs and lands in the JSON (figures come from GPU runs)."""
+    from bench import gpu as bench_gpu
+
+    out = tmp_path / "gpu.json"
+    argv = ["--device", "cpu", "--tiny", "--batch", "4", "--sample-batch", "4", "--likelihood-batch", "2"]
+    bench_gpu.main(argv + ["--warmup", "1", "--steps", "1", "--variants", "fp32,bf16", "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert [r["variant"] for r in record["rows"]] == ["fp32", "bf16"]
+    assert all(r["train_img_per_s"] > 0 and r["sample_nfe"] == 20 for r in record["rows"])
+    assert record["likelihood"]["likelihood_calls"] > 0
