@@ -432,3 +432,35 @@ def test_the_issue_table_of_bad_inputs_through_main_py(tmp_path):
             failures.append(f"{name}: exit {proc.returncode}: {text[-600:]}")
     assert not failures, "\n".join(failures)
     assert snapshot(tmp_path) == before
+
+
+def test_import_inputs_are_checked_before_anything_is_written(tmp_path):
+    """--mode import: the format, the checkpoint file or folder, the peer's JSON config, a network description and
+    a fresh work dir are each one message naming the value; validation writes nothing."""
+    from configs.default import get_default_config
+
+    (tmp_path / "ckpt.pth").write_bytes(b"not read during validation")
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "used" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "used" / "checkpoints" / "ckpt_000001.pt").write_bytes(b"x")
+    cases = [
+        ({"format": "ckpt"}, "fresh", "convert.format = 'ckpt' is unknown; valid: ['diffusers', 'score_sde']"),
+        ({"checkpoint": ""}, "fresh", "convert.checkpoint is empty"),
+        ({"checkpoint": str(tmp_path / "absent.pth")}, "fresh", "absent.pth' is not a file"),
+        ({"format": "diffusers", "checkpoint": str(tmp_path / "ckpt.pth")}, "fresh", "is not a folder"),
+        ({"peer_config": str(tmp_path / "bad.json")}, "fresh", "is not a readable JSON config"),
+        ({"peer_config": ""}, "fresh", "the --config file must describe the network"),
+        ({}, "used", "already holds checkpoints ['ckpt_000001.pt']"),
+    ]
+    before = snapshot(tmp_path)
+    for overrides, workdir, message in cases:
+        cfg = get_default_config()
+        cfg.convert.checkpoint, cfg.convert.peer_config = str(tmp_path / "ckpt.pth"), ""
+        if "peer_config" not in overrides and overrides.get("format") != "diffusers":
+            cfg.model.name, cfg.model.parameterization = "ncsnpp", "score_sde"  # a network the config describes
+            cfg.data.dataset, cfg.data.num_channels, cfg.data.image_size = "cifar10", 3, 32
+        for key, value in overrides.items():
+            cfg.convert[key] = value
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate_config(cfg, "import", str(tmp_path / workdir))
+    assert snapshot(tmp_path) == before
