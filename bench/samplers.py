@@ -29,6 +29,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from infra.io import atomic_write_bytes  # noqa: E402
 from sde import SDE, make_sde  # noqa: E402
 
+# Issue 15's few-step sweep (the path's default grids): 5, 10, 15, 20 steps (or NFE budgets with --nfe).
+FAST_SWEEP = [
+    ("fast: unipc bh2", "unipc", {}, [5, 10, 15, 20]),
+    ("fast: dpm_solver++ 2M", "dpm_solver", {"order": 2}, [5, 10, 15, 20]),
+    ("fast: dpm_solver++ 3M exact", "dpm_solver", {"order": 3}, [5, 10, 15, 20]),
+    ("fast: dpm_solver++ 3M reference", "dpm_solver", {"order": 3, "third_order": "reference"}, [5, 10, 15, 20]),
+    ("fast: dpm_solver++ 2M SDE eta=1", "dpm_solver", {"order": 2, "eta": 1.0}, [5, 10, 15, 20]),
+    ("fast: edm churn", "edm", {"s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0}, [3, 5, 7, 10]),
+]
+
 # (label, sampler, options, list of step counts): a sweep of each sampler's budget.
 SWEEP = [
     ("pc (RD + Langevin)", "pc", {}, [50, 100, 250, 500, 1000]),
@@ -49,6 +59,7 @@ SWEEP = [
         {"grid": "quadratic", "order": 2, "eta": 1.0},
         [10, 20, 30, 50],
     ),
+    *FAST_SWEEP,
 ]
 
 
@@ -100,13 +111,46 @@ def run_one(sampler: str, score_fn, sde: SDE, shape, num: int, steps: int, optio
     return out, counted.nfe, time.perf_counter() - start
 
 
+def nfe_of(sampler: str, sde: SDE, shape, steps: int, options: dict) -> int | None:
+    """Network calls of `sampler` with `steps` steps (a dry run on one sample with a stand-in score), or None if
+    that step count is not allowed."""
+    try:
+        _, nfe, _ = run_one(sampler, lambda x, t: -x, sde, shape, 1, steps, options, 0)
+    except ValueError:
+        return None
+    return nfe
+
+
+def steps_for_nfe(sweep, targets: list[int], sde: SDE, shape) -> list:
+    """The sweep with each row's step counts replaced by those whose NFE is the largest not above each target
+    (rows of adaptive solvers, whose NFE no step count fixes, are dropped)."""
+    out = []
+    for label, sampler, options, _ in sweep:
+        if sampler == "ode" and options.get("method", "dopri5") not in ("euler", "heun", "rk4"):
+            continue
+        counts = {}
+        for steps in range(1, max(targets) + 1):
+            nfe = nfe_of(sampler, sde, shape, steps, options)
+            if nfe is not None:
+                counts.setdefault(nfe, steps)  # the fewest steps giving that NFE
+        chosen = []
+        for target in targets:
+            best = max((n for n in counts if n <= target), default=None)
+            if best is not None and counts[best] not in chosen:
+                chosen.append(counts[best])
+        out.append((label, sampler, options, chosen))
+    return out
+
+
 def oracle_sweep(
-    sde_name: str, num: int, sweep, seed: int = 0, on_row=None, num_reference: int = 100_000
+    sde_name: str, num: int, sweep, seed: int = 0, on_row=None, num_reference: int = 100_000, nfe_targets=None
 ) -> tuple[list[dict], dict]:
     """Run the sweep on the 'gmm2d' oracle; returns result rows and the reference floors."""
     from data.toy import make_mixture
 
     mixture, sde = make_mixture("gmm2d"), make_sde(sde_name)
+    if nfe_targets:
+        sweep = steps_for_nfe(sweep, nfe_targets, sde, mixture.shape)
     score_fn = mixture_score_fn(mixture, sde)
     exact = mixture.sample(num, torch.Generator().manual_seed(10_000 + seed), dtype=torch.float64)
     truth = mixture.sample(num_reference, torch.Generator().manual_seed(30_000 + seed), dtype=torch.float64)
@@ -156,13 +200,7 @@ MNIST_SWEEP = [  # CPU-sized for a trained U-Net (3 s per NFE for 500 samples on
     ("ode dopri5", "ode", {"rtol": 1e-3, "atol": 1e-3}, [1]),
     ("ancestral", "ancestral", {}, [100, 250]),
     ("pc (RD + Langevin)", "pc", {}, [100, 1000]),
-    # Issue 15's few-step sweep (the path's default grids): 5, 10, 15, 20 network calls before the final denoise.
-    ("fast: unipc bh2", "unipc", {}, [5, 10, 15, 20]),
-    ("fast: dpm_solver++ 2M", "dpm_solver", {"order": 2}, [5, 10, 15, 20]),
-    ("fast: dpm_solver++ 3M exact", "dpm_solver", {"order": 3}, [5, 10, 15, 20]),
-    ("fast: dpm_solver++ 3M reference", "dpm_solver", {"order": 3, "third_order": "reference"}, [5, 10, 15, 20]),
-    ("fast: dpm_solver++ 2M SDE eta=1", "dpm_solver", {"order": 2, "eta": 1.0}, [5, 10, 15, 20]),
-    ("fast: edm churn", "edm", {"s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0}, [3, 5, 7, 10]),
+    *FAST_SWEEP,
 ]
 
 
@@ -206,6 +244,7 @@ def checkpoint_sweep(
     batch: int = 250,
     on_row=None,
     t_max_override: float = 0.0,
+    nfe_targets=None,
 ) -> tuple[list[dict], dict]:
     """Run the sweep on a trained checkpoint. Reference: PC with 1000 steps from other noise (sliced W2 in pixel
     space, with its own floor); with an evaluation network also FID/KID against the real test digits."""
@@ -216,6 +255,8 @@ def checkpoint_sweep(
     model.eval()
     sde, shape = model.sde, model_shape(model, cfg)
     score_fn = build_score_fn(model, None, None)
+    if nfe_targets:
+        sweep = steps_for_nfe(sweep, nfe_targets, sde, shape)
     fid_of, floors = None, {}
     if evalnet:
         fid_of, fid_floor = evalnet_scorer(evalnet, test_root, 10_000, cfg)
@@ -327,7 +368,7 @@ def plot(rows: list[dict], floors: dict, path: str, title: str) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sde", default="vp", help="vp, subvp, ve or ddpm (oracle runs)")
+    parser.add_argument("--sde", default="vp", help="oracle runs: any path of sde.SDES (vp, subvp, ve, ddpm, ...)")
     parser.add_argument("--num", type=int, default=2000, help="samples per run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="fewer step counts (a smoke run)")
@@ -339,6 +380,7 @@ def main(argv=None) -> None:
     parser.add_argument("--reference", type=int, default=100_000, help="oracle: exact samples in the reference set")
     parser.add_argument("--steps", default="", help="comma-separated step counts replacing each row's own list")
     parser.add_argument("--t-max", type=float, default=0.0, help="with --checkpoint: first grid time (0: its config's)")
+    parser.add_argument("--nfe", default="", help="comma-separated NFE budgets: each row's steps chosen to meet them")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
@@ -347,6 +389,7 @@ def main(argv=None) -> None:
         parser.error("--evalnet needs --checkpoint and --test-root (the real MNIST test IDX folder)")
     base = MNIST_SWEEP if args.evalnet else SWEEP
     override = [int(n) for n in args.steps.split(",")] if args.steps else None
+    nfe_targets = [int(n) for n in args.nfe.split(",")] if args.nfe else None
     sweep = [
         (lab, s, o, override or (steps[:2] if args.quick else steps)) for lab, s, o, steps in base if args.only in lab
     ]
@@ -377,6 +420,7 @@ def main(argv=None) -> None:
             args.test_root,
             on_row=write_json,
             t_max_override=args.t_max,
+            nfe_targets=nfe_targets,
         )
         title = (
             f"samplers on {args.checkpoint}, {args.num} samples"
@@ -385,8 +429,9 @@ def main(argv=None) -> None:
         )
     else:
         rows, floors = oracle_sweep(
-            args.sde, args.num, sweep, args.seed, on_row=write_json, num_reference=args.reference
-        )
+            args.sde, args.num, sweep, args.seed, on_row=write_json, num_reference=args.reference,
+            nfe_targets=nfe_targets,
+        )  # fmt: skip
         title = f"samplers on the gmm2d oracle, {args.sde} SDE, {args.num} samples"
     print(table(rows, floors))
     write_json(rows, floors, complete=True)

@@ -27,6 +27,7 @@ from samplers import (
     default_grid,
     options_from_config,
     run_sampler,
+    steps_or_default,
 )
 from sde import ScoreFn, sde_from_config
 from sde.ode_methods import FIXED_METHODS
@@ -86,6 +87,11 @@ def model_shape(model, cfg: Mapping | None = None) -> tuple[int, ...]:
     raise ValueError("cannot tell the sample shape from the network; pass shape=(C, H, W) or (d,)")
 
 
+def with_default_steps(sampling: Mapping) -> dict:
+    """The sampling settings with `steps` = 0 replaced by the sampler's default (samplers.DEFAULT_STEPS)."""
+    return {**sampling, "steps": steps_or_default(sampling["sampler"], sampling["steps"])}
+
+
 def steps_bar(sampling: Mapping, score_fn, desc: str = "steps") -> tqdm:
     """A progress bar over one batch's sampler steps (time grid points; levels for ALD), showing the NFE so far.
     Adaptive ODE solvers report only at the end, so their bar has no total."""
@@ -111,6 +117,7 @@ def sample_batch(
     """One batch of num samples with the configured sampler; returns (samples [num, *shape], NFE). `progress`
     shows a bar over the sampler's steps; `should_stop()`, checked after every step, raises SamplingStopped when
     true (adaptive ODE solvers report only at the end)."""
+    sampling = with_default_steps(sampling)
     name = sampling["sampler"]
     x_T = sde.prior_sampling((num, *shape), generator, device)
     score_fn = count_nfe(build_score_fn(model, sampling, labels))
@@ -154,6 +161,7 @@ def sample_images(
 ) -> tuple[torch.Tensor, dict]:
     """num samples in batches of sampling.batch_size (in memory; no files); returns (x, info). `should_stop`: see
     `sample_batch`."""
+    sampling = with_default_steps(sampling)
     device = torch.device(device or next(model.parameters(), torch.empty(0)).device)
     shape = tuple(shape) if shape is not None else model_shape(model)
     generator = generator or torch.Generator(device).manual_seed(0)

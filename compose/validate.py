@@ -201,6 +201,13 @@ def _check_score_sde_net(cfg) -> list[str]:
         problems.append(f"model.num_classes = {m.num_classes!r}: model.name = {m.name!r} is unconditional; use 0")
     for key, allowed in NCSNPP_CHOICES.items():
         problems += _one_of(f"model.{key}", str(m[key]).lower(), allowed)
+    if m.name == "ncsnpp" and m.parameterization != "score_sde" and (m.embedding_type == "fourier" or m.scale_by_sigma):
+        problems.append(
+            f"model.embedding_type = {m.embedding_type!r} / model.scale_by_sigma = {m.scale_by_sigma!r} read the "
+            f"network's label as a noise level sigma, but model.parameterization = {m.parameterization!r} feeds "
+            "log(sigma / alpha); use embedding_type 'positional' and scale_by_sigma False, or parameterization "
+            "'score_sde'"
+        )
     if problems:
         return problems
     try:  # the geometry (halvings, GroupNorm widths) is checked by building it on the meta device: no memory, no work
@@ -376,7 +383,7 @@ def _check_sampler(cfg) -> list[str]:
     """The sampler's name and options, checked by the samplers package itself (skipped if it cannot be imported)."""
     s = cfg.sampling
     from compose.build import make_sde_from_config
-    from samplers import SAMPLERS, check_sampler_options, options_from_config
+    from samplers import SAMPLERS, check_sampler_options, options_from_config, steps_or_default
 
     if s.sampler not in SAMPLERS:
         return _one_of("sampling.sampler", s.sampler, set(SAMPLERS))
@@ -385,7 +392,7 @@ def _check_sampler(cfg) -> list[str]:
     except (ValueError, KeyError):
         return []  # reported by _check_sde
     try:  # the training loop's sample grids use the same sampler with training.snapshot_steps steps
-        for steps in (s.steps, cfg.training.snapshot_steps):
+        for steps in (steps_or_default(s.sampler, s.steps), cfg.training.snapshot_steps):
             check_sampler_options(
                 s.sampler,
                 sde,
@@ -404,7 +411,7 @@ def _check_sampling(cfg) -> list[str]:
     s = cfg.sampling
     problems = _check_sampler(cfg)
     for key in ("num_samples", "batch_size", "steps", "n_corrector_steps"):
-        problems += _positive_int(f"sampling.{key}", s[key], minimum=0 if key == "n_corrector_steps" else 1)
+        problems += _positive_int(f"sampling.{key}", s[key], minimum=0 if key in ("n_corrector_steps", "steps") else 1)
     problems += _in_range("sampling.t_min", s.t_min, 0, 1, lo_open=True, hi_open=True)
     problems += _in_range("sampling.snr", s.snr, 0, math.inf, lo_open=True, hi_open=True)
     return problems + _check_guidance(cfg)

@@ -109,7 +109,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.sampler = "pc"  # see samplers.SAMPLERS
     sampling.num_samples = 64  # samples to draw
     sampling.batch_size = 64  # samples per batch
-    sampling.steps = 500  # number of time steps (noise levels) of the sampler
+    sampling.steps = 0  # time steps (noise levels) of the sampler; 0: its default (samplers.DEFAULT_STEPS: pc 500, ...)
     sampling.predictor = "reverse_diffusion"  # PC predictor: "euler_maruyama", "reverse_diffusion", "ancestral", "none"
     sampling.corrector = "langevin"  # PC corrector: "langevin", "ald", "none"
     sampling.snr = 0.16  # Langevin corrector signal-to-noise ratio

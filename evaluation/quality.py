@@ -20,7 +20,7 @@ import torch
 
 from compose.checkpoints import load_evalnet, load_score_model
 from compose.features import evalnet_outputs, pixels_to_evalnet_input, real_reference
-from compose.sampling import label_classes, model_shape, sample_batch
+from compose.sampling import label_classes, model_shape, sample_batch, with_default_steps
 from data.mnist import load_mnist
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def run_quality_eval(cfg, workdir: str) -> dict:
     net, net_info = load_evalnet(e.evalnet_workdir, device)
     reference = real_reference(cfg, net)
     model, _ = load_score_model(cfg.sampling.checkpoint or workdir, device, cfg.sampling.use_ema)
-    sampling = cfg.sampling.to_dict()
+    sampling = with_default_steps(cfg.sampling.to_dict())
     results = {
         "evalnet": {"checkpoint": net_info["checkpoint"], "accuracy_on_reference": reference["accuracy"]},
         "reference": reference["description"],

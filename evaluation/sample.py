@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from compose.checkpoints import config_from_dict, score_model_from
-from compose.sampling import batch_labels, label_classes, model_shape, sample_batch, sampling_info
+from compose.sampling import batch_labels, label_classes, model_shape, sample_batch, sampling_info, with_default_steps
 from data.images import save_grid
 from infra import distributed
 from infra.checkpoint import read_checkpoint
@@ -92,7 +92,7 @@ def run_sampling(cfg, workdir: str) -> None:
 def sample_to_disk(cfg, workdir: str) -> dict:
     """Load the latest (or the configured) checkpoint, sample in resumable batches, write PNG, .npz and JSON line;
     returns the JSON line's record."""
-    s = cfg.sampling.to_dict()
+    s = with_default_steps(cfg.sampling.to_dict())  # steps = 0: the sampler's own default
     dist = distributed.setup(cfg)  # under torchrun: batches shared out round robin (one process: all of them)
     device = dist.device
     checkpoint, ckpt = read_checkpoint(cfg.sampling.checkpoint or workdir)

@@ -27,7 +27,7 @@ from .grids import GRIDS, SOLVER_SAMPLERS, default_grid, time_grid
 from .langevin import CORRECTORS, ald_sample
 from .nfe import CountingScoreFn, count_nfe
 from .ode import ode_sample, solve_probability_flow
-from .options import SAMPLER_OPTIONS, check_sampler_options, options_from_config
+from .options import DEFAULT_STEPS, SAMPLER_OPTIONS, check_sampler_options, options_from_config, steps_or_default
 from .pc import PREDICTORS, ancestral_sample, pc_sample
 from .unipc import unipc_sample
 
@@ -66,6 +66,7 @@ def run_sampler(
 
 __all__ = [
     "CORRECTORS",
+    "DEFAULT_STEPS",
     "CountingScoreFn",
     "GRIDS",
     "ODE_METHODS",
@@ -90,6 +91,7 @@ __all__ = [
     "pc_sample",
     "run_sampler",
     "solve_probability_flow",
+    "steps_or_default",
     "time_grid",
     "unipc_sample",
 ]

@@ -50,6 +50,26 @@ SAMPLER_OPTIONS = {
     "edm": {"s_churn": "s_churn", "s_tmin": "s_tmin", "s_tmax": "s_tmax", "s_noise": "s_noise", "denoise": "denoise"},
 }
 GRID_OPTIONS = ("steps", "grid", "t_min")
+# Steps of each sampler when the config leaves `sampling.steps` at 0 (docs/samplers.md, "Default step counts"):
+# DDPM's 1,000-step chain; NCSN's 100 noise levels (x ald_steps); the PC recipe's 500; 50 fixed ODE steps; DDIM's
+# 50; 20 for the multistep solvers (21 network calls); EDM's 18 (35 network calls).
+DEFAULT_STEPS = {
+    "ancestral": 1000,
+    "ald": 100,
+    "pc": 500,
+    "ode": 50,
+    "ddim": 50,
+    "dpm_solver": 20,
+    "unipc": 20,
+    "edm": 18,
+}
+
+
+def steps_or_default(sampler: str, steps) -> int:
+    """`steps`, or the sampler's DEFAULT_STEPS when it is 0 / None."""
+    return int(steps) if steps else DEFAULT_STEPS[sampler]
+
+
 # What each sampler reads from the path besides marginal(t) (every one has a default derived from the marginals,
 # so any path serves every sampler; `require` names what an object that is not a full path lacks). The prior is
 # the caller's: samplers start from the x_T they are given.

@@ -147,3 +147,14 @@ def test_bad_network_options_are_named():
         NCSNpp(image_size=8, nf=8, ch_mult=(1,), num_res_blocks=1, attn_resolutions=())(
             torch.zeros(1, 3, 8, 8), torch.zeros(1), torch.zeros(1, dtype=torch.long)
         )
+
+
+def test_config_refuses_sigma_labels_under_our_own_parameterization():
+    """NCSN++'s Fourier embedding (of log sigma) and scale_by_sigma need sigma as the label: with 'eps', refused."""
+    from compose.validate import ConfigError, validate_config
+    from configs.cifar10_ncsnpp_continuous import get_config
+
+    cfg = get_config()
+    cfg.model.parameterization = "eps"
+    with pytest.raises(ConfigError, match="read the network's label as a noise level sigma"):
+        validate_config(cfg, "train", "/nonexistent/never/created")

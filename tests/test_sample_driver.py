@@ -162,9 +162,9 @@ def test_main_sample_mode_end_to_end(tmp_path):
     record = json.loads((tmp_path / "samples" / "samples.jsonl").read_text().splitlines()[-1])
     assert record["sampler"] == "ddim" and record["nfe"] == 4 and record["num_samples"] == 6
     bad = subprocess.run(
-        cmd[:-1] + ["--config.sampling.steps=0"], cwd=repo, capture_output=True, text=True, timeout=120
+        cmd[:-1] + ["--config.sampling.steps=-1"], cwd=repo, capture_output=True, text=True, timeout=120
     )
-    assert bad.returncode != 0 and "steps" in bad.stderr
+    assert bad.returncode != 0 and "sampling.steps = -1" in bad.stderr
 
 
 @pytest.mark.parametrize(
@@ -204,3 +204,20 @@ def test_biased_combinations_are_warned_about_not_refused(caplog):
     with caplog.at_level("WARNING"):
         sampling.sample(model, "unipc", 8, shape=(2,), steps=5)
     assert not any("is biased" in r.message for r in caplog.records)
+
+
+def test_steps_zero_means_each_samplers_own_default():
+    """sampling.steps = 0 (the config's default) gives each sampler its DEFAULT_STEPS; a negative count is refused."""
+    from compose.sampling import with_default_steps
+    from compose.validate import ConfigError, validate_config
+    from configs.toy_gmm import get_config
+    from samplers import DEFAULT_STEPS, SAMPLERS
+
+    assert set(DEFAULT_STEPS) == set(SAMPLERS)
+    for name in SAMPLERS:
+        assert with_default_steps({"sampler": name, "steps": 0})["steps"] == DEFAULT_STEPS[name]
+        assert with_default_steps({"sampler": name, "steps": 7})["steps"] == 7
+    cfg = get_config()
+    cfg.sampling.steps = -1
+    with pytest.raises(ConfigError, match="sampling.steps = -1 must be an integer >= 0"):
+        validate_config(cfg, "train", "/nonexistent/never/created")
