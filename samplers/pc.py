@@ -6,6 +6,8 @@ and every SDE, because each step reads only the SDE's exact marginals and transi
 - Euler-Maruyama: x + (f - g^2 score) dt + g sqrt(|dt|) noise with dt = s - t < 0 (`sde.reverse`).
 - reverse diffusion: undo the exact forward step x_t = x_s + f_i + G_i noise (`sde.discretize`):
   x - f_i + G_i^2 score + G_i noise (Song et al. 2021, Eq. 46).
+- score_sde's reverse diffusion: the same form with score_sde_pytorch's f_i, G_i (its DDPM / SMLD ladders with as
+  many levels as steps, evaluated at the step's start), kept to reproduce that code's numbers.
 - ancestral: x_s ~ q(x_s | x_t, x0_hat), DDPM's step on VP and SMLD's on VE (`base.ancestral_step`).
 """
 
@@ -38,6 +40,43 @@ def reverse_diffusion_predictor(
     return x - f_i + big_g**2 * score_fn(x, t) + big_g * randn_like(x, generator)
 
 
+def score_sde_discretize(sde: SDE, x: Tensor, t: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """score_sde_pytorch's `discretize(x, t)` on an n-level ladder (Song et al. 2021, App. B): level i = floor(t (n-1)
+    / T) in float32 as it computes it, tau_i = i T / (n - 1); DDPM's step on a variance-preserving path with a beta(t)
+    (f = (sqrt(1 - b) - 1) x, G = sqrt(b), b = beta(tau_i) / n), SMLD's on a variance-exploding one (alpha = 1: f = 0,
+    G^2 = sigma(tau_i)^2 - sigma(tau_{i-1})^2, 0 below level 0), Euler-Maruyama's elsewhere (f = f(x, t) / n,
+    G = g(t) / sqrt(n), as its sub-VP). Returns (f [B, *D], G [B])."""
+    big_t = float(sde.T)
+    level = (t.float() * (n - 1) / big_t).long().to(t.dtype)  # score_sde: (t * (N - 1) / T).long()
+    tau = level * big_t / (n - 1)
+    alpha, sigma = sde.marginal(t)
+    if bool(torch.all(alpha == 1)):  # variance exploding: SMLD's ladder
+        sigma_i = sde.marginal(tau)[1]
+        below = torch.where(level > 0, sde.marginal((level - 1).clamp(min=0) * big_t / (n - 1))[1], 0.0)
+        return torch.zeros_like(x), (sigma_i**2 - below**2).sqrt()
+    if hasattr(sde, "beta") and bool(torch.allclose(alpha**2 + sigma**2, torch.ones_like(alpha), atol=1e-6)):
+        b = sde.beta(tau) / n  # DDPM's ladder: beta_i = beta(tau_i) / n
+        return append_dims((1 - b).sqrt() - 1, x.ndim) * x, b.sqrt()
+    f, g = sde.sde(x, t)
+    return f / n, g / n**0.5
+
+
+def score_sde_reverse_diffusion_predictor(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    t: Tensor,
+    s: Tensor,
+    generator: torch.Generator | None,
+    n_levels: int = 1000,
+) -> Tensor:
+    """score_sde_pytorch's ReverseDiffusionPredictor: x - f_i + G_i^2 score + G_i noise with its ladder's f_i, G_i
+    at the step's start (`score_sde_discretize`, n = the number of grid times), not our exact transition."""
+    f_i, big_g = score_sde_discretize(sde, x, t, n_levels)
+    big_g = append_dims(big_g, x.ndim)
+    return x - f_i + big_g**2 * score_fn(x, t) + big_g * randn_like(x, generator)
+
+
 def ancestral_predictor(
     score_fn: ScoreFn,
     sde: SDE,
@@ -61,6 +100,7 @@ def no_predictor(
 PREDICTORS = {
     "euler_maruyama": euler_maruyama_predictor,
     "reverse_diffusion": reverse_diffusion_predictor,
+    "score_sde_reverse_diffusion": score_sde_reverse_diffusion_predictor,
     "ancestral": ancestral_predictor,
     "none": no_predictor,
 }
@@ -95,6 +135,8 @@ def pc_sample(
     check_grid(sde, ts)
     predict, correct = PREDICTORS[predictor], CORRECTORS[corrector]
     extra = {"variance": variance} if predictor == "ancestral" else {}
+    if predictor == "score_sde_reverse_diffusion":
+        extra = {"n_levels": len(ts)}  # score_sde's ladder: one level per grid time (its grid: linspace(T, eps, N))
     ts = ts.to(x.device, torch.float64)
     for i in range(len(ts) - 1):
         t, s = as_time(float(ts[i]), x), as_time(float(ts[i + 1]), x)
