@@ -36,8 +36,8 @@ def test_the_step_equals_score_sdes(x, case):
     f, big_g = score_sde_discretize(sde, x, t, case["n"])
     mean = x - f + big_g[:, None, None, None] ** 2 * score
     torch.testing.assert_close(big_g, case["rev_G"], rtol=2e-5, atol=1e-7)
-    # With N = 10 the VP ladder's top level has beta = 2 (1.78 one level down): sqrt(1 - beta) is NaN there, in score_sde's
-    # code and here alike (the predictor needs N > beta_max).
+    # With N = 10 the VP ladder's top level has beta = 2 (1.78 one level down): sqrt(1 - beta) is NaN there, in
+    # score_sde's code and here alike (the predictor needs N > beta_max).
     torch.testing.assert_close(mean, x - case["rev_f"], rtol=2e-5, atol=2e-6, equal_nan=True)
     assert not torch.isnan(mean).any() or (case["kind"], case["n"]) == ("vp", 10)
 
