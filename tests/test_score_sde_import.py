@@ -216,3 +216,31 @@ def test_import_sample_eval_and_continue_training_through_main(tmp_path):
         "--config.training.snapshot_every=0",
     )
     assert (work / "checkpoints" / "ckpt_000003.pt").is_file()
+
+
+@pytest.mark.parametrize("name,recipe", [("ncsnpp_tiny", "cifar10_ncsnpp_continuous"),
+                                         ("ddpmpp_tiny", "cifar10_ddpmpp_continuous"),
+                                         ("ddpm_tiny", "cifar10_ddpm_continuous")])  # fmt: skip
+def test_our_recipes_describe_score_sdes_networks(tmp_path, name, recipe):
+    """Without the peer's JSON: our recipe config, shrunk as the fixture was (16 px, its width, one block, attention
+    at 8, no dropout), imports the checkpoint and gives the peer's EMA scores: the recipes are score_sde's configs."""
+    import importlib
+
+    from compose.checkpoints import load_score_model
+    from compose.import_score_sde import import_score_sde
+
+    ckpt, peer, io_path = fixture(name)
+    cfg = importlib.import_module(f"configs.{recipe}").get_config()
+    cfg.data.image_size, cfg.model.base_channels = 16, peer["model"]["nf"]
+    cfg.model.channel_mult, cfg.model.num_res_blocks = tuple(peer["model"]["ch_mult"]), 1
+    cfg.model.attn_resolutions, cfg.model.dropout = (8,), 0.0
+    import_score_sde(ckpt, tmp_path / "w", cfg=cfg)
+    model, _ = load_score_model(tmp_path / "w", use_ema=True)
+    io = torch.load(io_path, weights_only=True)
+    x, factor = model_space(io["x"], model.sde.name, peer["data"]["centered"])
+    with torch.no_grad():
+        score = model(x, io["t"]) * factor
+    if model.sde.name != "ve":  # their float32 std at t = 1e-3 (module docstring)
+        sigma = model.sde.marginal(io["t"])[1]
+        score = score * (sigma / io["std"])[:, None, None, None]
+    assert close(score, io["score_ema"]) < 1e-5
