@@ -42,9 +42,9 @@ def reverse_diffusion_predictor(
 
 def score_sde_discretize(sde: SDE, x: Tensor, t: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """score_sde_pytorch's `discretize(x, t)` on an n-level ladder (Song et al. 2021, App. B): level i = floor(t (n-1)
-    / T) in float32 as it computes it, tau_i = i T / (n - 1); DDPM's step on a variance-preserving path with a beta(t)
-    (f = (sqrt(1 - b) - 1) x, G = sqrt(b), b = beta(tau_i) / n), SMLD's on a variance-exploding one (alpha = 1: f = 0,
-    G^2 = sigma(tau_i)^2 - sigma(tau_{i-1})^2, 0 below level 0), Euler-Maruyama's elsewhere (f = f(x, t) / n,
+    / T) in float32 as it computes it, tau_i = i T / (n - 1); DDPM's step on a variance-preserving path with linear
+    betas (f = (sqrt(1 - b) - 1) x, G = sqrt(b), b = beta(tau_i) / n), SMLD's on a variance-exploding one (alpha = 1:
+    f = 0, G^2 = sigma(tau_i)^2 - sigma(tau_{i-1})^2, 0 below level 0), Euler-Maruyama's elsewhere (f = f(x, t) / n,
     G = g(t) / sqrt(n), as its sub-VP). Returns (f [B, *D], G [B])."""
     big_t = float(sde.T)
     level = (t.float() * (n - 1) / big_t).long().to(t.dtype)  # score_sde: (t * (N - 1) / T).long()
@@ -54,7 +54,8 @@ def score_sde_discretize(sde: SDE, x: Tensor, t: Tensor, n: int) -> tuple[Tensor
         sigma_i = sde.marginal(tau)[1]
         below = torch.where(level > 0, sde.marginal((level - 1).clamp(min=0) * big_t / (n - 1))[1], 0.0)
         return torch.zeros_like(x), (sigma_i**2 - below**2).sqrt()
-    if hasattr(sde, "beta") and bool(torch.allclose(alpha**2 + sigma**2, torch.ones_like(alpha), atol=1e-6)):
+    linear_beta = all(hasattr(sde, k) for k in ("beta", "beta_min", "beta_max"))  # score_sde's VP: a linear beta(t)
+    if linear_beta and bool(torch.allclose(alpha**2 + sigma**2, torch.ones_like(alpha), atol=1e-6)):
         b = sde.beta(tau) / n  # DDPM's ladder: beta_i = beta(tau_i) / n
         return append_dims((1 - b).sqrt() - 1, x.ndim) * x, b.sqrt()
     f, g = sde.sde(x, t)
@@ -137,6 +138,13 @@ def pc_sample(
     extra = {"variance": variance} if predictor == "ancestral" else {}
     if predictor == "score_sde_reverse_diffusion":
         extra = {"n_levels": len(ts)}  # score_sde's ladder: one level per grid time (its grid: linspace(T, eps, N))
+        top = torch.full((1,), float(sde.T), dtype=torch.float64)
+        f_top, g_top = score_sde_discretize(sde, torch.ones(1, 1, dtype=torch.float64), top, len(ts))
+        if not (bool(torch.isfinite(f_top).all()) and bool(torch.isfinite(g_top).all())):
+            raise ValueError(
+                f"score_sde's ladder with N = {len(ts)} levels has a step beyond the path at its top level (a DDPM "
+                f"beta >= 1: its code gives NaN there); use more steps"
+            )
     ts = ts.to(x.device, torch.float64)
     for i in range(len(ts) - 1):
         t, s = as_time(float(ts[i]), x), as_time(float(ts[i + 1]), x)

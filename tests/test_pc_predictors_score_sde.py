@@ -51,3 +51,19 @@ def test_the_predictor_runs_in_pc_and_is_named_in_the_choices():
     out = run_sampler("pc", lambda x, t: -x, sde, x, steps=20, predictor="score_sde_reverse_diffusion",
                       corrector="none", generator=torch.Generator().manual_seed(1))  # fmt: skip
     assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_a_ladder_too_short_for_vp_is_refused_before_any_call():
+    """With N <= beta_max the VP ladder's top step has beta >= 1 (NaN in score_sde's code): refused, named."""
+    from samplers import run_sampler
+
+    sde = make_sde("vp")
+    calls = []
+
+    def score(x, t):
+        calls.append(1)
+        return -x
+
+    with pytest.raises(ValueError, match="score_sde's ladder with N = 6 levels"):
+        run_sampler("pc", score, sde, torch.zeros(2, 2), steps=5, predictor="score_sde_reverse_diffusion")
+    assert not calls
