@@ -471,6 +471,7 @@ def _check_eval_inputs(cfg, workdir: str) -> list[str]:
     not a traceback mid-run."""
     from compose.build import load_eval_images
     from compose.checkpoints import eval_data_config
+    from data.cifar10 import check_cifar10
     from infra.checkpoint import CheckpointError, read_checkpoint
     from likelihood.ode import LIKELIHOOD_METHODS
 
@@ -492,8 +493,11 @@ def _check_eval_inputs(cfg, workdir: str) -> list[str]:
     data_cfg = eval_data_config(cfg, stored)
     if data_cfg.data.dataset not in IMAGE_DATASETS:
         return problems
-    try:
-        load_eval_images(data_cfg, e.split, progress=False)  # what the eval driver will read
+    try:  # what the eval driver will read (CIFAR-10: its files and first batch; MNIST: the digits, small)
+        if data_cfg.data.dataset == "cifar10":
+            check_cifar10(data_cfg.data.root, e.split, download=data_cfg.data.source == "download")
+        else:
+            load_eval_images(data_cfg, e.split, progress=False)
     except (OSError, ValueError, ImportError) as err:
         problems.append(
             f"eval data (eval.split = {e.split!r}, root {data_cfg.data.root!r}, {data_cfg.data.dataset}): {err}"
@@ -581,10 +585,10 @@ def _check_training_data(cfg) -> list[str]:
     """Open the MNIST or CIFAR-10 files that training will read (magic, dims, lengths, label counts)."""
     d = cfg.data
     if d.dataset == "cifar10":
-        from data.cifar10 import load_cifar10
+        from data.cifar10 import check_cifar10
 
-        try:  # reads (and with source 'download' fetches) the archive now: a missing one stops before any work
-            load_cifar10(d.root, "train", download=d.source == "download")
+        try:  # opens (and with source 'download' fetches) the archive now: a missing one stops before any work
+            check_cifar10(d.root, "train", download=d.source == "download")
         except (OSError, ValueError) as err:
             return [f"training data (data.dataset = 'cifar10', data.root = {d.root!r}): {err}"]
         return []

@@ -67,11 +67,10 @@ def _missing_message(root: Path) -> str:
     )
 
 
-def load_cifar10(root: str | os.PathLike, split: str = "train", download: bool = False, progress: bool = True):
-    """(images uint8 [N, 3, 32, 32], labels int64 [N], description) of the `split` ("train" or "test")."""
+def _locate(root: Path, split: str, download: bool, progress: bool) -> tuple[Path, Path]:
+    """(folder, archive) of CIFAR-10 under root, fetching the archive first if asked and absent."""
     if split not in BATCHES:
         raise ValueError(f"unknown CIFAR-10 split {split!r}; valid: {list(BATCHES)}")
-    root = Path(root)
     folder, archive = root / FOLDER, root / ARCHIVE
     if not folder.is_dir() and not archive.is_file():
         if not download:
@@ -81,6 +80,32 @@ def load_cifar10(root: str | os.PathLike, split: str = "train", download: bool =
         root.mkdir(parents=True, exist_ok=True)
         logger.info("downloading %s", URL)
         _fetch_checked(URL, archive, ARCHIVE_MD5, progress, timeout=60.0)
+    return folder, archive
+
+
+def check_cifar10(root: str | os.PathLike, split: str = "train", download: bool = False) -> None:
+    """Raise (FileNotFoundError / ValueError, naming the file) unless `split` can be read: its batches are present
+    and the first one is well-formed. For start-up checks: it reads one batch, not the split."""
+    folder, archive = _locate(Path(root), split, download, progress=True)
+    if folder.is_dir():
+        missing = [name for name in BATCHES[split] if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder} lacks {missing}: {_missing_message(Path(root))}")
+        read_batch((folder / BATCHES[split][0]).read_bytes(), str(folder / BATCHES[split][0]))
+        return
+    with tarfile.open(archive, "r:gz") as tar:
+        first = f"{FOLDER}/{BATCHES[split][0]}"
+        names = set(tar.getnames())
+        missing = [name for name in BATCHES[split] if f"{FOLDER}/{name}" not in names]
+        if missing:
+            raise ValueError(f"{archive} has no {missing}: not the CIFAR-10 python archive")
+        read_batch(tar.extractfile(first).read(), f"{archive}:{first}")
+
+
+def load_cifar10(root: str | os.PathLike, split: str = "train", download: bool = False, progress: bool = True):
+    """(images uint8 [N, 3, 32, 32], labels int64 [N], description) of the `split` ("train" or "test")."""
+    root = Path(root)
+    folder, archive = _locate(root, split, download, progress)
     parts = []
     if folder.is_dir():
         for name in BATCHES[split]:

@@ -1,10 +1,10 @@
 """FIR up/down-sampling of images with plain torch ops: upfirdn2d and the fused resampling convolutions.
 
-StyleGAN2's resampling (Karras et al., "Analyzing and Improving the Image Quality of StyleGAN", 2020, App. B), as
-NCSN++ uses it (Song et al. 2021, App. H): `upfirdn2d` inserts `up - 1` zeros between samples, pads (negative
-pads crop), convolves with the FIR kernel and keeps every `down`-th sample. score_sde_pytorch compiles a CUDA
-kernel for it at import; here it is one zero-insertion, one `F.pad` and one depthwise `F.conv2d`, so it runs on
-any device and is differentiable to any order. The kernel is given as taps `k` (separable: outer(k, k)),
+StyleGAN2's resampling (Karras et al., "Analyzing and Improving the Image Quality of StyleGAN", 2020; the upfirdn2d
+op of its code), as NCSN++ uses it (Song et al. 2021, App. H): `upfirdn2d` inserts `up - 1` zeros between samples,
+pads (negative pads crop), convolves with the FIR kernel and keeps every `down`-th sample. score_sde_pytorch
+compiles a CUDA kernel for it at import; here it is one zero-insertion, one `F.pad` and one depthwise `F.conv2d`,
+so it runs on any device and is differentiable to any order. The kernel is given as taps `k` (separable: outer(k, k)),
 normalised to sum 1 (times `gain`, and times `factor^2` when upsampling so a constant image keeps its value).
 """
 

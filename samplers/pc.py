@@ -35,7 +35,14 @@ def reverse_diffusion_predictor(
     score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None
 ) -> Tensor:
     """Reverse-diffusion step x - f_i + G_i^2 score + G_i noise (Song et al. 2021, Eq. 46)."""
-    f_i, big_g = sde.discretize(x, s, t)
+    return reverse_diffusion_step(score_fn, x, t, *sde.discretize(x, s, t), generator)
+
+
+def reverse_diffusion_step(
+    score_fn: ScoreFn, x: Tensor, t: Tensor, f_i: Tensor, big_g: Tensor, generator: torch.Generator | None
+) -> Tensor:
+    """x - f_i + G_i^2 score(x, t) + G_i noise: the reverse of the forward step x_t = x_s + f_i + G_i noise
+    (Song et al. 2021, Eq. 46), for any f_i [B, *D] and G_i [B]."""
     big_g = append_dims(big_g, x.ndim)
     return x - f_i + big_g**2 * score_fn(x, t) + big_g * randn_like(x, generator)
 
@@ -73,9 +80,7 @@ def score_sde_reverse_diffusion_predictor(
 ) -> Tensor:
     """score_sde_pytorch's ReverseDiffusionPredictor: x - f_i + G_i^2 score + G_i noise with its ladder's f_i, G_i
     at the step's start (`score_sde_discretize`, n = the number of grid times), not our exact transition."""
-    f_i, big_g = score_sde_discretize(sde, x, t, n_levels)
-    big_g = append_dims(big_g, x.ndim)
-    return x - f_i + big_g**2 * score_fn(x, t) + big_g * randn_like(x, generator)
+    return reverse_diffusion_step(score_fn, x, t, *score_sde_discretize(sde, x, t, n_levels), generator)
 
 
 def ancestral_predictor(

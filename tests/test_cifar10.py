@@ -147,3 +147,19 @@ def test_the_full_size_recipe_starts_through_main(tmp_path):
     proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "61,804,419 parameters" in proc.stderr
+
+
+def test_the_start_up_check_reads_one_batch_and_names_what_is_missing(tmp_path):
+    """check_cifar10 (used by the config validation) opens the split's files and parses its first batch only."""
+    from data.cifar10 import check_cifar10
+
+    write_tiny_cifar10(tmp_path / "a")
+    check_cifar10(tmp_path / "a", "train")
+    check_cifar10(tmp_path / "a", "test")
+    write_tiny_cifar10(tmp_path / "b", extracted=True)
+    (tmp_path / "b" / FOLDER / "data_batch_4").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lacks \['data_batch_4'\]"):
+        check_cifar10(tmp_path / "b", "train")
+    check_cifar10(tmp_path / "b", "test")
+    with pytest.raises(FileNotFoundError, match="put cifar-10-python.tar.gz"):
+        check_cifar10(tmp_path / "nowhere", "train")
