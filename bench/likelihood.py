@@ -226,6 +226,13 @@ def main(argv=None) -> None:
     parser.add_argument("--compare", action="store_true", help="side by side with score_sde's algorithm")
     parser.add_argument("--targets", nargs="+", default=["diagonal", "correlated"])
     parser.add_argument("--sdes", nargs="+", default=["vp", "subvp", "ve", "ddpm"])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="--compare on the analytic targets: our methods beside score_sde's (default: dopri5, exponential, and "
+        "exponential in t on VP / sub-VP); any adaptive torchdiffeq method, 'exponential' or 'exponential-t'",
+    )
     parser.add_argument("--name", default="", help="results file name (default: by mode)")
     parser.add_argument("--results-dir", default=RESULTS, help="folder of the .json and .md results")
     args = parser.parse_args(argv)
@@ -237,6 +244,17 @@ def main(argv=None) -> None:
             if args.compare
             else [1e-3, 1e-5]
         )
+    if bool(args.checkpoint) != bool(args.mnist_root):
+        parser.error("--checkpoint and --mnist-root go together")
+    if args.methods is not None:
+        from bench.likelihood_compare import COMPARE_METHODS
+
+        bad = [m for m in args.methods if m not in COMPARE_METHODS]
+        if bad or not args.compare or args.checkpoint:
+            parser.error(
+                f"--methods {' '.join(args.methods)}: only with --compare on the analytic targets, "
+                f"from {list(COMPARE_METHODS)}"
+            )
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
@@ -244,8 +262,6 @@ def main(argv=None) -> None:
     command = "python " + " ".join(sys.argv)
     print(f"machine: {machine}\ncommand: {command}", flush=True)
     os.makedirs(args.results_dir, exist_ok=True)
-    if bool(args.checkpoint) != bool(args.mnist_root):
-        parser.error("--checkpoint and --mnist-root go together")
     if args.compare and args.checkpoint:
         from bench.likelihood_compare import mnist_compare_table, run_mnist_compare
 

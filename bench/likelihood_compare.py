@@ -30,9 +30,12 @@ import torch
 from data.toy import make_mixture
 from likelihood import draw_probes, log_likelihood_per_probe
 from sde import make_sde
+from sde.ode_methods import ADAPTIVE_METHODS
 
 SDES = ("vp", "subvp", "ve", "ddpm")
 TOLERANCES = (1e-3, 1e-4, 1e-5, 1e-6)
+T_VARIANT = "exponential, time_variable=t"
+COMPARE_METHODS = (*ADAPTIVE_METHODS, "exponential", "exponential-t")  # --methods; "exponential-t" = T_VARIANT
 
 
 class PricedScore(torch.nn.Module):
@@ -136,11 +139,11 @@ def run_compare(args, oracle_cls) -> list[dict]:
                     state_dtype="float64",
                 )
                 reference = reference[:, 0]
-            runs = [("score_sde RK45", tol) for tol in args.tolerances]
-            runs += [("dopri5", tol) for tol in args.tolerances]
-            runs += [("exponential", tol) for tol in args.tolerances]
-            if sde_name in ("vp", "subvp"):  # smooth in t: the option that wins on these analytic targets
-                runs += [("exponential, time_variable=t", tol) for tol in args.tolerances]
+            if getattr(args, "methods", None):
+                ours = [T_VARIANT if m == "exponential-t" else m for m in args.methods]
+            else:  # exponential in t on VP / sub-VP: smooth in t, the option that wins on these analytic targets
+                ours = ["dopri5", "exponential"] + ([T_VARIANT] if sde_name in ("vp", "subvp") else [])
+            runs = [(method, tol) for method in ("score_sde RK45", *ours) for tol in args.tolerances]
             for method, tol in runs:
                 start = time.perf_counter()
                 if method == "score_sde RK45":

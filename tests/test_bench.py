@@ -108,6 +108,22 @@ def test_likelihood_compare_runs_score_sde_beside_ours_and_matches_work(tmp_path
     assert "ratio" in (tmp_path / "likelihood_compare.md").read_text()
 
 
+def test_likelihood_compare_methods_runs_only_those_and_refuses_others(tmp_path, capsys):
+    """--methods picks our rows (here an 8th-order tableau and the exponential integrator in t); a method the
+    comparison cannot run is refused in one line before anything runs or is written."""
+    bench_likelihood.main(
+        ["--compare", "--dim", "6", "--num-examples", "4", "--targets", "diagonal", "--sdes", "vp",
+         "--tolerances", "1e-5", "--methods", "dopri8", "exponential-t", "--results-dir", str(tmp_path)]
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "likelihood_compare.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["score_sde RK45", "dopri8", "exponential, time_variable=t"]
+    assert all(r["err"] < 1e-4 for r in rows), [(r["method"], r["err"]) for r in rows]
+    out = tmp_path / "refused"
+    with pytest.raises(SystemExit):
+        bench_likelihood.main(["--compare", "--methods", "rk4", "--results-dir", str(out)])
+    assert "--methods rk4" in capsys.readouterr().err and not out.exists()
+
+
 def test_gpu_benchmark_runs_at_tiny_size_on_cpu(tmp_path):
     """bench/gpu.py's CPU smoke size: every measurement runs and lands in the JSON (figures come from GPU runs)."""
     from bench import gpu as bench_gpu
