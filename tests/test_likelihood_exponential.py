@@ -31,18 +31,23 @@ def reference_integral(f, lam_a: float, lam_b: float) -> float:
 PATHS = [VPSDE(), SubVPSDE(), VESDE(), CosineVPSDE(), EDMSDE(), RectifiedFlow(), DiscreteVPSDE(N=40)]
 
 
+def _solver_error(mix, sde, n, tol):
+    """(log p, |error| in bits/dim per example, calls): the exponential integrator with the exact divergence on n
+    float64 samples of mix at rtol = atol = tol, the prior swapped for the exact log p_T(z) (the solver's error)."""
+    x = mix.sample(n, torch.Generator().manual_seed(0), dtype=torch.float64)
+    logp, z, calls = log_likelihood(
+        mix.score_fn(sde), sde, x, method="exponential", divergence="exact", rtol=tol, atol=tol
+    )
+    solver_logp = logp - sde.prior_logp(z) + mix.log_prob(z, sde.T, sde)
+    return logp, (solver_logp - mix.log_prob(x, 1e-5, sde)).abs() / (mix.dim * math.log(2)), calls
+
+
 @pytest.mark.parametrize("sde", PATHS, ids=lambda s: s.name)
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_matches_exact_log_density_on_every_path(sde, target):
     """Exact divergence, float64, rtol = atol = 1e-7: log p_{t_min}(x) within 1e-5 bits/dim of the closed form
     (the prior replaced by the exact log p_T(z), as in test_likelihood)."""
-    mix = TARGETS[target]()
-    x = mix.sample(3, torch.Generator().manual_seed(0), dtype=torch.float64)
-    logp, z, calls = log_likelihood(
-        mix.score_fn(sde), sde, x, method="exponential", divergence="exact", rtol=1e-7, atol=1e-7
-    )
-    solver_logp = logp - sde.prior_logp(z) + mix.log_prob(z, sde.T, sde)
-    err_bpd = (solver_logp - mix.log_prob(x, 1e-5, sde)).abs() / (mix.dim * math.log(2))
+    logp, err_bpd, calls = _solver_error(TARGETS[target](), sde, 3, 1e-7)
     assert err_bpd.max() < 1e-5, (err_bpd, calls)
     assert logp.dtype == torch.float64 and 5 < calls < 1000
 
@@ -53,13 +58,7 @@ def test_error_stays_near_the_tolerance_on_every_path(sde):
     10x the tolerance in bits/dim on every path (measured 9e-6 - 6e-5). Without the longest step in lambda
     (MAX_STEP_LOGSNR) it missed 50x on sub-VP and EDM's path (5e-4, 6e-4): steps of 3-6 in lambda at the data end,
     where the accumulator's integrand sigma^2 div score decays like e^{-2 lambda}, passed the step control."""
-    mix = make_mixture("gaussian", 32, seed=0)
-    x = mix.sample(8, torch.Generator().manual_seed(0), dtype=torch.float64)
-    logp, z, calls = log_likelihood(
-        mix.score_fn(sde), sde, x, method="exponential", divergence="exact", rtol=1e-5, atol=1e-5
-    )
-    solver_logp = logp - sde.prior_logp(z) + mix.log_prob(z, sde.T, sde)
-    err_bpd = (solver_logp - mix.log_prob(x, 1e-5, sde)).abs() / (mix.dim * math.log(2))
+    _, err_bpd, calls = _solver_error(make_mixture("gaussian", 32, seed=0), sde, 8, 1e-5)
     assert err_bpd.max() < 1e-4, (err_bpd, calls)
 
 
