@@ -139,7 +139,7 @@ def run_compare(args, oracle_cls) -> list[dict]:
                     state_dtype="float64",
                 )
                 reference = reference[:, 0]
-            if getattr(args, "methods", None):
+            if args.methods:
                 ours = [T_VARIANT if m == "exponential-t" else m for m in args.methods]
             else:  # exponential in t on VP / sub-VP: smooth in t, the option that wins on these analytic targets
                 ours = ["dopri5", "exponential"] + ([T_VARIANT] if sde_name in ("vp", "subvp") else [])

@@ -57,8 +57,8 @@ LN2 = math.log(2)
 # The longest step in lambda. Gaussian data's transitions 1 / (1 + c e^{2 lambda}) have their poles pi/2 off the real
 # lambda axis whatever the variance c, so a polynomial step much longer than that extrapolates where its error
 # estimate means nothing: without the cap, steps of 3-6 in lambda were accepted at the data end of sub-VP and EDM's
-# path, where the accumulator's integrand decays like e^{-2 lambda}, and cost 50x the tolerance (test_likelihood_
-# exponential.py). Trained MNIST models never step that far (no call more or less there).
+# path, where the accumulator's integrand decays like e^{-2 lambda}, and cost 50x the tolerance
+# (tests/test_likelihood_exponential.py). Trained MNIST models never step that far (no call more or less there).
 MAX_STEP_LOGSNR = 1.0
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(16)
 

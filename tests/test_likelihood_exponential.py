@@ -81,7 +81,7 @@ def test_no_step_is_longer_than_the_cap_in_logsnr(variable):
     lam = sde.logsnr(torch.tensor(seen, dtype=torch.float64))
     steps = (lam[1:] - lam[:-1]).abs()
     assert steps.max() <= MAX_STEP_LOGSNR + 1e-9, steps.max()
-    assert steps.max() > 0.5 * MAX_STEP_LOGSNR  # the cap is reached: the controller would go further
+    assert (steps > MAX_STEP_LOGSNR - 1e-9).sum() >= 5  # the cap is reached, again and again
 
 
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=lambda s: s.name)
