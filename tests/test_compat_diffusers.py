@@ -190,7 +190,11 @@ def test_diffusers_sde_third_order_has_the_wrong_sign_on_its_half():
         score_fn, SDE, start(4000, seed=5), grid(sched.timesteps), order=3, eta=1.0, third_order="reference",
         generator=torch.Generator().manual_seed(6),
     )  # fmt: skip
-    torch.testing.assert_close(ours, results["sign fixed"], **TOL)
+    # 20 float32 third-order SDE steps of 4000 samples (diffusers' coefficients float32, ours float64): median
+    # |diff| 6e-7, 99.9 % below 2.2e-5, the largest 2.9-3.7e-5 from run to run on one 2-core x86 machine, 2e-5 on
+    # another; so the tail gets atol 1e-4, the bulk is held to float precision.
+    torch.testing.assert_close(ours, results["sign fixed"], rtol=1e-4, atol=1e-4)
+    assert (ours - results["sign fixed"]).abs().median() < 2e-6
     assert (ours - results["diffusers"]).abs().max() > 0.5
     data_var = MIXTURE.sample(4000, torch.Generator().manual_seed(7), dtype=torch.float64).var(0).mean()
     err_ours = abs(ours.double().var(0).mean() / data_var - 1)
