@@ -4,8 +4,9 @@ score_sde's `likelihood.get_likelihood_fn` (Song et al. 2021, score_sde_pytorch/
 here from its description for the side-by-side: scipy's RK45 (`solve_ivp`) on the flattened float64 state
 (x, delta), the network fed float32; every right-hand side calls the network twice, a forward pass for the drift
 (no graph) and a forward + backward pass inside the Hutchinson divergence of the drift. Its network work per NFE
-is F + (F_g + B), ours per call F_g + B (one forward with graph, one vector-Jacobian product per probe), where the
-cost ratio r = (F_g + B) / F is measured on the network-priced score below and printed.
+is F + (F_g + B), ours per call F_g + B (one forward with graph, one vector-Jacobian product per probe) or F at a
+call that needs no divergence (dopri5's and dopri8's unread stages, likelihood.ode.unread_stages), where the cost
+ratio r = (F_g + B) / F is measured on the network-priced score below and printed; the score counts both kinds.
 
 Targets (784-D, exact score and log p_{t_min} in closed form):
   * "diagonal": N(mu, diag(lam)) with lam the eigenvalues of the benchmark's correlated covariance
@@ -40,16 +41,23 @@ COMPARE_METHODS = (*ADAPTIVE_METHODS, "exponential", "exponential-t")  # --metho
 
 class PricedScore(torch.nn.Module):
     """The exact score plus 0 x a 784-1024-784 MLP: the answer stays exact, each call costs a network's forward
-    (and backward) pass, so NFE and work show in wall time as they would with a model."""
+    (and backward) pass, so NFE and work show in wall time as they would with a model. It counts its calls with
+    a graph (a VJP follows) and without, so work is counted from what a solver did, not from its NFE."""
 
     def __init__(self, oracle, dim: int):
         super().__init__()
         self.oracle = oracle
         self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, 1024), torch.nn.SiLU(), torch.nn.Linear(1024, dim))
         self.mlp.requires_grad_(False)
+        self.calls = {"graph": 0, "plain": 0}
 
     def forward(self, x, t):
+        self.calls["graph" if torch.is_grad_enabled() and x.requires_grad else "plain"] += 1
         return self.oracle.score(x, t) + 0.0 * self.mlp(x)
+
+    def work(self, r: float) -> float:
+        """Forwards spent since the counts were last reset: r per call with graph + VJP, 1 per plain call."""
+        return self.calls["graph"] * r + self.calls["plain"]
 
 
 def cost_ratio(score, x, t_val=0.5, repeats=20) -> float:
@@ -145,10 +153,10 @@ def run_compare(args, oracle_cls) -> list[dict]:
                 ours = ["dopri5", "exponential"] + ([T_VARIANT] if sde_name in ("vp", "subvp") else [])
             runs = [(method, tol) for method in ("score_sde RK45", *ours) for tol in args.tolerances]
             for method, tol in runs:
+                score.calls.update(graph=0, plain=0)
                 start = time.perf_counter()
-                if method == "score_sde RK45":
+                if method == "score_sde RK45":  # per NFE a plain forward and a forward with graph + VJP: 1 + r
                     logp, z, nfe = score_sde_likelihood(score, sde, x, probe[0], tol, tol, args.t_min)
-                    work = nfe * (1 + r)
                 else:
                     logp, z, nfe = log_likelihood_per_probe(
                         score,
@@ -163,8 +171,8 @@ def run_compare(args, oracle_cls) -> list[dict]:
                         time_variable="t" if method.endswith("=t") else "auto",
                     )
                     logp = logp[:, 0]
-                    work = nfe * r
                 seconds = time.perf_counter() - start
+                work = score.work(r)
                 logp = logp.double()
                 scale = dim * math.log(2)
                 if reference is None:  # the solver's error: the prior swapped for the exact log p_T(z)

@@ -87,37 +87,77 @@ def resolve_state_dtype(state_dtype: str | torch.dtype | None) -> torch.dtype | 
     raise ValueError(f"unknown state dtype {state_dtype!r}; valid: {list(STATE_DTYPES)} (or None: the data's)")
 
 
-def _ode_func(
-    score_fn: ScoreFn,
-    sde: SDE,
-    divergence: str,
-    probes: Tensor | None,
-    counter: list[int],
-    time_variable: str,
-    t_min: float,
-    net_dtype: torch.dtype,
-):
+def unread_stages(method: str) -> dict[int, float]:
+    """{call index within a step: its stage's fraction of the step} for the stages of torchdiffeq's tableau for
+    `method` whose derivative has weight zero in the solution, the error estimate and the dense output (and is not
+    the last, first-same-as-last stage). Their accumulator value is never read, so their divergence can be skipped
+    without changing a bit of the result: dopri5's second stage (c = 1/5, b = b* = 0; Dormand & Prince 1980),
+    dopri8's stages 2-5. {} for a method without such a tableau (or another torchdiffeq layout)."""
+    try:
+        from torchdiffeq._impl.odeint import SOLVERS
+
+        solver = SOLVERS[TORCHDIFFEQ_NAME[method]]
+        tableau, mid = solver.tableau, solver.mid
+    except (ImportError, KeyError, AttributeError):
+        return {}
+    weights = torch.stack([tableau.c_sol, tableau.c_error, mid]).abs().sum(0)  # [stages + 1]; k_0 is f(t0)
+    return {i - 1: float(tableau.alpha[i - 1]) for i in range(1, len(weights) - 1) if weights[i] == 0}
+
+
+STAGE_TOL = 1e-3  # a call is a tableau stage if its time is within this fraction of the step (stages are >= 0.02 apart)
+
+
+class _ODEFunc:
     """Right-hand side of the augmented ODE (dx/du, d delta/du) = (f~ dt/du, div f~ dt/du per probe) in the
     integration variable u = t, or u = lambda_t with dt/dlambda = -2 sigma_t^2 / g_t^2 (true for every path).
-    The state may be float64 while the network sees its own dtype `net_dtype`."""
+    The state may be float64 while the network sees its own dtype `net_dtype`.
 
-    def func(u: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        counter[0] += 1
-        with torch.enable_grad():
-            x = state[0].detach().to(net_dtype).requires_grad_(True)
-            t = u if time_variable == "t" else sde.t_from_logsnr(u).clamp(t_min, sde.T)
+    At the `unread_stages` of the method (located through torchdiffeq's step callback, and only where the call's
+    time is the stage's) only the drift is computed, a forward without graph, and the divergence is returned as 0:
+    its weight is zero everywhere it could be read. Every other call costs a forward with graph and one VJP per
+    probe."""
+
+    def __init__(self, score_fn, sde, divergence, probes, counter, time_variable, t_min, net_dtype, skip):
+        self.score_fn, self.sde, self.divergence, self.probes = score_fn, sde, divergence, probes
+        self.counter, self.time_variable, self.t_min, self.net_dtype = counter, time_variable, t_min, net_dtype
+        self.skip = skip  # {call index within a step: stage fraction}
+        self.step = None  # (t0, dt, call index, effective dt) of the step under way
+
+    def callback_step(self, t0: Tensor, y0, dt: Tensor) -> None:
+        """torchdiffeq calls this before each step attempt (accepted or not)."""
+        self.step = [t0, dt, 0, None]
+
+    def _unread(self, u: Tensor) -> bool:
+        """Whether this call is one of the unread stages of the step under way (checked by its time)."""
+        if self.step is None:  # torchdiffeq's initial calls, before any step
+            return False
+        t0, dt, index, dt_eff = self.step
+        self.step[2] += 1
+        if index not in self.skip:
+            return False
+        frac = float((u - t0).abs() / dt)  # torchdiffeq reports dt > 0 in either direction of integration
+        if dt_eff is None and index == 0 and 0 < frac <= self.skip[0] * (1 + STAGE_TOL):  # dt may shrink onto T
+            self.step[3] = dt_eff = frac / self.skip[0]
+        return dt_eff is not None and abs(frac - self.skip[index] * dt_eff) <= STAGE_TOL * dt_eff
+
+    def __call__(self, u: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        self.counter[0] += 1
+        sde, unread = self.sde, self._unread(u)
+        with torch.set_grad_enabled(not unread):
+            x = state[0].detach().to(self.net_dtype).requires_grad_(not unread)
+            t = u if self.time_variable == "t" else sde.t_from_logsnr(u).clamp(self.t_min, sde.T)
             t_vec = as_time(t.to(x.dtype), x)
-            drift = sde.reverse(x, t_vec, score_fn(x, t_vec), probability_flow=True)[0]  # [B, *D]
-            if time_variable == "logsnr":
+            drift = sde.reverse(x, t_vec, self.score_fn(x, t_vec), probability_flow=True)[0]  # [B, *D]
+            if self.time_variable == "logsnr":
                 _, g = sde.sde(x, t_vec)
                 drift = drift * append_dims(-2 * sde.marginal(t_vec)[1] ** 2 / g**2, x.ndim)
-            if divergence == "exact":
+            if unread:
+                div = torch.zeros_like(state[1])
+            elif self.divergence == "exact":
                 div = exact_divergence(drift, x)  # [B, 1]
             else:
-                div = hutchinson_divergence(drift, x, probes)  # [B, K]
+                div = hutchinson_divergence(drift, x, self.probes)  # [B, K]
         return drift.detach().to(state[0].dtype), div.detach().to(state[1].dtype)
-
-    return func
 
 
 def resolve_time_variable(sde: SDE, time_variable: str) -> str:
@@ -192,7 +232,8 @@ def log_likelihood_per_probe(
 
     time_variable = resolve_time_variable(sde, time_variable)
     counter = [0]
-    func = _ode_func(score_fn, sde, divergence, probes, counter, time_variable, t_min, x.dtype)
+    skip = unread_stages(method) if method in ADAPTIVE_METHODS else {}
+    func = _ODEFunc(score_fn, sde, divergence, probes, counter, time_variable, t_min, x.dtype, skip)
     # Solve from t_min up to T; adaptive steps are forced to land on the end point, never past it.
     ends = torch.tensor([t_min, sde.T], dtype=torch.float64)
     if time_variable == "logsnr":

@@ -141,6 +141,43 @@ def test_solver_never_leaves_t_min_to_T():
         assert nfe == len(calls) and times.min() >= 1e-3 and times.max() <= sde.T, (method, times.min(), times.max())
 
 
+@pytest.mark.parametrize("method, unread", [("dopri5", 1), ("dopri8", 4)])
+@pytest.mark.parametrize("divergence, time_variable", [("hutchinson", "t"), ("exact", "logsnr")])
+def test_unread_stages_skip_the_divergence_without_changing_a_bit(
+    monkeypatch, method, unread, divergence, time_variable
+):
+    """dopri5's stage 2 (c = 1/5) and dopri8's stages 2-5 have weight 0 in the solution, the error estimate and
+    the dense output, so their divergence is never read: each step attempt spends `unread` plain forwards there
+    instead of forwards with graph + VJP, and log p and z are bitwise those of the run that computes them all."""
+    import likelihood.ode as ode
+
+    sde, mix = VPSDE(), make_mixture("gaussian", 3, seed=1)
+    x = mix.sample(4, torch.Generator().manual_seed(0), dtype=torch.float64)
+    calls = {True: [], False: []}
+
+    def score_fn(x, t):
+        calls[torch.is_grad_enabled() and x.requires_grad].append(float(t[0]))
+        return mix.score(x, t, sde)
+
+    def solve():
+        for v in calls.values():
+            v.clear()
+        kwargs = dict(rtol=1e-6, atol=1e-6, method=method, divergence=divergence, time_variable=time_variable)
+        return log_likelihood(score_fn, sde, x, generator=torch.Generator().manual_seed(0), **kwargs), dict(calls)
+
+    assert len(ode.unread_stages(method)) == unread  # pins torchdiffeq's tableau (else nothing is skipped)
+    (logp, z, nfe), skipped = solve()
+    skipped = {k: list(v) for k, v in skipped.items()}
+    monkeypatch.setattr(ode, "unread_stages", lambda method: {})
+    (logp_all, z_all, nfe_all), every = solve()
+    assert torch.equal(logp, logp_all) and torch.equal(z, z_all) and nfe == nfe_all
+    assert len(every[False]) == 0 and len(every[True]) == nfe
+    stages = {"dopri5": 6, "dopri8": 13}[method]  # calls per step attempt (first same as last)
+    attempts = (nfe - 2) // stages  # two initial calls (f(t_min) and the first-step estimate), then whole steps
+    assert nfe == 2 + attempts * stages and attempts > 3
+    assert len(skipped[False]) == unread * attempts and len(skipped[True]) == nfe - unread * attempts
+
+
 @pytest.mark.parametrize("time_variable, max_err", [("logsnr", 1e-4), ("t", 1e-2)])
 def test_discrete_vp_chain_needs_logsnr_time(time_variable, max_err):
     """DDPM's chain with N = 50 (piecewise-constant beta): integrating in log-SNR gives the exact log-density
