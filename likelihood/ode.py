@@ -91,8 +91,8 @@ def unread_stages(method: str) -> dict[int, float]:
     """{call index within a step: its stage's fraction of the step} for the stages of torchdiffeq's tableau for
     `method` whose derivative has weight zero in the solution, the error estimate and the dense output (and is not
     the last, first-same-as-last stage). Their accumulator value is never read, so their divergence can be skipped
-    without changing a bit of the result: dopri5's second stage (c = 1/5, b = b* = 0; Dormand & Prince 1980),
-    dopri8's stages 2-5. {} for a method without such a tableau (or another torchdiffeq layout)."""
+    without changing a bit of the result: dopri5's second stage (c = 1/5, b = b* = 0; Dormand & Prince 1980; its
+    dense output, Shampine 1986, weighs it 0 too), dopri8's stages 2-5. {} for a method without such a tableau (or another torchdiffeq layout)."""
     try:
         from torchdiffeq._impl.odeint import SOLVERS
 
@@ -135,6 +135,7 @@ class _ODEFunc:
         self.step[2] += 1
         if index not in self.skip:
             return False
+        # one host read per step attempt at most (torchdiffeq itself reads dt on the host every step)
         frac = float((u - t0).abs() / dt)  # torchdiffeq reports dt > 0 in either direction of integration
         if dt_eff is None and index == 0 and 0 < frac <= self.skip[0] * (1 + STAGE_TOL):  # dt may shrink onto T
             self.step[3] = dt_eff = frac / self.skip[0]
