@@ -92,7 +92,8 @@ def unread_stages(method: str) -> dict[int, float]:
     `method` whose derivative has weight zero in the solution, the error estimate and the dense output (and is not
     the last, first-same-as-last stage). Their accumulator value is never read, so their divergence can be skipped
     without changing a bit of the result: dopri5's second stage (c = 1/5, b = b* = 0; Dormand & Prince 1980; its
-    dense output, Shampine 1986, weighs it 0 too), dopri8's stages 2-5. {} for a method without such a tableau (or another torchdiffeq layout)."""
+    dense output, Shampine 1986, weighs it 0 too), dopri8's stages 2-5.
+    {} for a method without such a tableau (or another torchdiffeq layout)."""
     try:
         from torchdiffeq._impl.odeint import SOLVERS
 
