@@ -17,6 +17,7 @@ first --num-images MNIST test digits instead and writes bench/results/likelihood
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -233,6 +234,12 @@ def main(argv=None) -> None:
         help="--compare on the analytic targets: our methods beside score_sde's (default: dopri5, exponential, and "
         "exponential in t on VP / sub-VP); any adaptive torchdiffeq method, 'exponential' or 'exponential-t'",
     )
+    parser.add_argument(
+        "--i-controller",
+        action="store_true",
+        help="the exponential integrator's step size from its error alone (PI_GAINS = (1, 0)), the controller it had "
+        "before the PI controller: the 'before' rows of docs/likelihood.md's step-size comparison",
+    )
     parser.add_argument("--name", default="", help="results file name (default: by mode)")
     parser.add_argument("--results-dir", default=RESULTS, help="folder of the .json and .md results")
     args = parser.parse_args(argv)
@@ -255,6 +262,26 @@ def main(argv=None) -> None:
                 f"--methods {' '.join(args.methods)}: only with --compare on the analytic targets, "
                 f"from {list(COMPARE_METHODS)}"
             )
+    with _step_controller(args.i_controller):
+        _run(args)
+
+
+@contextlib.contextmanager
+def _step_controller(i_controller: bool):
+    """The exponential integrator's PI step-size controller, or (--i-controller) its error-alone controller, for
+    this run only."""
+    import likelihood.exponential as exponential
+
+    saved = exponential.PI_GAINS
+    exponential.PI_GAINS = (1.0, 0.0) if i_controller else saved
+    try:
+        yield
+    finally:
+        exponential.PI_GAINS = saved
+
+
+def _run(args) -> None:
+    """The run main() parsed and checked."""
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"

@@ -124,6 +124,25 @@ def test_likelihood_compare_methods_runs_only_those_and_refuses_others(tmp_path,
     assert "--methods rk4" in capsys.readouterr().err and not out.exists()
 
 
+def test_likelihood_compare_i_controller_is_the_before_row_and_is_undone(tmp_path):
+    """--i-controller runs the exponential integrator with its step size from the error alone (the controller before
+    the PI one): other steps, so other calls, on the same target; PI_GAINS is back to the PI gains afterwards."""
+    import likelihood.exponential as exponential
+
+    pi_gains = exponential.PI_GAINS
+    calls = {}
+    for flag in ([], ["--i-controller"]):
+        out = tmp_path / ("i" if flag else "pi")
+        bench_likelihood.main(
+            ["--compare", "--dim", "32", "--num-examples", "4", "--targets", "diagonal", "--sdes", "vp",
+             "--tolerances", "1e-3", "1e-5", "--methods", "exponential", "--results-dir", str(out), *flag]
+        )  # fmt: skip
+        rows = json.loads((out / "likelihood_compare.json").read_text())["rows"]
+        calls[bool(flag)] = [r["nfe"] for r in rows if r["method"] == "exponential"]
+        assert exponential.PI_GAINS == pi_gains
+    assert calls[True] != calls[False], calls
+
+
 def test_gpu_benchmark_runs_at_tiny_size_on_cpu(tmp_path):
     """bench/gpu.py's CPU smoke size: every measurement runs and lands in the JSON (figures come from GPU runs)."""
     from bench import gpu as bench_gpu
