@@ -64,7 +64,7 @@ LN2 = math.log(2)
 MAX_STEP_LOGSNR = 1.0
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(16)
 # Step-size control (Gustafsson 1991, "Control theoretic techniques for stepsize selection in explicit Runge-Kutta
-# methods"; Hairer & Wanner II, Sec. IV.2, Eq. 2.43): after an accepted step that follows an accepted step,
+# methods", ACM TOMS 17; Hairer & Wanner II, Sec. IV.2): after an accepted step that follows an accepted step,
 # h *= SAFETY err_n^(-PI_GAINS[0]/(k+1)) err_{n-1}^(PI_GAINS[1]/(k+1)); otherwise the one-error (I) controller
 # h *= SAFETY err_n^(-1/(k+1)). Never a larger step right after a rejection; the factor stays in STEP_FACTOR_RANGE.
 # Against the I controller alone (measured in docs/likelihood.md, "Step-size control"): a third of the rejected steps
