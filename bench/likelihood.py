@@ -237,8 +237,8 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--i-controller",
         action="store_true",
-        help="the exponential integrator's step size from its error alone (PI_GAINS = (1, 0)), the controller it had "
-        "before the PI controller: the 'before' rows of docs/likelihood.md's step-size comparison",
+        help="the exponential integrator's step size from its error alone (PI_GAINS = (1, 0)), as before the PI "
+        "controller but with its no-growth-after-a-rejection rule: the 'before' rows of docs/likelihood.md",
     )
     parser.add_argument("--name", default="", help="results file name (default: by mode)")
     parser.add_argument("--results-dir", default=RESULTS, help="folder of the .json and .md results")

@@ -258,7 +258,7 @@ def exponential_log_likelihood(
         nats = (batch_sum((score_n * (corr - pred)).double())[:, None] + (q_hi - q_lo)).abs()
         bpd_scale = (sde.prior_logp(pred.double())[:, None].abs() + 1.0) / (num_dims * LN2)  # |log p|'s scale
         err = float((nats / (num_dims * LN2) / (atol + rtol * bpd_scale)).max())
-        h = (tau_n - tau_i) * step_factor(err, err_prev, k, after_rejection=rejected and err <= 1.0)
+        h = (tau_n - tau_i) * step_factor(err, err_prev, k, after_rejection=rejected)
         rejected = err > 1.0
         if rejected:
             continue
