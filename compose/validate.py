@@ -517,19 +517,46 @@ def _check_eval_inputs(cfg, workdir: str) -> list[str]:
     return problems
 
 
+def check_eval_options(sde, opts) -> None:
+    """The bits/dim options (`evaluation.likelihood_eval.DEFAULT_OPTIONS`' keys; a dict or cfg.eval) on the path
+    `sde`: ValueError naming the bad one. The eval driver calls it before any work, and --mode eval's validation
+    with the checkpoint's path (what the path must provide, the bound's grid on it)."""
+    from likelihood import VARIANCES, bound_grid, check_bound_support, check_ode_options
+
+    check_ode_options(
+        sde,
+        opts["t_min"],
+        opts["rtol"],
+        opts["atol"],
+        opts["method"],
+        opts["divergence"],
+        opts["probe"],
+        opts["num_probes"],
+        opts["time_variable"],
+        opts["state_dtype"],
+        opts["order"],
+    )
+    for key in ("batch_size", "num_dequant", "bound_steps"):
+        if isinstance(opts[key], bool) or int(opts[key]) != opts[key] or opts[key] < 1:
+            raise ValueError(f"{key} must be an integer >= 1, got {opts[key]!r}")
+    if opts["bound"]:
+        if opts["bound_variance"] not in VARIANCES:
+            raise ValueError(f"unknown bound variance {opts['bound_variance']!r}; valid: {list(VARIANCES)}")
+        check_bound_support(sde, bound_grid(sde, opts["bound_steps"], spacing=opts["bound_spacing"]))
+
+
 def _check_eval_against_path(cfg, stored: dict) -> list[str]:
-    """The likelihood options against the checkpoint's own path, by the eval driver's check (what the path must
-    provide, the bound's grid on it): one message here, not a traceback after the model is loaded."""
+    """The likelihood options against the checkpoint's own path: one message here, not a traceback after the
+    model is loaded."""
     from compose.build import make_sde_from_config
     from configs.default import config_from_dict
-    from evaluation.likelihood_eval import DEFAULT_OPTIONS, check_eval_options
 
     try:
         sde = make_sde_from_config(config_from_dict(stored))
     except (ValueError, KeyError, TypeError) as err:
         return [f"the checkpoint's path: {err}"]
     try:
-        check_eval_options(sde, {**DEFAULT_OPTIONS, **{k: cfg.eval[k] for k in DEFAULT_OPTIONS}})
+        check_eval_options(sde, cfg.eval)
     except ValueError as err:
         return [f"eval options on the checkpoint's {sde.name!r} path: {err}"]
     return []

@@ -32,17 +32,15 @@ import torch
 
 from compose.build import load_eval_images
 from compose.checkpoints import eval_data_config, score_model_from
+from compose.validate import check_eval_options
 from data.datasets import dequantize_and_scale
 from infra import distributed
 from infra.checkpoint import checkpoint_step, read_checkpoint, recorded_sha256
 from infra.distributed import gather_round_robin
 from infra.io import atomic_write_json, atomic_write_npz
 from likelihood import (
-    VARIANCES,
     bits_per_dim,
     bound_grid,
-    check_bound_support,
-    check_ode_options,
     check_pixels,
     log_likelihood_per_probe,
     mean_and_stderr,
@@ -118,30 +116,6 @@ def _load_chunk(path: Path, fingerprint: str) -> dict | None:
 
 
 # ---- The evaluation. -------------------------------------------------------------------------------------------------
-def check_eval_options(sde, opts: dict) -> None:
-    """Every option checked before any work (ValueError naming the bad one)."""
-    check_ode_options(
-        sde,
-        opts["t_min"],
-        opts["rtol"],
-        opts["atol"],
-        opts["method"],
-        opts["divergence"],
-        opts["probe"],
-        opts["num_probes"],
-        opts["time_variable"],
-        opts["state_dtype"],
-        opts["order"],
-    )
-    for key in ("batch_size", "num_dequant", "bound_steps"):
-        if isinstance(opts[key], bool) or int(opts[key]) != opts[key] or opts[key] < 1:
-            raise ValueError(f"{key} must be an integer >= 1, got {opts[key]!r}")
-    if opts["bound"]:
-        if opts["bound_variance"] not in VARIANCES:
-            raise ValueError(f"unknown bound variance {opts['bound_variance']!r}; valid: {list(VARIANCES)}")
-        check_bound_support(sde, bound_grid(sde, opts["bound_steps"], spacing=opts["bound_spacing"]))
-
-
 def evaluate_bpd(
     score_fn,
     sde,
