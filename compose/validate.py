@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 from losses.dsm import TIME_SAMPLINGS as LOSSES
@@ -395,6 +396,7 @@ def _check_sampler(cfg) -> list[str]:
     s = cfg.sampling
     from compose.build import make_sde_from_config
     from samplers import SAMPLERS, check_sampler_options, options_from_config, steps_or_default
+    from samplers.options import SAMPLER_OPTIONS
 
     if s.sampler not in SAMPLERS:
         return _one_of("sampling.sampler", s.sampler, set(SAMPLERS))
@@ -414,7 +416,13 @@ def _check_sampler(cfg) -> list[str]:
                 **options_from_config(s.sampler, s),
             )
     except (ValueError, KeyError) as err:
-        return [f"sampling (sampler {s.sampler!r}): {err}"]
+        # The samplers name their own arguments (eps, n_steps, method, ...); say which config key each one is.
+        keys = [
+            f"{option} is sampling.{key}"
+            for option, key in SAMPLER_OPTIONS[s.sampler].items()
+            if option != key and re.search(rf"\b{option}\b", str(err))
+        ]
+        return [f"sampling (sampler {s.sampler!r}): {err}" + (f" ({'; '.join(keys)})" if keys else "")]
     return []
 
 

@@ -113,6 +113,8 @@ CASES = [
     ("toy", {"classifier.evalnet_shift": -1}, "classifier.evalnet_shift = -1 must be an integer >= 0"),
     ("toy", {"classifier.t_min": 0.0}, "classifier.t_min = 0.0 must be a number in (0, 1)"),
     ("toy", {"seed": -7}, "seed = -7 must be an integer >= 0"),
+    ("toy", {"sampling.sampler": "ald", "sampling.ald_eps": -1.0}, "got -1.0 (eps is sampling.ald_eps)"),
+    ("toy", {"sampling.sampler": "ode", "sampling.ode_method": "rk9"}, "(method is sampling.ode_method)"),
 ]
 
 
@@ -537,7 +539,7 @@ def _cli_value(value) -> str:
 
 @pytest.mark.slow
 def test_every_bad_config_value_through_main_py(tmp_path):
-    """Every in-process case above (CASES, FIELD_CASES: 65 inputs) once more through `main.py --mode train` as a
+    """Every in-process case above (CASES, FIELD_CASES: 67 inputs) once more through `main.py --mode train` as a
     user types it: non-zero exit, no traceback, the message naming the value, nothing created. (The issue counted
     53 inputs that already passed but did not list them; these are this project's own list.) Six at a time, so
     the 2-core machine is not swamped (each process pays ~3 s of imports)."""
