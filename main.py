@@ -54,9 +54,31 @@ def usage_message(err: BaseException, argv: list[str]) -> str:
         key = next((k for k in keys if re.search(rf"\.{bad}(\.|$)", k)), bad)
         suggestion = re.sub(rf"\.{bad}(\.|$)", rf".{good}\1", key, count=1)
         return f"unknown config key {key}; did you mean {suggestion}?"
+    unknown = re.fullmatch(r"\"?'(\w+)'\"?", raw.strip())  # ml_collections' bare KeyError when nothing is close
+    if unknown:
+        bad = unknown.group(1)
+        keys = [a.split("=")[0].lstrip("-") for a in argv if a.startswith("--config.")]
+        key = next((k for k in keys if re.search(rf"\.{bad}(\.|$)", k)), None)
+        if key is not None:
+            section = _config_section(key[: key.index(f".{bad}")])
+            valid = f"; valid keys there: {', '.join(sorted(section))}" if section else ""
+            return f"unknown config key {key}{valid}"
     if isinstance(err, OSError) and "config file" in raw:
         return f"cannot load the --config file: {raw.strip().splitlines()[-1].strip()}"
     return " ".join(raw.split())
+
+
+def _config_section(path: str) -> list[str]:
+    """The keys of the default config's section at `path` ("config.sampling"), or [] if it is not one."""
+    from configs.default import get_default_config
+
+    node = get_default_config()
+    try:
+        for part in path.split(".")[1:]:
+            node = node[part]
+    except (KeyError, TypeError, AttributeError):
+        return []
+    return list(node.keys()) if hasattr(node, "keys") else []
 
 
 def main(argv):

@@ -481,7 +481,25 @@ def _check_labels_against_checkpoint(cfg, workdir: str) -> list[str]:
             f"sampling.guidance_scale = {s.guidance_scale} is classifier-free guidance, which needs a "
             f"class-conditional checkpoint; {path.name} is unconditional (use sampling.classifier_scale)"
         )
+    if guided_by_classifier and s.classifier_workdir:
+        problems += _check_classifier_checkpoint(s.classifier_workdir, stored)
     return problems
+
+
+def _check_classifier_checkpoint(classifier_workdir: str, stored: dict) -> list[str]:
+    """sampling.classifier_workdir holds a noisy classifier trained on the score model's path (what
+    `compose.checkpoints.load_classifier` will demand after the model is loaded)."""
+    from compose.build import make_sde_from_config
+    from configs.default import config_from_dict
+    from infra.checkpoint import CLASSIFIER, CheckpointError, read_checkpoint
+    from models.guidance import check_same_sde
+
+    try:
+        _, ckpt = read_checkpoint(classifier_workdir, CLASSIFIER)
+        check_same_sde(make_sde_from_config(config_from_dict(stored)).config(), ckpt["sde"])
+    except (CheckpointError, KeyError, ValueError) as err:
+        return [f"sampling.classifier_workdir = {classifier_workdir!r}: {err}"]
+    return []
 
 
 def _check_eval_inputs(cfg, workdir: str) -> list[str]:
@@ -510,6 +528,13 @@ def _check_eval_inputs(cfg, workdir: str) -> list[str]:
         )
         stored = {"data": {k: cfg.data[k] for k in ("dataset", "image_size", "num_channels")}}  # still check these
     problems += _check_inception_inputs(cfg, workdir)
+    if e.sample_metrics and e.evalnet_workdir:
+        from infra.checkpoint import EVALNET
+
+        try:
+            read_checkpoint(e.evalnet_workdir, EVALNET)
+        except (CheckpointError, KeyError, ValueError) as err:
+            problems.append(f"eval.evalnet_workdir = {e.evalnet_workdir!r}: {err}")
     data_cfg = eval_data_config(cfg, stored)
     if data_cfg.data.dataset not in IMAGE_DATASETS:
         return problems

@@ -313,6 +313,11 @@ def test_usage_errors_give_one_line_exit_2_and_touch_nothing(tmp_path):
             "unknown config key config.training.n_iter; did you mean config.training.n_iters?",
         ),
         "misspelt_section": (["--config.trainin.n_iters=5"], 2, "did you mean config.training.n_iters?"),
+        "unknown_key": (  # nothing close: ml_collections raises a bare KeyError
+            ["--config.convert.sorce=x"],
+            2,
+            "unknown config key config.convert.sorce; valid keys there: checkpoint, format, peer_config",
+        ),
         "no_config": (["--config=configs/does_not_exist.py"], 2, "cannot load the --config file: [Errno 2]"),
         "bad_value": (["--config.training.batch_size=abc"], 2, "--config.training.batch_size=abc"),
         "empty_workdir": (["--workdir="], 2, "--workdir is empty"),
@@ -339,20 +344,30 @@ def test_usage_errors_give_one_line_exit_2_and_touch_nothing(tmp_path):
 
 def test_labels_and_guidance_are_checked_against_the_checkpoint_before_sampling(tmp_path):
     """--mode sample refuses, before anything is written, labels and guidance the checkpoint cannot honour: a label
-    on an unconditional checkpoint, a label out of range or below -1, classifier-free guidance without classes."""
+    on an unconditional checkpoint, a label out of range or below -1, classifier-free guidance without classes,
+    classifier guidance from a folder without a classifier or with one trained on another path."""
     from configs.toy_cond import get_config as cond_config
     from configs.toy_gmm import get_config as toy_config
+    from training.classifier import train_classifier
     from training.loop import train
 
     for name, get in (("uncond", toy_config), ("cond", cond_config)):
         cfg = get()
         cfg.training.n_iters, cfg.training.snapshot_every, cfg.training.checkpoint_every = 2, 0, 2
         train(cfg, tmp_path / name)
+    cfg = cond_config()
+    cfg.sde.beta_max = 15.0  # the score models' path has beta_max 20
+    cfg.classifier.n_iters, cfg.classifier.checkpoint_every, cfg.classifier.log_every = 2, 2, 1
+    train_classifier(cfg, tmp_path / "other_path")
+    guided = {"classifier_scale": 1.0, "label": 1}
     cases = [
         ("uncond", {"label": 3}, "sampling.label = 3 needs a class-conditional checkpoint or classifier guidance"),
         ("uncond", {"guidance_scale": 3.0}, "sampling.guidance_scale = 3.0 is classifier-free guidance"),
         ("cond", {"label": 10}, "sampling.label = 10 is out of range for ckpt_000002.pt, a 4-class model"),
         ("cond", {"label": -2}, "sampling.label = -2: use -1"),
+        ("uncond", {**guided, "classifier_workdir": str(tmp_path / "none")}, "no checkpoint file or work dir at"),
+        ("uncond", {**guided, "classifier_workdir": str(tmp_path / "cond")}, "no valid checkpoint of a noisy"),
+        ("uncond", {**guided, "classifier_workdir": str(tmp_path / "other_path")}, "beta_max: score model 20.0 vs"),
     ]
     for name, overrides, message in cases:
         cfg = toy_config()  # a config that says nothing about classes: the checkpoint's own count decides
@@ -366,7 +381,8 @@ def test_labels_and_guidance_are_checked_against_the_checkpoint_before_sampling(
 
 def test_eval_inputs_are_checked_before_any_work(tmp_path):
     """--mode eval opens its checkpoint and its test digits during validation: a 2-D toy checkpoint, a missing
-    test set, a truncated one and an unknown ODE method are each one message, and nothing is written."""
+    test set, a truncated one, an unknown ODE method and an evaluation network that is not there are each one
+    message, and nothing is written."""
     from configs.toy_gmm import get_config as toy_config
     from configs.vp_mnist import get_config as mnist_config
     from training.loop import train
@@ -387,6 +403,9 @@ def test_eval_inputs_are_checked_before_any_work(tmp_path):
     cfg2.data.source, cfg2.eval.data_root, cfg2.eval.method = "idx", str(truncated), "leapfrog"
     cases.append(("toy", cfg2, "eval.method = 'leapfrog' is unknown"))
     cases.append(("toy", cfg2, "eval data (eval.split = 'test', root"))
+    cfg3 = mnist_config()
+    cfg3.data.source, cfg3.eval.sample_metrics, cfg3.eval.evalnet_workdir = "idx", True, str(tmp_path / "toy")
+    cases.append(("toy", cfg3, "no valid checkpoint of a mnist_evalnet"))  # a score model's folder, no evalnet
     for name, config, message in cases:
         before = snapshot(tmp_path / name)
         with pytest.raises(ConfigError, match=re.escape(message)):
