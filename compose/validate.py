@@ -49,6 +49,8 @@ def validate_config(cfg, mode: str, workdir: str) -> None:
     problems += _check_world_size(cfg, mode)
     if mode == "train" and not problems:
         problems += _check_training_data(cfg) + _check_resume(cfg, workdir)
+    if mode in ("train_classifier", "train_evalnet") and not problems:  # they read the same training split
+        problems += _check_training_data(cfg)
     if mode == "sample" and not problems:
         problems += _check_labels_against_checkpoint(cfg, workdir)
     if mode == "eval" and not problems:

@@ -162,15 +162,17 @@ BAD_DATA = {
 }
 
 
+@pytest.mark.parametrize("mode", ["train", "train_classifier", "train_evalnet"])
 @pytest.mark.parametrize("case", sorted(BAD_DATA))
-def test_bad_idx_data_is_refused(tmp_path, case):
+def test_bad_idx_data_is_refused(tmp_path, case, mode):
+    """The score model, the noisy classifier and the evaluation network read the same training split."""
     make, expected = BAD_DATA[case]
     root = make(tmp_path / "mnist")
     cfg = mnist_config()
     cfg.data.source, cfg.data.root = "idx", str(root)
     before = snapshot(tmp_path)
     with pytest.raises(ConfigError) as err:
-        validate_config(cfg, "train", str(tmp_path / "run"))
+        validate_config(cfg, mode, str(tmp_path / "run"))
     assert expected in str(err.value) and "data.source = 'idx'" in str(err.value), str(err.value)
     assert snapshot(tmp_path) == before
 
