@@ -63,6 +63,11 @@ def usage_message(err: BaseException, argv: list[str]) -> str:
             section = _config_section(key[: key.index(f".{bad}")])
             valid = f"; valid keys there: {', '.join(sorted(section))}" if section else ""
             return f"unknown config key {key}{valid}"
+    if "has no attribute 'get_config'" in raw or "object has no attribute 'to_dict'" in raw:
+        given = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+        given += [b for a, b in zip(argv, argv[1:], strict=False) if a == "--config"]
+        config = given[-1] if given else "the --config file"
+        return f"{config} must define get_config() returning an ml_collections.ConfigDict (see configs/vp_mnist.py)"
     if isinstance(err, OSError) and "config file" in raw:
         return f"cannot load the --config file: {raw.strip().splitlines()[-1].strip()}"
     return " ".join(raw.split())

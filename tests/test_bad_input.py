@@ -321,6 +321,7 @@ def test_usage_errors_give_one_line_exit_2_and_touch_nothing(tmp_path):
             "unknown config key config.convert.sorce; valid keys there: checkpoint, format, peer_config",
         ),
         "no_config": (["--config=configs/does_not_exist.py"], 2, "cannot load the --config file: [Errno 2]"),
+        "no_get_config": (["--config=configs/__init__.py"], 2, "configs/__init__.py must define get_config()"),
         "bad_value": (["--config.training.batch_size=abc"], 2, "--config.training.batch_size=abc"),
         "empty_workdir": (["--workdir="], 2, "--workdir is empty"),
         "inf": (["--config.sde.beta_max=inf"], 1, "sde.beta_max = inf must be a finite number"),
@@ -332,7 +333,9 @@ def test_usage_errors_give_one_line_exit_2_and_touch_nothing(tmp_path):
     procs = {}
     for name, (flags, _, _) in cases.items():
         workdir = [] if name == "empty_workdir" else [f"--workdir={tmp_path / name}"]
-        cmd = [sys.executable, "main.py", "--config=configs/toy_gmm.py", "--mode=train", *workdir, *flags]
+        config = [f for f in flags if f.startswith("--config=")] or ["--config=configs/toy_gmm.py"]  # one file
+        flags = [f for f in flags if not f.startswith("--config=")]
+        cmd = [sys.executable, "main.py", *config, "--mode=train", *workdir, *flags]
         procs[name] = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
