@@ -116,7 +116,37 @@ def main(argv):
         if warning:
             logging.getLogger("main").warning(warning)
 
-    run_mode(FLAGS.mode, cfg, workdir)
+    try:
+        run_mode(FLAGS.mode, cfg, workdir)
+    except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError (CUDA) is a RuntimeError too
+        if FLAGS.verbose or not is_out_of_memory(err):
+            raise
+        sys.exit(f"error: {out_of_memory_message(FLAGS.mode, cfg)} ({' '.join(str(err).split())[:200]})")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A failed allocation on the host (CPU allocator, MemoryError) or the GPU (torch.OutOfMemoryError)."""
+    text = str(err)
+    return isinstance(err, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text
+
+
+def out_of_memory_message(mode: str, cfg) -> str:
+    """Which batch size to lower for the mode that ran out of memory; finished work is on disk."""
+    key = {
+        "train": "training.batch_size",
+        "sample": "sampling.batch_size",
+        "eval": "eval.batch_size",
+        "train_classifier": "classifier.batch_size",
+        "train_evalnet": "classifier.evalnet_batch_size",
+    }.get(mode)
+    if key is None:
+        return f"out of memory in --mode {mode}"
+    section, name = key.split(".")
+    value = cfg[section][name]
+    return (
+        f"out of memory in --mode {mode} at {key} = {value}: lower it (--config.{key}=...) and rerun the same "
+        "command; finished checkpoints and batches are kept"
+    )
 
 
 def _interrupted_during_startup(signum, frame) -> None:
