@@ -162,7 +162,7 @@ def run_mode(mode: str, cfg, workdir: str) -> None:
         from training.loop import TrainingDiverged, train
 
         try:
-            train(cfg, workdir)
+            train(cfg, workdir, validate=False)  # validated above
         except (TrainingDiverged, CheckpointError) as err:  # diverged; work dir busy; resume refused
             sys.exit(f"error: {err}")
     elif mode == "sample":
@@ -178,7 +178,7 @@ def run_mode(mode: str, cfg, workdir: str) -> None:
         from training.loop import TrainingDiverged
 
         try:
-            train_classifier(cfg, workdir)
+            train_classifier(cfg, workdir, validate=False)
         except (TrainingDiverged, CheckpointError) as err:  # diverged; a classifier already training there
             sys.exit(f"error: {err}")
     elif mode == "import":
@@ -192,7 +192,7 @@ def run_mode(mode: str, cfg, workdir: str) -> None:
         from training.evalnet import train_evalnet
 
         try:
-            train_evalnet(cfg, workdir)
+            train_evalnet(cfg, workdir, validate=False)
         except CheckpointError as err:  # an evaluation net already training there
             sys.exit(f"error: {err}")
 

@@ -347,6 +347,25 @@ def test_usage_errors_give_one_line_exit_2_and_touch_nothing(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def test_the_python_api_validates_as_main_py_does(tmp_path):
+    """train(), train_classifier() and train_evalnet() from a notebook refuse a bad config with the same
+    ConfigError as main.py, before the work dir exists."""
+    from training.classifier import train_classifier
+    from training.evalnet import train_evalnet
+    from training.loop import train
+
+    for fn, key, value in (
+        (train, "training.batch_size", 0),
+        (train_classifier, "classifier.lr", -1.0),
+        (train_evalnet, "classifier.evalnet_iters", 0),
+    ):
+        cfg = toy_config()
+        _set(cfg, key, value)
+        with pytest.raises(ConfigError, match=re.escape(f"{key} = {value}")):
+            fn(cfg, tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+
+
 def test_out_of_memory_is_one_line_naming_the_batch_size(tmp_path):
     """A batch that cannot be allocated (8 TB here, refused at once by the allocator) is a one-line error naming
     the key to lower, exit code 1, no traceback; --verbose shows the traceback."""

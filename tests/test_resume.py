@@ -306,8 +306,10 @@ def test_a_work_dir_whose_checkpoints_are_all_damaged_is_not_silently_restarted(
     cfg.training.n_iters = 6
     with pytest.raises(ConfigError, match=r"\['ckpt_000002.pt', 'ckpt_000004.pt'\] are all damaged"):
         validate_config(cfg, "train", str(tmp_path))
-    with pytest.raises(CheckpointError, match="training.restart=True to train from step 0"):
+    with pytest.raises(ConfigError, match="are all damaged"):  # the Python API validates as main.py does
         loop.train(cfg, tmp_path)
+    with pytest.raises(CheckpointError, match="training.restart=True to train from step 0"):  # and the loop itself
+        loop.train(cfg, tmp_path, validate=False)
     assert [p.read_bytes() for p in list_checkpoints(tmp_path)] == [b"damaged", b"damaged"]
     cfg.training.restart = True
     validate_config(cfg, "train", str(tmp_path))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compose.build import build_classifier, classifier_arch, data_num_classes, make_sde_from_config, make_train_data
+from compose.validate import validate_config
 from infra.checkpoint import CLASSIFIER, WorkdirLock, latest_checkpoint, load_latest_checkpoint, save_checkpoint
 from infra.state import rng_state, seed_everything, set_rng_state
 from models.guidance import check_same_sde, classifier_log_probs
@@ -30,9 +31,12 @@ logger = logging.getLogger(__name__)
 KIND = CLASSIFIER
 
 
-def train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
+def train_classifier(cfg, workdir: str | os.PathLike, validate: bool = True) -> nn.Module:
     """Train p_t(c | x_t) on cfg's data and SDE in `workdir` (resuming from its latest checkpoint); eval mode.
-    Its checkpoints go to <workdir>/checkpoints_classifier/, beside (never over) a score model's."""
+    Its checkpoints go to <workdir>/checkpoints_classifier/, beside (never over) a score model's. `validate`: as
+    in `training.loop.train`."""
+    if validate:
+        validate_config(cfg, "train_classifier", str(workdir))
     with WorkdirLock(workdir, kind=KIND):
         return _train_classifier(cfg, workdir)
 

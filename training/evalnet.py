@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compose.features import evalnet_outputs, load_test_digits, pixels_to_evalnet_input
+from compose.validate import validate_config
 from data.datasets import ImageData
 from data.mnist import load_mnist
 from infra.checkpoint import EVALNET, WorkdirLock, save_checkpoint
@@ -71,9 +72,12 @@ def evalnet_accuracy(net: nn.Module, images: np.ndarray, labels: np.ndarray) -> 
     return float((preds == np.asarray(labels)).mean())
 
 
-def train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
+def train_evalnet(cfg, workdir: str | os.PathLike, validate: bool = True) -> dict:
     """Train MNISTFeatureNet on real digits, measure its test accuracy, save checkpoint + evalnet.json; return
-    the results dict. The checkpoint goes to <workdir>/checkpoints_evalnet/, beside (never over) a score model's."""
+    the results dict. The checkpoint goes to <workdir>/checkpoints_evalnet/, beside (never over) a score model's.
+    `validate`: as in `training.loop.train`."""
+    if validate:
+        validate_config(cfg, "train_evalnet", str(workdir))
     with WorkdirLock(workdir, kind=KIND):
         return _train_evalnet(cfg, workdir)
 

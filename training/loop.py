@@ -25,6 +25,7 @@ import torch
 from compose.build import data_shape, make_score_model, make_sde_from_config, make_train_data
 from compose.checkpoints import check_nothing_to_lose, check_resume_config
 from compose.sampling import SamplingStopped, sample_images
+from compose.validate import validate_config
 from data.images import save_grid
 from infra import distributed
 from infra.checkpoint import (
@@ -46,10 +47,14 @@ logger = logging.getLogger(__name__)
 __all__ = ["EXIT_INTERRUPTED", "TrainingDiverged", "TrainingInterrupted", "train"]
 
 
-def train(cfg, workdir: str | os.PathLike, on_step=None) -> ScoreModel:
+def train(cfg, workdir: str | os.PathLike, on_step=None, validate: bool = True) -> ScoreModel:
     """Train the score model described by `cfg` in `workdir` (resuming from its latest checkpoint); return the
     EMA model in eval mode. One training process (one torchrun job) per work dir: a second is refused.
-    `on_step(step, rank)`, if given, is called on every rank after each completed step (and its checkpoint)."""
+    `on_step(step, rank)`, if given, is called on every rank after each completed step (and its checkpoint).
+    `validate`: check cfg, the work dir and the data first (`compose.validate.validate_config`: a ConfigError
+    listing every problem, nothing written); main.py has already done so."""
+    if validate:
+        validate_config(cfg, "train", str(workdir))
     dist = distributed.setup(cfg)  # rank 0 of 1 without torchrun
     with WorkdirLock(workdir, enabled=dist.is_main):  # rank 0 writes every file
         return _train(cfg, workdir, dist, on_step)
