@@ -161,6 +161,9 @@ def sample_images(
 ) -> tuple[torch.Tensor, dict]:
     """num samples in batches of sampling.batch_size (in memory; no files); returns (x, info). `should_stop`: see
     `sample_batch`."""
+    for name, value in (("number of samples", num), ("batch size", sampling["batch_size"])):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     sampling = with_default_steps(sampling)
     device = torch.device(device or next(model.parameters(), torch.empty(0)).device)
     shape = tuple(shape) if shape is not None else model_shape(model)

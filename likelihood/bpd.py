@@ -62,6 +62,17 @@ def check_pixels(images: Tensor) -> Tensor:
     return images.to(torch.uint8)
 
 
+def check_data(x: Tensor) -> None:
+    """ValueError unless x is a floating batch [B, *D] of finite values (the ODE likelihood and the bound take data,
+    not pixels; a NaN would otherwise surface only as a solver's step underflow or a NaN bound)."""
+    if not isinstance(x, Tensor) or not torch.is_floating_point(x) or x.ndim < 2 or x.shape[0] < 1:
+        what = f"{x.dtype} tensor of shape {list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a floating-point batch [B, *D] with B >= 1, got a {what}")
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"x has {bad} non-finite values (NaN or inf); the likelihood needs finite data")
+
+
 def mean_and_stderr(values: Tensor) -> tuple[float, float]:
     """Mean over examples and its standard error std / sqrt(n) (0 for one example) of values [N]."""
     values = torch.as_tensor(values, dtype=torch.float64).flatten()

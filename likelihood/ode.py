@@ -32,6 +32,7 @@ from torch import Tensor
 from sde import SDE, ScoreFn, append_dims, as_time, require
 from sde.ode_methods import ADAPTIVE_METHODS, ODE_METHODS, TORCHDIFFEQ_NAME
 
+from .bpd import check_data
 from .divergence import DIVERGENCES, PROBES, draw_probes, exact_divergence, hutchinson_divergence
 from .exponential import DEFAULT_ORDER, ORDERS, exponential_log_likelihood
 
@@ -205,6 +206,7 @@ def log_likelihood_per_probe(
     options = dict(options or {})
     order = options.get("order", DEFAULT_ORDER)
     check_ode_options(sde, t_min, rtol, atol, method, divergence, probe, num_probes, time_variable, state_dtype, order)
+    check_data(x)
     state_dtype = resolve_state_dtype(state_dtype)
     # Probes: drawn once per solve, fixed along the trajectory, one accumulator each.
     probes = None

@@ -42,6 +42,8 @@ from torch import Tensor
 from sde import SDE, ScoreFn, append_dims, as_time, batch_sum, require
 from sde.base import STEP_VARIANCES
 
+from .bpd import check_data
+
 VARIANCES = STEP_VARIANCES  # p(x_s | x_t)'s variance: the posterior's beta-tilde or the forward kernel's v^2
 DECODERS = ("discretized", "gaussian")
 GRIDS = ("uniform", "logsnr")
@@ -170,6 +172,7 @@ def vlb_terms(
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; valid: {list(DECODERS)}")
     check_bound_support(sde, grid)
+    check_data(x0)
     times = [as_time(float(t), x0) for t in grid]
     # Prior term L_T.
     mean_t, sigma_t = sde.marginal_prob(x0, times[-1])

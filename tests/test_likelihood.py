@@ -235,6 +235,27 @@ def test_bad_options_raise_before_any_work(kwargs, match):
         log_likelihood(score_fn, VPSDE(), torch.zeros(2, 3), **kwargs)
 
 
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (torch.tensor([[0.0, float("nan"), 1.0]]), "1 non-finite values"),
+        (torch.tensor([[0.0, float("inf")], [1.0, -float("inf")]]), "2 non-finite values"),
+        (torch.zeros(3), r"batch \[B, \*D\] with B >= 1, got a torch.float32 tensor of shape \[3\]"),
+        (torch.zeros(2, 3, dtype=torch.long), "torch.int64"),
+        (torch.zeros(0, 3), "shape \\[0, 3\\]"),
+    ],
+)
+def test_bad_data_raise_before_any_work(x, match):
+    """NaN data used to surface as torchdiffeq's 'underflow in dt' after the first steps."""
+
+    def score_fn(x, t):
+        raise AssertionError("the score must not be evaluated for bad data")
+
+    for method in ("dopri5", "exponential"):
+        with pytest.raises(ValueError, match=match):
+            log_likelihood(score_fn, VPSDE(), x, method=method)
+
+
 # ---- Bits per dimension. ---------------------------------------------------------------------------------------------
 def test_uniform_density_is_eight_bits_per_dim():
     """The uniform density on the data cube: p = 2^-D on [-1, 1]^D (scale 2/256) or 1 on [0, 1]^D (scale 1/256)."""

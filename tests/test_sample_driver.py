@@ -126,6 +126,9 @@ def test_notebook_api_rejects_unknown_names():
         sampling.sample(model, "euler", 4, shape=(2,))
     with pytest.raises(ValueError, match="unknown option 'n_steps' for sampler 'pc'"):
         sampling.sample(model, "pc", 4, shape=(2,), n_steps=3)
+    for num in (0, -2, 2.5):  # used to be range()'s 'arg 3 must not be zero' or a silent empty result
+        with pytest.raises(ValueError, match=f"number of samples must be an integer >= 1, got {num}"):
+            sampling.sample(model, "pc", num, shape=(2,))
 
 
 def test_build_score_fn_is_the_models_score():

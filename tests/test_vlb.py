@@ -245,6 +245,7 @@ class NoMarginalSDE(SDE):
         (lambda: bound_grid(VPSDE(), 0), "num_steps"),
         (lambda: bound_grid(DiscreteVPSDE(N=100), 101), "exceeds"),
         (lambda: bound_grid(VPSDE(), 10, spacing="cosine"), "spacing"),
+        (lambda: vlb_terms(None, VPSDE(), torch.full((1, 2), float("nan")), bound_grid(VPSDE(), 3)), "non-finite"),
     ],
 )
 def test_bad_bound_inputs_raise(call, match):
