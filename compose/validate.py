@@ -657,9 +657,8 @@ def _check_classifier(cfg) -> list[str]:
     """The noisy classifier's (--mode train_classifier) and the MNIST evaluation network's (--mode train_evalnet)."""
     c = cfg.classifier
     problems = []
-    for key in ("base_channels", "n_iters", "batch_size", "hidden", "depth", "log_every", "checkpoint_every"):
-        problems += _positive_int(f"classifier.{key}", c[key])
-    for key in ("evalnet_iters", "evalnet_batch_size"):
+    sizes = ("base_channels", "n_iters", "batch_size", "hidden", "depth", "log_every", "checkpoint_every")
+    for key in (*sizes, "evalnet_iters", "evalnet_batch_size"):
         problems += _positive_int(f"classifier.{key}", c[key])
     problems += _positive_int("classifier.evalnet_shift", c.evalnet_shift, minimum=0)
     for key in ("lr", "evalnet_lr"):
