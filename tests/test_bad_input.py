@@ -367,13 +367,14 @@ def test_the_python_api_validates_as_main_py_does(tmp_path):
 
 
 def test_out_of_memory_is_one_line_naming_the_batch_size(tmp_path):
-    """A batch that cannot be allocated (8 TB here, refused at once by the allocator) is a one-line error naming
-    the key to lower, exit code 1, no traceback; --verbose shows the traceback."""
+    """A batch that cannot be allocated (8 PB here: beyond any address space, so refused at once whatever the
+    overcommit policy) is a one-line error naming the key to lower, exit code 1, no traceback; --verbose shows the
+    traceback."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "main.py", "--config=configs/toy_gmm.py", "--mode=train", f"--workdir={tmp_path / 'run'}",
-           "--config.training.batch_size=1000000000000", "--config.training.snapshot_every=0"]  # fmt: skip
+           "--config.training.batch_size=1000000000000000", "--config.training.snapshot_every=0"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    expected = "error: out of memory in --mode train at training.batch_size = 1000000000000: lower it"
+    expected = "error: out of memory in --mode train at training.batch_size = 1000000000000000: lower it"
     assert proc.returncode == 1 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     proc = subprocess.run([*cmd, "--verbose"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" in proc.stderr, proc.stderr[-2000:]
