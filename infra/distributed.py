@@ -16,6 +16,7 @@ others skipped. Evaluation is sharded by whole chunks (`dist.owns(c)`), each see
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 from dataclasses import dataclass, field
@@ -96,9 +97,19 @@ def setup(cfg) -> Dist:
     return Dist(rank, td.get_world_size(), local_rank, device)
 
 
+def release_ddp() -> None:
+    """Free DistributedDataParallel wrappers no longer referenced (they sit in reference cycles) while the process
+    group exists. A DDP reducer freed later, at interpreter shutdown after `destroy_process_group`, aborted the
+    process ("terminate called without an active exception", exit -6) in ~10 % of two-process gloo runs on torch
+    2.13 CPU after all the work was done (measured: 2 of 20 runs of a minimal DDP script, 0 of 30 with the wrapper
+    freed first)."""
+    gc.collect()
+
+
 def teardown() -> None:
-    """Leave the process group (registered with atexit by `setup`)."""
+    """Leave the process group (registered with atexit by `setup`), freeing unreferenced DDP wrappers first."""
     if td.is_available() and td.is_initialized():
+        release_ddp()
         td.destroy_process_group()
 
 

@@ -193,20 +193,24 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
             save_snapshot(ema_model, cfg, workdir, done, writer, should_stop=lambda: stop.signum is not None)
         return postfix
 
-    with writer:
-        run_steps(
-            step_fn,
-            checkpoint,
-            start=start_step,
-            n_iters=tc.n_iters,
-            checkpoint_every=tc.checkpoint_every,
-            max_bad_steps=tc.max_bad_steps,
-            desc="train",
-            last_good=lambda: latest_checkpoint(workdir),
-            after_step=after_step,
-            on_step=on_step,
-            dist=dist,
-        )
+    try:
+        with writer:
+            run_steps(
+                step_fn,
+                checkpoint,
+                start=start_step,
+                n_iters=tc.n_iters,
+                checkpoint_every=tc.checkpoint_every,
+                max_bad_steps=tc.max_bad_steps,
+                desc="train",
+                last_good=lambda: latest_checkpoint(workdir),
+                after_step=after_step,
+                on_step=on_step,
+                dist=dist,
+            )
+    finally:  # however training ends (done, interrupted, diverged): the DDP wrapper goes while the group exists
+        model.net = net
+        distributed.release_ddp()
     bad_total = bad_total_box[0]
     distributed.barrier(dist)  # the last checkpoint is on disk before any rank returns
     logger.info("training finished at step %d (%d non-finite steps skipped)", max(start_step, tc.n_iters), bad_total)
