@@ -29,6 +29,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)  # the project's packages, for the worker processes too
 RESULTS = os.path.join(HERE, "results")
 ROWS = [("1 process, 1 thread", 1, 1), ("2 processes, 1 thread each", 2, 1)]
 THREADS_ROW = ("1 process, 2 threads", 1, 2)
@@ -37,7 +38,6 @@ BATCH = {"mlp": 256, "unet": 32}
 
 def make_config(model: str, n_iters: int):
     """The benchmark's config: a small real training set-up, no sample grids, one checkpoint at the end."""
-    sys.path.insert(0, REPO)
     if model == "mlp":
         from configs.toy_gmm import get_config
     else:
