@@ -484,21 +484,19 @@ def _check_labels_against_checkpoint(cfg, workdir: str) -> list[str]:
             f"class-conditional checkpoint; {path.name} is unconditional (use sampling.classifier_scale)"
         )
     if guided_by_classifier and s.classifier_workdir:
-        problems += _check_classifier_checkpoint(s.classifier_workdir, stored)
+        problems += _check_classifier_checkpoint(s.classifier_workdir, ckpt)
     return problems
 
 
-def _check_classifier_checkpoint(classifier_workdir: str, stored: dict) -> list[str]:
+def _check_classifier_checkpoint(classifier_workdir: str, score_ckpt: dict) -> list[str]:
     """sampling.classifier_workdir holds a noisy classifier trained on the score model's path (what
-    `compose.checkpoints.load_classifier` will demand after the model is loaded)."""
-    from compose.build import make_sde_from_config
-    from configs.default import config_from_dict
+    `compose.checkpoints.load_classifier` will demand after the model is loaded); both checkpoints record it."""
     from infra.checkpoint import CLASSIFIER, CheckpointError, read_checkpoint
     from models.guidance import check_same_sde
 
     try:
         _, ckpt = read_checkpoint(classifier_workdir, CLASSIFIER)
-        check_same_sde(make_sde_from_config(config_from_dict(stored)).config(), ckpt["sde"])
+        check_same_sde(score_ckpt["sde"], ckpt["sde"])
     except (CheckpointError, KeyError, ValueError) as err:
         return [f"sampling.classifier_workdir = {classifier_workdir!r}: {err}"]
     return []
@@ -521,7 +519,7 @@ def _check_eval_inputs(cfg, workdir: str) -> list[str]:
         stored = json.loads(ckpt["config"])
     except (CheckpointError, KeyError, ValueError) as err:
         return problems + [f"no checkpoint to evaluate: {err}"]
-    problems += _check_eval_against_path(cfg, stored)
+    problems += _check_eval_against_path(cfg, ckpt)
     dataset = stored.get("data", {}).get("dataset", "mnist")
     if stored.get("model", {}).get("name") == "mlp" or dataset not in IMAGE_DATASETS:
         problems.append(
@@ -580,14 +578,13 @@ def check_eval_options(sde, opts) -> None:
         check_bound_support(sde, bound_grid(sde, opts["bound_steps"], spacing=opts["bound_spacing"]))
 
 
-def _check_eval_against_path(cfg, stored: dict) -> list[str]:
-    """The likelihood options against the checkpoint's own path: one message here, not a traceback after the
+def _check_eval_against_path(cfg, ckpt: dict) -> list[str]:
+    """The likelihood options against the path the checkpoint records: one message here, not a traceback after the
     model is loaded."""
-    from compose.build import make_sde_from_config
-    from configs.default import config_from_dict
+    from sde import sde_from_config
 
     try:
-        sde = make_sde_from_config(config_from_dict(stored))
+        sde = sde_from_config(ckpt["sde"])
     except (ValueError, KeyError, TypeError) as err:
         return [f"the checkpoint's path: {err}"]
     try:
