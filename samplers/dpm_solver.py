@@ -33,6 +33,7 @@ def dpm_solver_update(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     third_order: str = "exact",
+    solver_type: str = "midpoint",
 ) -> Tensor:
     """Multistep DPM-Solver++ update of order len(x0_hats) in 1..3 (Lu et al. 2022b, Alg. 2 and App. B).
 
@@ -52,15 +53,23 @@ def dpm_solver_update(
     the exact integral gives + alpha phi_2 d1 - 2 alpha phi_3 d2 (phi_2 = phi_1 / hh + 1, phi_3 = phi_2 / hh - 1/2
     at hh = (1 + eta) h, the same for every eta after substituting v = (1 + eta) u). third_order="reference" uses
     - alpha phi_3 d2, the libraries' coefficient.
+
+    Order 2 (two predictions, d1 = h c1 of the line through them): solver_type="midpoint" adds - 0.5 alpha phi_1 d1
+    (Lu et al.'s Alg. 2 and code; diffusers' and k-diffusion's default), "heun" + alpha phi_2 d1, the line integrated
+    exactly (diffusers' and k-diffusion's solver_type="heun"; k-diffusion's sample_dpmpp_3m_sde takes this form at
+    its second, two-point step). Both are second order; they differ by O(h^3) per step.
     """
     h = lam[-1] - lam[-2]
     hh = (1.0 + eta) * h
     phi_1 = math.expm1(-hh)
     m0 = x0_hats[-1]
     x = (sigma[1] / sigma[0] * math.exp(-eta * h)) * x - (alpha_next * phi_1) * m0
-    if len(x0_hats) == 2:  # DPM-Solver++(2M), the "midpoint" form of the first-order correction
+    if len(x0_hats) == 2:  # DPM-Solver++(2M)
         d1_0 = (m0 - x0_hats[-2]) / ((lam[-2] - lam[-3]) / h)
-        x = x - (0.5 * alpha_next * phi_1) * d1_0
+        if solver_type == "heun":
+            x = x + (alpha_next * (phi_1 / hh + 1)) * d1_0
+        else:
+            x = x - (0.5 * alpha_next * phi_1) * d1_0
     elif len(x0_hats) == 3:  # DPM-Solver++(3M)
         r0, r1 = (lam[-2] - lam[-3]) / h, (lam[-3] - lam[-4]) / h
         d1_0, d1_1 = (m0 - x0_hats[-2]) / r0, (x0_hats[-2] - x0_hats[-3]) / r1
@@ -95,6 +104,7 @@ def dpm_solver_sample(
     order: int = 2,
     eta: float = 0.0,
     third_order: str = "exact",
+    solver_type: str = "midpoint",
     lower_order_final: str = "none",
     denoise: bool = True,
     generator: torch.Generator | None = None,
@@ -109,9 +119,10 @@ def dpm_solver_sample(
     best at 10 and 20 steps, docs/samplers.md), "last" makes the last step first order and 3M's second-to-last
     second order (Lu et al.'s reference code, which does it below 10 steps), "denoise" counts the final Tweedie
     denoising as that first-order step, so 3M's last step is second order (diffusers' lower_order_final, below 15
-    steps, with final_sigmas_type="zero").
+    steps, with final_sigmas_type="zero"). `solver_type` picks the two-point step's form ("midpoint" or "heun",
+    see `dpm_solver_update`); with order 3 it applies to the warm-up's second step only.
     """
-    for key, value in (("order", order), ("eta", eta), ("third_order", third_order)):
+    for key, value in (("order", order), ("eta", eta), ("third_order", third_order), ("solver_type", solver_type)):
         check_option(key, value)
     check_option("lower_order_final", lower_order_final)
     check_grid(sde, ts)
@@ -132,6 +143,7 @@ def dpm_solver_sample(
             eta,
             generator,
             third_order,
+            solver_type,
         )
         if callback is not None:
             callback({"i": i, "t": ts[i + 1], "x": x})

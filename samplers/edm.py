@@ -6,9 +6,11 @@ every path is the VE process y = x_0 + sigma~ noise, so Alg. 2 applies unchanged
 gamma_i = min(S_churn / N, sqrt(2) - 1) if S_tmin <= sigma~_i <= S_tmax (else 0), raise the level to
 sigma^ = (1 + gamma_i) sigma~_i (capped at the path's level at T, where the network was trained) by adding
 sqrt(sigma^2 - sigma~_i^2) S_noise z, take an Euler step to sigma~_{i+1} with d = (y - D(y; sigma^)) / sigma^
-and correct it with Heun's rule. The last of EDM's N steps goes to sigma = 0, where the Euler step lands on D
-itself: that is our final denoising (after the same churn), so a grid of `steps` steps is EDM's N = steps + 1 and
-costs 2 steps + 1 NFE. S_churn = 0 is EDM's deterministic Heun sampler (Alg. 1).
+and correct it with Heun's rule. With S_churn > 0 every step draws its z, used or not (gamma_i = 0 outside
+[S_tmin, S_tmax]), as Alg. 2's line 4 and EDM's and k-diffusion's code do, so a seeded run consumes the same noise
+stream as theirs. The last of EDM's N steps goes to sigma = 0, where the Euler step lands on D itself: that is our
+final denoising (after the same churn), so a grid of `steps` steps is EDM's N = steps + 1 and costs 2 steps + 1
+NFE. S_churn = 0 is EDM's deterministic Heun sampler (Alg. 1).
 """
 
 from __future__ import annotations
@@ -62,13 +64,12 @@ def edm_sample(
     def churn(y: Tensor, i: int) -> tuple[Tensor, float, float | None]:
         """Raise the noise level at grid point i by gamma_i (Alg. 2, lines 4-6)."""
         level = noise_levels[i]
+        z = randn_like(y, generator) if gamma_max > 0 else None  # drawn every step, as EDM's code does
         gamma = gamma_max if s_tmin <= level <= s_tmax else 0.0
-        if gamma == 0.0:
-            return y, level, float(ts[i])
         level_hat = min(level * (1.0 + gamma), level_top)
         if level_hat <= level:
             return y, level, float(ts[i])
-        y = y + math.sqrt(level_hat**2 - level**2) * s_noise * randn_like(y, generator)
+        y = y + math.sqrt(level_hat**2 - level**2) * s_noise * z
         return y, level_hat, None
 
     y = x / alpha[0]

@@ -38,6 +38,7 @@ SAMPLER_OPTIONS = {
         "order": "order",
         "eta": "eta",
         "third_order": "third_order",
+        "solver_type": "solver_type",
         "lower_order_final": "lower_order_final",
         "denoise": "denoise",
     },

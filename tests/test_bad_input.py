@@ -115,6 +115,11 @@ CASES = [
     ("toy", {"seed": -7}, "seed = -7 must be an integer >= 0"),
     ("toy", {"sampling.sampler": "ald", "sampling.ald_eps": -1.0}, "got -1.0 (eps is sampling.ald_eps)"),
     ("toy", {"sampling.sampler": "ode", "sampling.ode_method": "rk9"}, "(method is sampling.ode_method)"),
+    (
+        "toy",
+        {"sampling.sampler": "dpm_solver", "sampling.solver_type": "euler"},
+        "unknown solver_type (DPM-Solver++'s second-order form) 'euler'; valid: ['heun', 'midpoint']",
+    ),
 ]
 
 

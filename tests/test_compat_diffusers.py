@@ -97,17 +97,19 @@ def test_diffusers_ddim_linspace_spacing_steps_to_a_different_time():
     assert second - N // 50 == 959 != third
 
 
+@pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
 @pytest.mark.parametrize(
     "order, eta, steps", [(2, 0.0, 20), (2, 0.0, 10), (3, 0.0, 20), (3, 0.0, 10), (2, 1.0, 20)], ids=str
 )
-def test_dpm_solver_equals_dpmsolver_multistep_scheduler(order, eta, steps):
-    """DPM-Solver++ 2M / 3M (the libraries' 3M coefficient: third_order="reference") and SDE-DPM-Solver++(2M).
-    diffusers lowers 3M's second-to-last step below 15 steps: our lower_order_final="denoise"."""
+def test_dpm_solver_equals_dpmsolver_multistep_scheduler(order, eta, steps, solver_type):
+    """DPM-Solver++ 2M / 3M (the libraries' 3M coefficient: third_order="reference") and SDE-DPM-Solver++(2M),
+    in both forms of the two-point step (solver_type). diffusers lowers 3M's second-to-last step below 15 steps: our
+    lower_order_final="denoise"."""
     sched = diffusers.DPMSolverMultistepScheduler(
         **CHAIN,
         solver_order=order,
         algorithm_type="sde-dpmsolver++" if eta else "dpmsolver++",
-        solver_type="midpoint",
+        solver_type=solver_type,
         lower_order_final=True,
         final_sigmas_type="zero",
     )
@@ -124,6 +126,7 @@ def test_dpm_solver_equals_dpmsolver_multistep_scheduler(order, eta, steps):
         order=order,
         eta=eta,
         third_order="reference",
+        solver_type=solver_type,
         lower_order_final=final,
         generator=g,
     )

@@ -127,13 +127,14 @@ def test_lower_order_final_conventions():
 
 
 def edm_algorithm_2(denoiser, sigmas, x, s_churn, s_tmin, s_tmax, s_noise, generator):
-    """Karras et al. 2022, Alg. 2, written out for sigma(t) = t, s(t) = 1, with sigmas ending in 0."""
+    """Karras et al. 2022, Alg. 2, written out for sigma(t) = t, s(t) = 1, with sigmas ending in 0. Line 4 samples
+    eps_i at every step, used or not (gamma_i = 0 outside [S_tmin, S_tmax]), as EDM's own code does."""
     n = len(sigmas) - 1
     for i in range(n):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         gamma = min(s_churn / n, math.sqrt(2) - 1) if s_tmin <= sigma <= s_tmax else 0.0
         sigma_hat = sigma * (1 + gamma)
-        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype) * s_noise if gamma > 0 else 0.0
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype) * s_noise
         x_hat = x + math.sqrt(max(sigma_hat**2 - sigma**2, 0.0)) * eps
         d = (x_hat - denoiser(x_hat, sigma_hat)) / sigma_hat
         x = x_hat + (sigma_next - sigma_hat) * d

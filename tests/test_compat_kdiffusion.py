@@ -1,0 +1,107 @@
+"""Our samplers against k-diffusion's own sampling code, through numbers it wrote (tests/fixtures/
+make_kdiffusion_samplers.py, k-diffusion 0.1.1.post1): its Euler, Heun (Karras et al. 2022, Alg. 1 and Alg. 2 with
+churn), Euler ancestral, DPM-Solver++(2M), DPM-Solver++(2M) SDE and (3M) SDE, run on the exact denoiser of a 4-D
+Gaussian mixture over its Karras grid (n = 10, sigma 80 -> 0.002, then 0), with seeded noise.
+
+The same algorithm gives the same samples: on EDM's path (x = x_0 + t noise, so t is k-diffusion's sigma) directly,
+and on the VP path through Karras et al.'s change of variables y = x / alpha_t, sigma~ = sigma_t / alpha_t (the grid
+mapped to the VP times with those noise levels, x_T = alpha_T y_T, the same noise draws): every sampler here is
+written from the path's marginals, so it must agree on both. k-diffusion's step to sigma = 0 is our final denoising.
+k-diffusion's "heun" form of the two-point step (its 2M SDE with solver_type="heun", and its 3M SDE's second step)
+is ours with solver_type="heun"; the default "midpoint" form differs from it by far more than float error, which
+shows the comparison can fail.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.toy import GaussianMixture
+from samplers import SAMPLERS, time_grid
+from sde import make_sde
+
+FIXTURE = torch.load(Path(__file__).parent / "fixtures" / "kdiffusion_samplers.pt", weights_only=True)
+MIXTURE = GaussianMixture(FIXTURE["weights"], FIXTURE["means"], FIXTURE["stds"])
+LEVELS = FIXTURE["sigmas"][:-1]  # k-diffusion's grid without its final 0: the last one is our denoising time
+SEED = FIXTURE["seed"]
+
+# (k-diffusion's run: the fixture's case, our sampler, its options)
+CASES = [
+    ("euler", "ode", {"method": "euler", "variable": "sigma"}),
+    ("euler", "ddim", {"eta": 0.0}),
+    ("heun", "ode", {"method": "heun", "variable": "sigma"}),
+    ("heun", "edm", {}),
+    ("heun_churn", "edm", {"s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003}),
+    ("heun_churn_all", "edm", {"s_churn": 40.0}),
+    ("euler_ancestral_eta1", "ddim", {"eta": 1.0}),
+    ("euler_ancestral_eta05", "ddim", {"eta": 0.5}),
+    ("dpmpp_2m", "dpm_solver", {"order": 2}),
+    ("dpmpp_2m_sde_eta1", "dpm_solver", {"order": 2, "eta": 1.0}),
+    ("dpmpp_2m_sde_eta05", "dpm_solver", {"order": 2, "eta": 0.5}),
+    ("dpmpp_2m_sde_heun", "dpm_solver", {"order": 2, "eta": 1.0, "solver_type": "heun"}),
+    ("dpmpp_3m_sde_eta0", "dpm_solver", {"order": 3, "third_order": "reference", "solver_type": "heun"}),
+    ("dpmpp_3m_sde_eta1", "dpm_solver", {"order": 3, "eta": 1.0, "third_order": "reference", "solver_type": "heun"}),
+]
+HEUN_FORM = {case: (sampler, options) for case, sampler, options in CASES if options.get("solver_type") == "heun"}
+
+
+def path(name: str):
+    """EDM's path with room above sigma = 80 (Alg. 2's churn raises the first level to 113; ours caps it at the
+    path's top, k-diffusion does not), or VP (top noise level sigma~_T = 148)."""
+    return make_sde("edm", sigma_max=160.0) if name == "edm" else make_sde("vp")
+
+
+def grid_and_start(sde, path_name: str):
+    """The fixture's noise levels as times of this path, and its x_T on this path (x = alpha y)."""
+    ts = LEVELS.clone() if path_name == "edm" else sde.t_from_logsnr(-torch.log(LEVELS))  # EDM: t is the level
+    alpha = sde.marginal(ts[:1])[0]
+    return ts, float(alpha) * FIXTURE["x_T"]
+
+
+def run(sampler: str, options: dict, path_name: str) -> torch.Tensor:
+    sde = path(path_name)
+    ts, x_T = grid_and_start(sde, path_name)
+    torch.manual_seed(12345)  # our samplers must not read the global RNG: a different seed there changes nothing
+    generator = torch.Generator().manual_seed(SEED)
+    return SAMPLERS[sampler](MIXTURE.score_fn(sde), sde, x_T, ts, generator=generator, **options)
+
+
+def test_karras_grid_equals_get_sigmas_karras():
+    """Our Karras grid on EDM's path is k-diffusion's get_sigmas_karras(5, 0.1, 10) (without its final 0), to the
+    float32 its linspace computes in (2e-8 relative)."""
+    sde = make_sde("edm", sigma_max=10.0)
+    ts = time_grid(sde, 4, t_min=0.1, kind="karras")
+    torch.testing.assert_close(ts, FIXTURE["karras_5_0.1_10"][:-1], rtol=1e-7, atol=0)
+
+
+@pytest.mark.parametrize("path_name", ["edm", "vp"])
+@pytest.mark.parametrize("case, sampler, options", CASES, ids=[f"{c}-{s}" for c, s, _ in CASES])
+def test_sampler_equals_kdiffusion(case, sampler, options, path_name):
+    """Same input, same noise, same samples: float64 throughout, agreement to ~1e-10 (VP: the grid's bisection)."""
+    ours = run(sampler, options, path_name)
+    torch.testing.assert_close(ours, FIXTURE["cases"][case], rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("case", HEUN_FORM)
+def test_the_midpoint_form_is_not_kdiffusions_heun_form(case):
+    """The same runs with our default solver_type="midpoint" differ from k-diffusion's heun-form ones by far more
+    than float error (one step's form changes the samples), so the equalities above are not vacuous."""
+    sampler, options = HEUN_FORM[case]
+    sde = path("edm")
+    ts, x_T = grid_and_start(sde, "edm")
+    options = {**options, "solver_type": "midpoint"}
+    x = SAMPLERS[sampler](MIXTURE.score_fn(sde), sde, x_T, ts, generator=torch.Generator().manual_seed(SEED), **options)
+    assert (x - FIXTURE["cases"][case]).abs().max() > 1e-4
+
+
+def test_fixture_cases_are_distinct():
+    """The fixture's runs differ from each other (a broken fixture of identical outputs would pass everything)."""
+    outs = list(FIXTURE["cases"].values())
+    for i in range(len(outs)):
+        for j in range(i + 1, len(outs)):
+            assert (outs[i] - outs[j]).abs().max() > 1e-3
+    assert math.isclose(float(LEVELS[0]), 80.0, rel_tol=1e-6) and math.isclose(float(LEVELS[-1]), 0.002, rel_tol=1e-6)
