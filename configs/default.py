@@ -115,6 +115,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.snr = 0.16  # Langevin corrector signal-to-noise ratio
     sampling.n_corrector_steps = 1  # corrector steps per noise level
     sampling.per_sample_step = True  # Langevin step size per sample (not batch-averaged)
+    sampling.pc_loop = "predictor_first"  # PC loop: "predictor_first" (the paper's Alg. 1) or "score_sde" (its code)
     sampling.ald_eps = 2e-5  # annealed Langevin base step size
     sampling.ald_steps = 5  # annealed Langevin steps per noise level
     sampling.ode_method = "dopri5"  # probability-flow ODE solver (torchdiffeq name, or "euler", "heun", "rk4")

@@ -21,6 +21,8 @@ THIRD_ORDER = ("exact", "reference")
 # DPM-Solver++'s first-order correction from two data predictions: "midpoint" (- 0.5 alpha phi_1 D1: Lu et al.'s
 # code, diffusers' and k-diffusion's default) or "heun" (+ alpha phi_2 D1: the linear prediction integrated exactly).
 SOLVER_TYPES = ("midpoint", "heun")
+# The predictor-corrector loop (samplers/pc.py): the paper's Alg. 1, or score_sde_pytorch's get_pc_sampler.
+PC_LOOPS = ("predictor_first", "score_sde")
 # How multistep solvers lower their order at the end (samplers/dpm_solver.py: final_order).
 LOWER_ORDER_FINAL = ("none", "last", "denoise")
 # UniPC's B(h) (samplers/unipc.py) and the fixed-step ODE variables (samplers/ode.py; "default" resolves per path).
@@ -66,6 +68,8 @@ def check_option(key: str, value) -> None:
         check_choice("ODE integration variable", value, (*ODE_VARIABLES, "default"))
     elif key == "third_order":
         check_choice("third_order (DPM-Solver++(3M) quadratic term)", value, THIRD_ORDER)
+    elif key == "loop":
+        check_choice("PC loop", value, PC_LOOPS)
     elif key == "solver_type":
         check_choice("solver_type (DPM-Solver++'s second-order form)", value, SOLVER_TYPES)
     elif key == "lower_order_final":

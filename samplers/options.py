@@ -17,7 +17,7 @@ from .base import check_choice, check_option, check_positive
 from .edm import check_edm_options
 from .grids import GRIDS
 from .langevin import CORRECTORS, check_ald_step
-from .pc import PREDICTORS
+from .pc import PREDICTORS, check_pc_combination
 
 # Sampler option -> key of the config's `sampling` section that sets it. steps, grid and t_min are common.
 SAMPLER_OPTIONS = {
@@ -30,6 +30,7 @@ SAMPLER_OPTIONS = {
         "n_corrector_steps": "n_corrector_steps",
         "per_sample_step": "per_sample_step",
         "variance": "ancestral_variance",
+        "loop": "pc_loop",
         "denoise": "denoise",
     },
     "ode": {"method": "ode_method", "rtol": "rtol", "atol": "atol", "variable": "ode_variable", "denoise": "denoise"},
@@ -136,6 +137,9 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
         check_edm_options(**{key: options.get(key, value) for key, value in edm.items()})
     if options.get("predictor") == "none" and options.get("corrector") == "none":
         raise ValueError("predictor 'none' with corrector 'none' does nothing; choose at least one")
+    if sampler == "pc" and steps is not None:  # the pc sampler's defaults for what is not given
+        check_pc_combination(sde, options.get("predictor", "reverse_diffusion"), options.get("loop", "predictor_first"),
+                             int(steps) + 1)  # fmt: skip
 
 
 def options_from_config(sampler: str, sampling: Mapping) -> dict:

@@ -117,6 +117,21 @@ CASES = [
     ("toy", {"sampling.sampler": "ode", "sampling.ode_method": "rk9"}, "(method is sampling.ode_method)"),
     (
         "toy",
+        {"sampling.sampler": "pc", "sampling.pc_loop": "score_sde"},
+        "predictor 'reverse_diffusion' does not run in loop 'score_sde'",
+    ),
+    (
+        "toy",
+        {"sampling.sampler": "pc", "sampling.predictor": "score_sde_ancestral", "sampling.steps": 10},
+        "score_sde's ladder with N = 11 levels has a step beyond the path",
+    ),
+    (
+        "toy",
+        {"sampling.sampler": "pc", "sampling.predictor": "score_sde_ancestral", "sde.name": "subvp"},
+        "predictor 'score_sde_ancestral' needs a VP or VE path",
+    ),
+    (
+        "toy",
         {"sampling.sampler": "dpm_solver", "sampling.solver_type": "euler"},
         "unknown solver_type (DPM-Solver++'s second-order form) 'euler'; valid: ['heun', 'midpoint']",
     ),

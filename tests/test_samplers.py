@@ -418,10 +418,14 @@ def test_nfe_is_exact(sampler, options, expected):
 @pytest.mark.parametrize("corrector", sorted(CORRECTORS))
 @pytest.mark.parametrize("sde_name", SDE_NAMES)
 def test_every_predictor_with_every_corrector(predictor, corrector, sde_name):
-    steps = 25 if predictor == "score_sde_reverse_diffusion" else 5  # its DDPM ladder needs N > beta_max
+    steps = 25 if predictor.startswith("score_sde") else 5  # its DDPM ladder needs N > beta_max
     options = {"steps": steps, "predictor": predictor, "corrector": corrector, "n_corrector_steps": 2}
     if predictor == corrector == "none":
         with pytest.raises(ValueError, match="does nothing"):
+            draw("pc", sde_name, IMAGE_MIXTURE, n=6, **options)
+        return
+    if predictor == "score_sde_ancestral" and sde_name not in ("vp", "ve", "ddpm", "edm"):  # its two ladders only
+        with pytest.raises(ValueError, match="needs a VP or VE path"):
             draw("pc", sde_name, IMAGE_MIXTURE, n=6, **options)
         return
     x, score_fn = draw("pc", sde_name, IMAGE_MIXTURE, n=6, **options)
