@@ -9,6 +9,8 @@ are float32 with float32 coefficients, ours float32 with float64 coefficients: t
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -239,3 +241,68 @@ def test_pc_score_sde_loop_equals_score_sde_ve_scheduler(correct_steps):
     # 3 of 1024 coordinates above 2e-5 (at most 8e-5) after 50 levels of batch-normed Langevin steps.
     torch.testing.assert_close(ours, x_mean, rtol=1e-4, atol=2e-4)
     assert (ours - x_mean).abs().median() < 2e-6
+
+
+def level_eps(x_in: torch.Tensor, sigma) -> torch.Tensor:
+    """The exact noise predictor at the noise level sigma = sigma_t / alpha_t, given diffusers' scaled input
+    x / sqrt(1 + sigma^2) (the chain's x_t at the time with that level; t from our path's closed-form inverse)."""
+    t = SDE.t_from_logsnr(-torch.log(torch.tensor([float(sigma)], dtype=torch.float64))).expand(x_in.shape[0])
+    return (-SDE.marginal(t)[1][:, None] * MIXTURE.score(x_in.double(), t, SDE)).float()
+
+
+def run_karras_style(sched, steps: int, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """diffusers' loop for its sigma-space (k-diffusion style) schedulers: returns x_T (in x-space of the chain's
+    first time), their samples and the distinct noise levels they stepped through (without the final 0)."""
+    sched.set_timesteps(steps)
+    x_T = start()
+    x = x_T * sched.init_noise_sigma
+    stochastic = "generator" in inspect.signature(sched.step).parameters and seed is not None
+    kwargs = {"generator": torch.Generator().manual_seed(seed)} if stochastic else {}
+    for k in sched.timesteps:
+        x_in = sched.scale_model_input(x, k)
+        x = sched.step(level_eps(x_in, sched.sigmas[sched.step_index]), k, x, **kwargs).prev_sample
+    levels = torch.unique_consecutive(sched.sigmas.double())[:-1]
+    return x_T * sched.init_noise_sigma / (1 + levels[0] ** 2).sqrt().float(), x, levels
+
+
+@pytest.mark.parametrize(
+    "name, scheduler, sampler, options",
+    [
+        ("EulerDiscrete", diffusers.EulerDiscreteScheduler, "ode", {"method": "euler", "variable": "sigma"}),
+        ("Heun", diffusers.HeunDiscreteScheduler, "ode", {"method": "heun", "variable": "sigma"}),
+        ("EulerAncestral", diffusers.EulerAncestralDiscreteScheduler, "ddim", {"eta": 1.0}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_sigma_space_schedulers_equal_ours(name, scheduler, sampler, options):
+    """diffusers' k-diffusion-style schedulers on the DDPM chain (eps prediction, its interpolated sigmas, the last
+    step to sigma = 0): Euler and Heun in EDM's sigma (our `ode` with variable="sigma"), Euler ancestral (our DDIM
+    with eta = 1 in these variables); their final step to 0 is our final denoising. Same x_T (x-space), same noise."""
+    sched = scheduler(**CHAIN)
+    x_T, theirs, levels = run_karras_style(sched, 12, seed=5)
+    ts = SDE.t_from_logsnr(-torch.log(levels))
+    g = torch.Generator().manual_seed(5)
+    ours = SAMPLERS[sampler](score_fn, SDE, x_T, ts, generator=g, **options)
+    torch.testing.assert_close(ours, theirs, **TOL)
+
+
+def test_flow_match_euler_equals_ode_euler_on_rectified_flow():
+    """FlowMatchEulerDiscreteScheduler (velocity prediction, shift 1, its sigmas ending in 0) is Euler in t on the
+    rectified-flow path (sigma_t = t): our `ode` sampler with method="euler" in t, its last step to 0 our final
+    denoising. The grid starts below t = 1, where the data prediction exists."""
+    rf = make_sde("rectified_flow")
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+    levels = torch.linspace(0.98, 0.01, 16).tolist()
+    sched.set_timesteps(sigmas=levels)
+    x = start()
+    x_T = x.clone()
+    for k in sched.timesteps:
+        sigma = float(sched.sigmas[sched.step_index if sched.step_index is not None else 0])
+        t = torch.full((x.shape[0],), sigma, dtype=torch.float64)
+        x0_hat = rf.denoise(x.double(), t, MIXTURE.score(x.double(), t, rf))
+        velocity = ((x.double() - x0_hat) / sigma).float()  # E[noise - x_0 | x_t]
+        x = sched.step(velocity, k, x).prev_sample
+    ts = sched.sigmas[:-1].double()
+    ours = SAMPLERS["ode"](lambda x, t: MIXTURE.score(x.double(), t, rf).float(), rf, x_T, ts, method="euler",
+                           variable="t")  # fmt: skip
+    torch.testing.assert_close(ours, x, **TOL)
