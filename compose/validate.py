@@ -555,6 +555,7 @@ def check_eval_options(sde, opts) -> None:
     `sde`: ValueError naming the bad one. The eval driver calls it before any work, and --mode eval's validation
     with the checkpoint's path (what the path must provide, the bound's grid on it)."""
     from likelihood import VARIANCES, bound_grid, check_bound_support, check_ode_options
+    from likelihood.vlb import IMAGE_DECODERS
 
     check_ode_options(
         sde,
@@ -575,6 +576,13 @@ def check_eval_options(sde, opts) -> None:
     if opts["bound"]:
         if opts["bound_variance"] not in VARIANCES:
             raise ValueError(f"unknown bound variance {opts['bound_variance']!r}; valid: {list(VARIANCES)}")
+        if opts["bound_decoder"] not in IMAGE_DECODERS:
+            raise ValueError(f"unknown bound decoder {opts['bound_decoder']!r}; valid: {list(IMAGE_DECODERS)}")
+        if not isinstance(opts["bound_clip"], bool):
+            raise ValueError(f"bound_clip must be True or False, got {opts['bound_clip']!r}")
+        if opts["bound_decoder"] == "ddpm" and opts["bound_steps"] < 2:
+            raise ValueError("the 'ddpm' decoder's std is the posterior's between the grid's first two times: "
+                             f"bound_steps must be >= 2, got {opts['bound_steps']}")  # fmt: skip
         check_bound_support(sde, bound_grid(sde, opts["bound_steps"], spacing=opts["bound_spacing"]))
 
 
@@ -635,13 +643,16 @@ def _check_eval(cfg) -> list[str]:
     problems += _one_of("eval.state_dtype", e.state_dtype, tuple(STATE_DTYPES))
     for key in ("rtol", "atol"):
         problems += _in_range(f"eval.{key}", e[key], 0, math.inf, lo_open=True, hi_open=True)
-    from likelihood.vlb import GRIDS, VARIANCES
+    from likelihood.vlb import GRIDS, IMAGE_DECODERS, VARIANCES
 
     problems += _positive_int("eval.bound_steps", e.bound_steps)  # checked with eval.bound off too: a typo is one
     if _is_int(e.bound_steps) and e.bound_steps > MAX_BOUND_STEPS:  # one network call per step and image
         problems.append(f"eval.bound_steps = {e.bound_steps} must be at most {MAX_BOUND_STEPS:,}")
     problems += _one_of("eval.bound_variance", e.bound_variance, VARIANCES)
     problems += _one_of("eval.bound_spacing", e.bound_spacing, GRIDS)
+    problems += _one_of("eval.bound_decoder", e.bound_decoder, IMAGE_DECODERS)
+    if not isinstance(e.bound_clip, bool):
+        problems.append(f"eval.bound_clip = {e.bound_clip!r} must be True or False")
     if e.sample_metrics:
         problems += _positive_int("eval.num_samples", e.num_samples) + _positive_int("eval.num_real", e.num_real, 0)
         problems += _positive_int("eval.kid_subsets", e.kid_subsets) + _positive_int(

@@ -172,6 +172,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.bound_steps = 1000  # steps of the chain for the bound (strided subset if < N)
     evaluate.bound_variance = "posterior"  # bound's reverse variance: "posterior" (beta-tilde) or "forward" (beta)
     evaluate.bound_spacing = "uniform"  # bound's time grid from t_1 = 1/N to T: "uniform" or "logsnr"
+    evaluate.bound_decoder = "discretized"  # L_0: "discretized" (bins 2/256, std sigma/alpha) or "ddpm" (Ho's code)
+    evaluate.bound_clip = False  # clip the bound's x0 predictions to [-1, 1] (Ho's and improved-diffusion's code do)
     evaluate.sample_metrics = False  # FID/KID/accuracy of samples under the MNIST evaluation network
     evaluate.evalnet_workdir = ""  # work dir of the MNIST evaluation network
     evaluate.num_samples = 1000  # samples for FID/KID

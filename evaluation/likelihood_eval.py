@@ -90,9 +90,13 @@ def _chunk_ode(score_fn, sde, images, opts: dict, gen_cpu, gen_dev, device) -> d
 def _chunk_bound(score_fn, sde, images, opts: dict, gen_dev, device) -> dict:
     """Variational-bound bits/dim of one chunk, per term [b], and wall time."""
     start = time.perf_counter()
-    x0 = dequantize_and_scale(images, dequantize=False).to(device)  # pixel-bin centres
+    if opts["bound_decoder"] == "ddpm":  # Ho et al.'s code maps pixels to k / 127.5 - 1
+        x0 = (images.to(torch.float32) / 127.5 - 1).to(device)
+    else:
+        x0 = dequantize_and_scale(images, dequantize=False).to(device)  # pixel-bin centres
     grid = bound_grid(sde, opts["bound_steps"], spacing=opts["bound_spacing"])
-    terms = vlb_terms(score_fn, sde, x0, grid, variance=opts["bound_variance"], generator=gen_dev)
+    terms = vlb_terms(score_fn, sde, x0, grid, variance=opts["bound_variance"], decoder=opts["bound_decoder"],
+                      clip_x0=opts["bound_clip"], generator=gen_dev)  # fmt: skip
     bpd = vlb_bits_per_dim(terms, images[0].numel())
     out = {f"bound_{k}": bpd[k].double().cpu().numpy() for k in BOUND_TERMS}
     out["bound_seconds"] = np.array(time.perf_counter() - start)
@@ -234,6 +238,8 @@ DEFAULT_OPTIONS = {
     "bound_steps": 1000,
     "bound_variance": "posterior",
     "bound_spacing": "uniform",
+    "bound_decoder": "discretized",
+    "bound_clip": False,
 }
 
 

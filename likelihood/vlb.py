@@ -22,8 +22,11 @@ Decoder p(x_0 | x_{t_1}) has mean x0_hat and standard deviation sigma_{t_1} / al
 x_{t_1} under the reversed kernel; Ho et al. use sqrt(beta_1) = sigma_{t_1}, which differs by a factor
 sqrt(1 - beta_1)), either "discretized" over the 256 pixel bins of data.datasets' map y = 2 (k + u)/256 - 1 (bin
 width 2/256 with the outer edges at -+inf; Ho et al. map pixels to k/127.5 - 1, hence their width 2/255) for
-8-bit data, or "gaussian" for continuous data. Each term is estimated with one draw of x_t ~ q(x_t | x_0) per
-example, independent across terms, so `vlb_terms` is an unbiased estimate of L, in nats.
+8-bit data, or "gaussian" for continuous data, or "ddpm": Ho et al.'s code (diffusion_utils_2; improved-diffusion
+ports it unchanged), for 8-bit data mapped k / 127.5 - 1: bins of half-width 1/255 with the outer ones open, the
+standard normal CDF by its tanh approximation, and the std of the posterior q(x_{t_1} | x_{t_2}, x_0) (their
+`posterior_variance[1]`, for both of their fixed variances). Each term is estimated with one draw of
+x_t ~ q(x_t | x_0) per example, independent across terms, so `vlb_terms` is an unbiased estimate of L, in nats.
 
 Grid. `bound_grid` spaces K times evenly in t (DDPM; on DDPM's chain a strided subset of its N steps that keeps the
 first one, t_1 = 1/N) or in log-SNR. With the exact score the bound falls as the grid is refined between fixed end
@@ -45,7 +48,8 @@ from sde.base import STEP_VARIANCES
 from .bpd import check_data
 
 VARIANCES = STEP_VARIANCES  # p(x_s | x_t)'s variance: the posterior's beta-tilde or the forward kernel's v^2
-DECODERS = ("discretized", "gaussian")
+DECODERS = ("discretized", "gaussian", "ddpm")
+IMAGE_DECODERS = ("discretized", "ddpm")  # the decoders for 8-bit images (`--mode eval`'s eval.bound_decoder)
 GRIDS = ("uniform", "logsnr")
 PIXEL_LEVELS = 256
 
@@ -128,10 +132,39 @@ def discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, std: Tensor) -
     return batch_sum(log_b + torch.log(-torch.expm1(log_a - log_b)))
 
 
+def ddpm_discretized_log_likelihood(x0: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Ho et al.'s discretised decoder as their code computes it (diffusion_utils_2.discretized_gaussian_log_likelihood,
+    improved-diffusion's losses.py): for 8-bit data k / 127.5 - 1, log of the CDF difference over [x - 1/255,
+    x + 1/255], the lowest bin open below and the highest above (x < -0.999, x > 0.999), the CDF approximated by
+    0.5 (1 + tanh(sqrt(2 / pi) (z + 0.044715 z^3))), probabilities clamped at 1e-12; summed over dimensions [B]."""
+    k = torch.round((x0.double() + 1) * 127.5)
+    if x0.min() < -1 or x0.max() > 1 or (k / 127.5 - 1 - x0.double()).abs().max() > 1e-4:
+        raise ValueError(
+            "the 'ddpm' decoder needs 8-bit data mapped as Ho et al.'s code does, k / 127.5 - 1 in [-1, 1]; got "
+            f"values in [{x0.min().item():.4g}, {x0.max().item():.4g}] off that map"
+        )
+
+    def cdf(z: Tensor) -> Tensor:
+        return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z**3)))
+
+    centered, inv_std = x0 - mean, 1 / append_dims(std, x0.ndim)
+    cdf_plus, cdf_min = cdf(inv_std * (centered + 1 / 255)), cdf(inv_std * (centered - 1 / 255))
+    log_probs = torch.where(
+        x0 < -0.999,
+        torch.log(cdf_plus.clamp(min=1e-12)),
+        torch.where(
+            x0 > 0.999, torch.log((1 - cdf_min).clamp(min=1e-12)), torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
+        ),
+    )
+    return batch_sum(log_probs)
+
+
 def _decoder_nll(x0: Tensor, x0_hat: Tensor, std: Tensor, decoder: str) -> Tensor:
-    """L_0 = -log p(x_0 | x_{t_1}) [B] for the discretised or the continuous Gaussian decoder."""
+    """L_0 = -log p(x_0 | x_{t_1}) [B] for the discretised (ours or Ho et al.'s code's) or the continuous decoder."""
     if decoder == "discretized":
         return -discretized_gaussian_log_likelihood(x0, x0_hat, std)
+    if decoder == "ddpm":
+        return -ddpm_discretized_log_likelihood(x0, x0_hat, std)
     d = x0[0].numel()
     return 0.5 * batch_sum((x0 - x0_hat) ** 2) / std**2 + d * (torch.log(std) + 0.5 * math.log(2 * math.pi))
 
@@ -173,6 +206,8 @@ def vlb_terms(
         raise ValueError(f"unknown decoder {decoder!r}; valid: {list(DECODERS)}")
     check_bound_support(sde, grid)
     check_data(x0)
+    if decoder == "ddpm" and len(grid) < 2:
+        raise ValueError("the 'ddpm' decoder's std is the posterior's between the grid's first two times: K >= 2")
     times = [as_time(float(t), x0) for t in grid]
     # Prior term L_T.
     mean_t, sigma_t = sde.marginal_prob(x0, times[-1])
@@ -187,7 +222,8 @@ def vlb_terms(
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_1 = sde.perturb(x0, times[0], noise)
     alpha_1, sigma_1 = sde.marginal(times[0])
-    decoder_nll = _decoder_nll(x0, _x0_hat(score_fn, sde, x_1, times[0], clip_x0), sigma_1 / alpha_1, decoder)
+    std = sde.posterior(times[0], times[1])[2].sqrt() if decoder == "ddpm" else sigma_1 / alpha_1
+    decoder_nll = _decoder_nll(x0, _x0_hat(score_fn, sde, x_1, times[0], clip_x0), std, decoder)
     decoder_nll = decoder_nll.to(x0.dtype)
     return {
         "prior": prior,

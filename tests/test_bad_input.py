@@ -104,6 +104,7 @@ CASES = [
     ("toy", {"eval.bound_steps": 0}, "eval.bound_steps = 0 must be an integer >= 1"),
     ("toy", {"eval.bound_steps": 10**12}, "eval.bound_steps = 1000000000000 must be at most 1,000,000"),
     ("toy", {"eval.bound_variance": "beta"}, "eval.bound_variance = 'beta' is unknown"),
+    ("toy", {"eval.bound_decoder": "gaussian"}, "eval.bound_decoder = 'gaussian' is unknown"),
     ("toy", {"eval.bound_spacing": "log"}, "eval.bound_spacing = 'log' is unknown"),
     ("toy", {"eval.sample_metrics": True, "eval.kid_subset_size": 1}, "eval.kid_subset_size = 1 must be an integer"),
     ("toy", {"classifier.lr": -1.0}, "classifier.lr = -1.0 must be a number in (0, 1]"),
