@@ -1,5 +1,5 @@
 """The PC sampler's loop="score_sde" against score_sde_pytorch's own `get_pc_sampler`, through samples its code wrote
-(tests/fixtures/make_score_sde_pc.py, peer commit cb1f359): on its VP, sub-VP and VE SDEs with N = 100 levels, its
+(tests/fixtures/make_score_sde_runs.py, peer commit cb1f359): on its VP, sub-VP and VE SDEs with N = 100 levels, its
 predictors (reverse diffusion, Euler-Maruyama, ancestral, none) and correctors (Langevin, ALD, none), the exact
 score of N(m, 0.5^2 I) data, the same prior draw and noise stream. Ours: the uniform grid of N times from T to 1e-3
 (its linspace(T, eps, N)), its predictors, per_sample_step=False (its batch-averaged Langevin step)."""
