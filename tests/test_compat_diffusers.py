@@ -65,15 +65,18 @@ def test_oracle_agrees_with_the_chain():
     torch.testing.assert_close(eps(x, 499).double(), -SDE.marginal(t)[1][:, None] * score_fn(x.double(), t))
 
 
+@pytest.mark.parametrize("variance", ["posterior", "forward"])
 @pytest.mark.parametrize("steps", [1000, 50])
-def test_ddpm_ancestral_equals_ddpm_scheduler(steps):
-    """DDPM's Alg. 2 with the posterior variance ("fixed_small"): 1000 steps, and 50 with 'leading' spacing."""
-    sched = diffusers.DDPMScheduler(**CHAIN, clip_sample=False, variance_type="fixed_small")
+def test_ddpm_ancestral_equals_ddpm_scheduler(steps, variance):
+    """DDPM's Alg. 2 with the posterior variance ("fixed_small") or the forward one (beta_t, "fixed_large"): 1000
+    steps, and 50 with 'leading' spacing."""
+    variance_type = {"posterior": "fixed_small", "forward": "fixed_large"}[variance]
+    sched = diffusers.DDPMScheduler(**CHAIN, clip_sample=False, variance_type=variance_type)
     sched.set_timesteps(steps)
     x_T = start()
     theirs = run_diffusers(sched, x_T, seed=1)
     g = torch.Generator().manual_seed(1)
-    ours = SAMPLERS["ancestral"](score_fn, SDE, x_T, grid(sched.timesteps), variance="posterior", generator=g)
+    ours = SAMPLERS["ancestral"](score_fn, SDE, x_T, grid(sched.timesteps), variance=variance, generator=g)
     # 1000 float32 steps accumulate rounding (diffusers' betas are float32 too): max |diff| 1.7e-4 measured.
     torch.testing.assert_close(ours, theirs, **(TOL if steps < 1000 else {"rtol": 1e-3, "atol": 5e-4}))
 
