@@ -76,5 +76,6 @@ def test_driver_option_uses_hos_data_map():
     hos = evaluate_bpd(score_fn, chain, images, bound_decoder="ddpm", bound_clip=True, **common)
     ours_default = evaluate_bpd(score_fn, chain, images, **common)
     torch.testing.assert_close(torch.from_numpy(hos["per_image"]["bound_prior"]).float(), case["prior"])
-    assert abs(ours_default["bound_bpd_prior"] - hos["bound_bpd_prior"]) > 1e-6
+    # The prior term is tiny here (1.7e-6 bits/dim); the two maps move it by 0.8 %.
+    assert abs(ours_default["bound_bpd_prior"] - hos["bound_bpd_prior"]) > 1e-3 * hos["bound_bpd_prior"]
     assert 0 < hos["bound_bpd_decoder"] < 10 and math.isfinite(hos["bound_bpd_total"])
