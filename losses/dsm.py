@@ -61,8 +61,9 @@ def sample_time(
     p_std: float = 1.2,
 ) -> Tensor:
     """Training times [B]: uniform on [t_min, T] ('continuous'), DDPM's grid i/N with i uniform on 1..N ('ddpm'),
-    the NCSN ladder's times i/(L-1), i uniform on 0..L-1 ('smld'), or EDM's log-normal noise levels
-    ln(sigma_t / alpha_t) ~ N(p_mean, p_std^2) mapped to t and clamped to [t_min, T] ('lognormal')."""
+    the NCSN ladder's times (L-1-i)/(L-1), label i uniform on 0..L-1 ('smld'; label 0 is the largest level), or
+    EDM's log-normal noise levels ln(sigma_t / alpha_t) ~ N(p_mean, p_std^2) mapped to t and clamped to [t_min, T]
+    ('lognormal')."""
     if how == "lognormal":
         log_s = p_mean + p_std * torch.randn(batch_size, generator=generator, device=device, dtype=torch.float64)
         return sde.t_from_logsnr(-log_s).clamp(t_min, sde.T).float()
@@ -72,9 +73,9 @@ def sample_time(
     if how == "ddpm":
         i = torch.randint(1, num_scales + 1, (batch_size,), generator=generator, device=device)
         return sde.T * i / num_scales
-    if how == "smld":
+    if how == "smld":  # label i is the i-th largest level, as NCSN's and score_sde's code index their ladder
         i = torch.randint(0, num_scales, (batch_size,), generator=generator, device=device)
-        return sde.T * i / (num_scales - 1)
+        return sde.T * (num_scales - 1 - i) / (num_scales - 1)
     raise ValueError(f"unknown time sampling {how!r}; valid: {list(TIME_SAMPLINGS)}")
 
 
