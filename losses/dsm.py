@@ -65,7 +65,8 @@ def sample_time(
     EDM's log-normal noise levels ln(sigma_t / alpha_t) ~ N(p_mean, p_std^2) mapped to t and clamped to [t_min, T]
     ('lognormal')."""
     if how == "lognormal":
-        log_s = p_mean + p_std * torch.randn(batch_size, generator=generator, device=device, dtype=torch.float64)
+        # float32 draws, as EDM's code makes them (torch's float64 normals are another stream for 16+ values)
+        log_s = p_mean + p_std * torch.randn(batch_size, generator=generator, device=device).double()
         return sde.t_from_logsnr(-log_s).clamp(t_min, sde.T).float()
     if how == "continuous":
         u = torch.rand(batch_size, generator=generator, device=device)
