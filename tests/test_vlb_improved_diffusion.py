@@ -79,3 +79,16 @@ def test_driver_option_uses_hos_data_map():
     # The prior term is tiny here (1.7e-6 bits/dim); the two maps move it by 0.8 %.
     assert abs(ours_default["bound_bpd_prior"] - hos["bound_bpd_prior"]) > 1e-3 * hos["bound_bpd_prior"]
     assert 0 < hos["bound_bpd_decoder"] < 10 and math.isfinite(hos["bound_bpd_total"])
+
+
+@pytest.mark.parametrize("key", sorted(FIXTURE["schedules"]))
+def test_chains_have_improved_diffusions_betas(key):
+    """DDPM's linear chain (betas 0.1 / N to 20 / N: Ho et al.'s 1e-4..0.02 scaled by 1000 / N, as improved-diffusion
+    extends them) and iDDPM's cosine chain (Nichol & Dhariwal 2021, Eq. 17, betas clipped at 0.999) equal its
+    get_named_beta_schedule."""
+    from sde import make_sde
+
+    name, n = key.rsplit("_", 1)
+    n = int(n)
+    sde = make_sde("ddpm" if name == "linear" else "cosine", N=n)  # ddpm: beta(t) / N from 0.1 to 20
+    torch.testing.assert_close(sde.betas, FIXTURE["schedules"][key], rtol=1e-12, atol=1e-15)
