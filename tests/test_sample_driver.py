@@ -224,3 +224,28 @@ def test_steps_zero_means_each_samplers_own_default():
     cfg.sampling.steps = -1
     with pytest.raises(ConfigError, match="sampling.steps = -1 must be an integer >= 0"):
         validate_config(cfg, "train", "/nonexistent/never/created")
+
+
+@pytest.mark.parametrize(
+    "settings, total",
+    [
+        ({"sampler": "pc", "steps": 9, "pc_loop": "predictor_first"}, 9),
+        ({"sampler": "pc", "steps": 9, "pc_loop": "score_sde"}, 10),  # a step from each of the 10 grid times
+        ({"sampler": "ald", "steps": 9}, 10),  # one per level
+        ({"sampler": "ode", "steps": 9, "ode_method": "dopri5"}, None),  # adaptive: reports at the end only
+    ],
+)
+def test_progress_bar_total_is_the_number_of_callbacks(settings, total):
+    from data.toy import make_mixture
+    from samplers import count_nfe, run_sampler
+    from sde import make_sde
+
+    bar = sampling.steps_bar({"ode_method": "euler", **settings}, count_nfe(lambda x, t: x))
+    assert bar.total == total
+    bar.close()
+    if total is not None:  # the sampler calls back exactly that often
+        sde, calls = make_sde("ve"), []
+        options = {"loop": settings["pc_loop"], "predictor": "euler_maruyama"} if settings["sampler"] == "pc" else {}
+        run_sampler(settings["sampler"], make_mixture("gmm2d").score_fn(sde), sde, torch.zeros(4, 2), steps=9,
+                    callback=calls.append, **options)  # fmt: skip
+        assert len(calls) == total
