@@ -149,13 +149,13 @@ def score_sde_ancestral_predictor(
     times): DDPM's (x + b_i score) / sqrt(1 - b_i) + sqrt(b_i) z on VP, SMLD's x + (sigma_i^2 - sigma_{i-1}^2) score
     + sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2) z on VE; it has no other paths."""
     kind, level, tau = score_sde_ladder(sde, t, n_levels)
+    if kind not in ("vp", "ve"):  # before the score evaluation (pc_sample refuses it earlier still)
+        raise ValueError(f"predictor 'score_sde_ancestral' needs a VP or VE path (score_sde's ladders), got {sde!r}")
     score = score_fn(x, t)
     if kind == "vp":
         b = sde.beta(tau) / n_levels
         return add_noise((x + append_dims(b, x.ndim) * score) / append_dims((1 - b).sqrt(), x.ndim), b.sqrt(),
                          generator, noise)  # fmt: skip
-    if kind != "ve":
-        raise ValueError(f"predictor 'score_sde_ancestral' needs a VP or VE path (score_sde's ladders), got {sde!r}")
     sigma_i, below = smld_ladder(sde, level, tau, n_levels)
     jump = sigma_i**2 - below**2
     var = torch.where(sigma_i > 0, below**2 * jump / sigma_i**2, 0.0)  # level 0 of a ladder from sigma = 0 (EDM's)
