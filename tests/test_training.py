@@ -95,6 +95,28 @@ def test_nonfinite_loss_or_gradient_skips_the_update(tmp_path, monkeypatch):
     assert clip_args and all(m == toy_config().training.grad_clip > 0 for m in clip_args)  # clipping on by default
 
 
+def test_schedule_follows_the_step_count_through_skipped_updates_without_torch_warning():
+    """A skipped update still advances the learning-rate schedule (a resumed run has the same rates), and torch's
+    "lr_scheduler.step() before optimizer.step()" warning, meaningless there, is not shown; other warnings are."""
+    import warnings
+
+    from training.steps import advance_schedule
+
+    param = torch.nn.Parameter(torch.zeros(()))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        advance_schedule(schedule, updated=False)  # the first update skipped: torch would warn here
+        param.grad = torch.ones(())
+        optimizer.step()
+        advance_schedule(schedule, updated=True)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1 / 3)
+    with pytest.warns(UserWarning, match="before"):  # without the helper torch does warn: the test can fail
+        fresh = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([param], lr=1.0), lambda s: 1.0)
+        fresh.step()
+
+
 def test_too_many_bad_steps_stop_with_a_clear_error_keeping_good_checkpoints(tmp_path, monkeypatch):
     recording_loss(monkeypatch, {"from": 5, "rest": "loss"})
     cfg = small_toy(50)

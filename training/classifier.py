@@ -24,7 +24,7 @@ from compose.validate import validate_config
 from infra.checkpoint import CLASSIFIER, WorkdirLock, latest_checkpoint, load_latest_checkpoint, save_checkpoint
 from infra.state import rng_state, seed_everything, set_rng_state
 from models.guidance import check_same_sde, classifier_log_probs
-from training.steps import run_steps
+from training.steps import advance_schedule, run_steps
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _train_classifier(cfg, workdir: str | os.PathLike) -> nn.Module:
             optimizer.step()
         else:
             logger.warning("classifier step %d: non-finite loss; update skipped", step + 1)
-        schedule.step()
+        advance_schedule(schedule, ok)
         last.update(loss=loss.item(), accuracy=(log_probs.argmax(1) == y).float().mean().item())
         return ok
 

@@ -29,7 +29,7 @@ from data.mnist import load_mnist
 from infra.checkpoint import EVALNET, WorkdirLock, save_checkpoint
 from infra.state import seed_everything
 from models.classifier import MNISTFeatureNet
-from training.steps import run_steps
+from training.steps import advance_schedule, run_steps
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _train_evalnet(cfg, workdir: str | os.PathLike) -> dict:
         if ok:
             loss.backward()
             optimizer.step()
-        schedule.step()
+        advance_schedule(schedule, ok)
         last["loss"] = loss.item()
         return ok
 

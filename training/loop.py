@@ -40,7 +40,7 @@ from losses.dsm import dsm_loss, sample_time
 from losses.importance import sample_importance_time
 from models.score import ScoreModel
 from training.ema import EMA
-from training.steps import EXIT_INTERRUPTED, TrainingDiverged, TrainingInterrupted, run_steps
+from training.steps import EXIT_INTERRUPTED, TrainingDiverged, TrainingInterrupted, advance_schedule, run_steps
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def _train(cfg, workdir: str | os.PathLike, dist, on_step) -> ScoreModel:
             what = "gradient" if loss_ok else "loss"
             logger.warning("step %d: non-finite %s; update skipped (%d in total)", step + 1, what, bad_total_box[0])
             writer.add_scalar("train/bad_steps", bad_total_box[0], step + 1)
-        scheduler.step()
+        advance_schedule(scheduler, ok)
         last["grad_norm"] = grad_norm
         return ok
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,18 @@ from infra.state import GracefulStop
 logger = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; rerun the command to resume
+
+
+def advance_schedule(scheduler, updated: bool) -> None:
+    """Step the learning-rate schedule once per training step, also after a skipped (non-finite) update, so that
+    the rate follows the step count and a resumed run has the same schedule. torch warns about a schedule stepped
+    before its optimizer; after a deliberately skipped update that warning says nothing, so it is silenced there."""
+    if updated:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        scheduler.step()
 
 
 class TrainingInterrupted(SystemExit):
