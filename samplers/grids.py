@@ -20,7 +20,8 @@ def uniform_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
 
 
 def quadratic_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
-    """Times quadratic in the step index, dense near t_min (Song et al. 2021a, DDIM's 'quadratic' skip)."""
+    """Times quadratic in the step index, dense near t_min, from t_max (the shape of DDIM's 'quad' skip, Song et al.
+    2021a, whose code stops at 0.8 N and rounds to integer steps; docs/samplers.md)."""
     u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     return t_min + (t_max - t_min) * u**2
 
