@@ -44,6 +44,7 @@ from torch import Tensor
 
 from sde import SDE, ScoreFn, append_dims, as_time, batch_sum, require
 from sde.base import STEP_VARIANCES
+from sde.discrete import respaced_steps
 
 from .bpd import check_data
 
@@ -64,9 +65,10 @@ def _logsnr_times(sde: SDE, t_first: float, num_steps: int) -> Tensor:
 def bound_grid(sde: SDE, num_steps: int, t_min: float | None = None, spacing: str = "uniform") -> Tensor:
     """Increasing grid t_1 = t_min < ... < t_K = T [K] of the bound (float64), evenly spaced in t or in lambda_t.
 
-    t_min defaults to T / num_steps, so "uniform" gives k T / K. On DDPM's chain (an SDE with N steps) the times
-    are snapped to the chain's i/N and t_min defaults to 1/N, so "uniform" is a strided subset that keeps the
-    chain's first step, as improved DDPM's respacing does; snapping may merge times, giving fewer than K.
+    t_min defaults to T / num_steps, so "uniform" gives k T / K. On DDPM's chain (an SDE with N steps) t_min
+    defaults to 1/N, and "uniform" from there is improved DDPM's respacing exactly (`sde.discrete.respaced_steps`:
+    K of the chain's steps, the first and the last kept); other grids on a chain are snapped to its times i/N,
+    which may merge times, giving fewer than K.
     """
     if spacing not in GRIDS:
         raise ValueError(f"unknown grid spacing {spacing!r}; valid: {list(GRIDS)}")
@@ -81,6 +83,8 @@ def bound_grid(sde: SDE, num_steps: int, t_min: float | None = None, spacing: st
         raise ValueError(f"t_min must lie in [0, T) = [0, {sde.T}), got {t_min!r}")
     if num_steps == 1:
         return torch.tensor([sde.T], dtype=torch.float64)
+    if spacing == "uniform" and n is not None and t_first == sde.T / n:
+        return torch.tensor(respaced_steps(n, num_steps), dtype=torch.float64) * sde.T / n
     if spacing == "uniform":
         grid = torch.linspace(t_first, sde.T, num_steps, dtype=torch.float64)
     else:

@@ -16,6 +16,20 @@ from torch import Tensor
 from .vp import BetaVP, ddpm_betas
 
 
+def respaced_steps(n: int, count: int) -> list[int]:
+    """The `count` steps (1-based, of 1..n) improved DDPM's respacing keeps (Nichol & Dhariwal 2021, Sec. 4; its
+    `space_timesteps(n, str(count))`): 0-based positions stepped by (n - 1) / (count - 1) from 0, accumulated in
+    floating point and rounded half to even as its code does, so the first and the last step are always kept."""
+    if not 1 <= count <= n:
+        raise ValueError(f"cannot keep {count} of a chain's {n} steps; allowed: 1..{n}")
+    stride = (n - 1) / (count - 1) if count > 1 else 1.0
+    steps, position = [], 0.0
+    for _ in range(count):
+        steps.append(round(position) + 1)
+        position += stride
+    return steps
+
+
 class DiscreteChain(BetaVP):
     """The VP path with piecewise-constant beta(t) through a chain's betas [N] (each in (0, 1))."""
 

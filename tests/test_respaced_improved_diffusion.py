@@ -43,3 +43,26 @@ def test_ancestral_on_the_kept_steps_is_its_respaced_chain(case):
     )
     theirs = run["x0"].reshape(ours.shape).double()
     torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-6)  # its coefficients are float32: 4e-7 here
+
+
+@pytest.mark.parametrize("count", sorted(FIXTURE["space_timesteps"], key=int))
+def test_respaced_steps_and_the_bounds_grid_are_its_space_timesteps(count):
+    """Its accumulated float stride rounded half to even (at K = 7 and 25 a plain linspace rounds a tie the other
+    way); the bound's default grid on a chain with K < N steps is that set."""
+    from likelihood import bound_grid
+    from sde.discrete import respaced_steps
+
+    theirs = (FIXTURE["space_timesteps"][count] + 1).tolist()  # its 0-based steps as our 1-based ones
+    assert respaced_steps(FIXTURE["n"], int(count)) == theirs
+    for name in ("ddpm", "cosine"):
+        grid = bound_grid(make_sde(name, N=FIXTURE["n"]), int(count))
+        assert torch.round(grid * FIXTURE["n"]).long().tolist() == theirs
+
+
+def test_respaced_steps_refuses_counts_outside_the_chain():
+    from sde.discrete import respaced_steps
+
+    with pytest.raises(ValueError, match=r"cannot keep 0 of a chain's 10 steps; allowed: 1..10"):
+        respaced_steps(10, 0)
+    with pytest.raises(ValueError, match=r"cannot keep 11 of"):
+        respaced_steps(10, 11)
