@@ -132,7 +132,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.s_tmin = 0.0  # EDM: churn only at noise levels sigma/alpha in [s_tmin, s_tmax]
     sampling.s_tmax = 1e9  # EDM: upper noise level for churn (1e9: no limit)
     sampling.s_noise = 1.0  # EDM: noise inflation S_noise
-    sampling.grid = "default"  # "uniform", "quadratic", "logsnr", "karras", or "default" (samplers.default_grid)
+    sampling.grid = "default"  # "uniform", "quadratic", "logsnr", "karras", "default" (samplers.default_grid), or
+    # "respaced" on a chain (improved DDPM's respacing: the chain's own steps, down to t_min = T / N)
     sampling.t_min = 1e-3  # last time of the sampling grid
     sampling.t_max = 0.0  # first time of the sampling grid (0: the path's T; below T skips the noisiest times)
     sampling.denoise = True  # final Tweedie denoising step

@@ -23,7 +23,7 @@ from .base import ODE_VARIABLES, ancestral_step, final_denoise
 from .ddim import ddim_sample
 from .dpm_solver import dpm_solver_sample
 from .edm import edm_sample
-from .grids import GRIDS, SOLVER_SAMPLERS, default_grid, time_grid
+from .grids import CHAIN_GRIDS, GRIDS, SOLVER_SAMPLERS, default_grid, time_grid
 from .langevin import CORRECTORS, ald_sample
 from .nfe import CountingScoreFn, count_nfe
 from .ode import ode_sample, solve_probability_flow
@@ -65,6 +65,7 @@ def run_sampler(
 
 
 __all__ = [
+    "CHAIN_GRIDS",
     "CORRECTORS",
     "DEFAULT_STEPS",
     "CountingScoreFn",

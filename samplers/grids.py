@@ -1,4 +1,5 @@
-"""Sampling time grids from T (or t_max < T) down to t_min: uniform, quadratic, log-SNR and Karras (EDM, rho = 7).
+"""Sampling time grids from T (or t_max < T) down to t_min: uniform, quadratic, log-SNR, Karras (EDM, rho = 7), and
+on a discrete chain improved DDPM's respacing.
 
 Every grid is a decreasing float64 tensor [steps + 1] with t[0] = T and t[-1] = t_min exactly. The log-SNR and
 Karras grids are spaced in lambda_t = sde.logsnr(t) = log(alpha_t / sigma_t) (Lu et al. 2022) and in EDM's noise
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor
 
 from sde import SDE
+from sde.discrete import respaced_steps
 
 
 def uniform_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
@@ -43,6 +45,22 @@ def karras_grid(sde: SDE, steps: int, t_min: float, t_max: float, rho: float = 7
     return pin_ends(sde.t_from_logsnr(-torch.log(s)), t_max, t_min)
 
 
+def respaced_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
+    """A discrete chain's own steps, steps + 1 of its N, as improved DDPM's respacing keeps them (Nichol & Dhariwal
+    2021, Sec. 4; `sde.discrete.respaced_steps`): its step k at time k T / N, from T down to its first step T / N."""
+    n = getattr(sde, "N", None)
+    if n is None:
+        raise ValueError(f"time grid 'respaced' needs a discrete chain (ddpm, cosine), not {sde.name!r}")
+    if abs(t_min - sde.T / n) > 1e-12 * sde.T or t_max != sde.T:
+        raise ValueError(
+            f"time grid 'respaced' runs from T = {sde.T} to the chain's first step T / N = {sde.T / n}, "
+            f"got t_max = {t_max}, t_min = {t_min}"
+        )
+    if steps + 1 > n:
+        raise ValueError(f"time grid 'respaced' keeps at most the chain's {n} steps, got steps = {steps} (+ 1 times)")
+    return torch.tensor(respaced_steps(n, steps + 1)[::-1], dtype=torch.float64) * sde.T / n
+
+
 def pin_ends(t: Tensor, t_max: float, t_min: float) -> Tensor:
     """Set the end points exactly (bisection leaves them within ~1e-16 of the target)."""
     t = t.clone()
@@ -51,6 +69,7 @@ def pin_ends(t: Tensor, t_max: float, t_min: float) -> Tensor:
 
 
 GRIDS = {"uniform": uniform_grid, "quadratic": quadratic_grid, "logsnr": logsnr_grid, "karras": karras_grid}
+CHAIN_GRIDS = {"respaced": respaced_grid}  # a discrete chain's own steps: for chains only, from T to T / N
 
 
 # Samplers of 10-50 steps whose "default" grid is the path's `solver_grid` (the others use its `default_grid`).
@@ -69,16 +88,18 @@ def default_grid(sde: SDE, sampler: str | None = None) -> str:
 def time_grid(
     sde: SDE, steps: int, t_min: float = 1e-3, kind: str = "default", t_max: float | None = None, sampler=None
 ) -> Tensor:
-    """The named time grid from t_max (default: the path's T) down to t_min, float64 [steps + 1]: one of `GRIDS`, or
+    """The named time grid from t_max (default: the path's T) down to t_min, float64 [steps + 1]: one of `GRIDS`, a
+    chain's `CHAIN_GRIDS`, or
     "default" for the path's own (`default_grid(sde, sampler)`). A t_max below T skips the very noisiest times, where
     x0_hat = (x + sigma^2 score) / alpha amplifies a network's error by 1/alpha (diffusers' lambda_min_clipped,
     -5.1 for the cosine schedule); the prior then stands in for p_{t_max}."""
     kind = default_grid(sde, sampler) if kind == "default" else kind
-    if kind not in GRIDS:
-        raise ValueError(f"unknown time grid {kind!r}; valid grids: {sorted(GRIDS) + ['default']}")
+    grids = {**GRIDS, **CHAIN_GRIDS}
+    if kind not in grids:
+        raise ValueError(f"unknown time grid {kind!r}; valid grids: {sorted(grids) + ['default']}")
     if int(steps) != steps or steps < 1:
         raise ValueError(f"number of steps must be a positive integer, got {steps!r}")
     t_max = float(sde.T if t_max is None else t_max)
     if not 0 <= t_min < t_max <= sde.T:
         raise ValueError(f"need 0 <= t_min < t_max <= T = {sde.T}, got t_min = {t_min}, t_max = {t_max}")
-    return GRIDS[kind](sde, int(steps), float(t_min), t_max)
+    return grids[kind](sde, int(steps), float(t_min), t_max)

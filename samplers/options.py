@@ -15,7 +15,7 @@ from sde import SDE, require
 
 from .base import check_choice, check_option, check_positive
 from .edm import check_edm_options
-from .grids import GRIDS
+from .grids import CHAIN_GRIDS, GRIDS, time_grid
 from .langevin import CORRECTORS, check_ald_step
 from .pc import PREDICTORS, check_pc_combination
 
@@ -109,7 +109,9 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
     if steps is not None:
         check_positive("number of steps", steps, integer=True)
     if grid is not None:
-        check_choice("time grid", grid, [*GRIDS, "default"])
+        check_choice("time grid", grid, [*GRIDS, *CHAIN_GRIDS, "default"])
+        if grid in CHAIN_GRIDS and steps is not None:  # its own conditions (a chain, its first step) before any work
+            time_grid(sde, steps, 1e-3 if t_min is None else t_min, grid, t_max)
     if t_max is not None and not (isinstance(t_max, (int, float)) and (t_min or 0) < t_max <= sde.T):
         raise ValueError(f"t_max must lie in (t_min, T = {sde.T}], got {t_max!r}")
     if t_min is not None:

@@ -66,3 +66,31 @@ def test_respaced_steps_refuses_counts_outside_the_chain():
         respaced_steps(10, 0)
     with pytest.raises(ValueError, match=r"cannot keep 11 of"):
         respaced_steps(10, 11)
+
+
+def test_the_respaced_grid_runs_its_respaced_chain_by_name():
+    """`grid="respaced"` (`--config.sampling.grid=respaced`) is the kept times, so `run_sampler` reproduces its run."""
+    from samplers import run_sampler
+
+    run = FIXTURE["cases"]["linear_50_FIXED_SMALL"]
+    sde = make_sde("ddpm", N=FIXTURE["n"])
+    x_T = FIXTURE["x_T"].reshape(len(FIXTURE["x_T"]), -1)
+    generator = torch.Generator().manual_seed(FIXTURE["seed"])
+    ours = run_sampler("ancestral", DATA.score_fn(sde), sde, x_T, steps=49, grid="respaced", t_min=1 / FIXTURE["n"],
+                       variance="posterior", generator=generator)  # fmt: skip
+    torch.testing.assert_close(ours, run["x0"].reshape(ours.shape), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    "path, steps, t_min, message",
+    [
+        ("vp", 10, 1e-3, r"time grid 'respaced' needs a discrete chain \(ddpm, cosine\), not 'vp'"),
+        ("ddpm", 10, 1e-2, r"runs from T = 1.0 to the chain's first step T / N = 0.001, got t_max = 1.0, t_min = 0.01"),
+        ("ddpm", 1000, 1e-3, r"keeps at most the chain's 1000 steps, got steps = 1000"),
+    ],
+)
+def test_the_respaced_grid_refuses_what_is_not_a_chains_steps(path, steps, t_min, message):
+    from samplers import time_grid
+
+    with pytest.raises(ValueError, match=message):
+        time_grid(make_sde(path), steps, t_min, "respaced")
