@@ -50,7 +50,7 @@ def respaced_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
     2021, Sec. 4; `sde.discrete.respaced_steps`): its step k at time k T / N, from T down to its first step T / N."""
     n = getattr(sde, "N", None)
     if n is None:
-        raise ValueError(f"time grid 'respaced' needs a discrete chain (ddpm, cosine), not {sde.name!r}")
+        raise ValueError(f"time grid 'respaced' needs a discrete chain (ddpm, cosine), not {sde!r}")
     if abs(t_min - sde.T / n) > 1e-12 * sde.T or t_max != sde.T:
         raise ValueError(
             f"time grid 'respaced' runs from T = {sde.T} to the chain's first step T / N = {sde.T / n}, "

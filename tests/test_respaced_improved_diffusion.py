@@ -84,7 +84,7 @@ def test_the_respaced_grid_runs_its_respaced_chain_by_name():
 @pytest.mark.parametrize(
     "path, steps, t_min, message",
     [
-        ("vp", 10, 1e-3, r"time grid 'respaced' needs a discrete chain \(ddpm, cosine\), not 'vp'"),
+        ("vp", 10, 1e-3, r"time grid 'respaced' needs a discrete chain \(ddpm, cosine\), not VPSDE"),
         ("ddpm", 10, 1e-2, r"runs from T = 1.0 to the chain's first step T / N = 0.001, got t_max = 1.0, t_min = 0.01"),
         ("ddpm", 1000, 1e-3, r"keeps at most the chain's 1000 steps, got steps = 1000"),
     ],
