@@ -88,11 +88,10 @@ def default_grid(sde: SDE, sampler: str | None = None) -> str:
 def time_grid(
     sde: SDE, steps: int, t_min: float = 1e-3, kind: str = "default", t_max: float | None = None, sampler=None
 ) -> Tensor:
-    """The named time grid from t_max (default: the path's T) down to t_min, float64 [steps + 1]: one of `GRIDS`, a
-    chain's `CHAIN_GRIDS`, or
-    "default" for the path's own (`default_grid(sde, sampler)`). A t_max below T skips the very noisiest times, where
-    x0_hat = (x + sigma^2 score) / alpha amplifies a network's error by 1/alpha (diffusers' lambda_min_clipped,
-    -5.1 for the cosine schedule); the prior then stands in for p_{t_max}."""
+    """The named time grid from t_max (default: the path's T) down to t_min, float64 [steps + 1]: one of `GRIDS`, on a
+    chain one of `CHAIN_GRIDS`, or "default" for the path's own (`default_grid(sde, sampler)`). A t_max below T skips
+    the very noisiest times, where x0_hat = (x + sigma^2 score) / alpha amplifies a network's error by 1/alpha
+    (diffusers' lambda_min_clipped, -5.1 for the cosine schedule); the prior then stands in for p_{t_max}."""
     kind = default_grid(sde, sampler) if kind == "default" else kind
     grids = {**GRIDS, **CHAIN_GRIDS}
     if kind not in grids:
