@@ -309,3 +309,64 @@ def test_flow_match_euler_equals_ode_euler_on_rectified_flow():
     ours = SAMPLERS["ode"](lambda x, t: MIXTURE.score(x.double(), t, rf).float(), rf, x_T, ts, method="euler",
                            variable="t")  # fmt: skip
     torch.testing.assert_close(ours, x, **TOL)
+
+
+EDM = make_sde("edm")
+
+
+def edm_output(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """EDM's F for diffusers' EDM schedulers (prediction_type "epsilon", sigma_data 0.5): D = c_skip x + c_out F
+    equals the mixture's exact denoiser at the noise level sigma of EDM's path (t = sigma)."""
+    t = torch.full((x.shape[0],), float(sigma), dtype=torch.float64)
+    d = EDM.denoise(x.double(), t, MIXTURE.score(x.double(), t, EDM))
+    c_skip, c_out = 0.25 / (sigma**2 + 0.25), sigma * 0.5 / (sigma**2 + 0.25) ** 0.5
+    return ((d - c_skip * x.double()) / c_out).float()
+
+
+def run_edm_scheduler(sched, steps: int, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """diffusers' loop for its EDM-path schedulers: (x_T, their samples, their noise levels without the final 0)."""
+    sched.set_timesteps(steps)
+    x_T = start() * float(sched.sigmas[0])
+    x = x_T.clone()
+    kwargs = {"generator": torch.Generator().manual_seed(seed)} if seed is not None else {}
+    for k in sched.timesteps:
+        sched.scale_model_input(x, k)  # what a pipeline calls (the input scaling F would see)
+        sigma = float(sched.sigmas[sched.step_index])
+        x = sched.step(edm_output(x, sigma), k, x, **kwargs).prev_sample
+    return x_T, x, sched.sigmas[:-1].double()
+
+
+def test_edm_euler_scheduler_equals_ode_euler_in_sigma():
+    """EDMEulerScheduler (no churn) on EDM's path with its preconditioning: Euler in sigma, its last step to 0 our
+    final denoising."""
+    sched = diffusers.EDMEulerScheduler(sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, final_sigmas_type="zero")
+    x_T, theirs, levels = run_edm_scheduler(sched, 12)
+    ours = SAMPLERS["ode"](lambda x, t: MIXTURE.score(x, t, EDM), EDM, x_T, levels, method="euler", variable="sigma")
+    torch.testing.assert_close(ours, theirs, **TOL)
+
+
+@pytest.mark.parametrize("order, eta, steps", [(2, 0.0, 20), (3, 0.0, 10), (2, 1.0, 20)], ids=str)
+def test_edm_dpm_solver_scheduler_equals_dpm_solver_on_edms_path(order, eta, steps):
+    """EDMDPMSolverMultistepScheduler: DPM-Solver++ 2M / 3M and SDE-DPM-Solver++(2M) in EDM's sigma on EDM's path
+    (the same algorithm as on the chain above; its Karras sigmas are float32)."""
+    sched = diffusers.EDMDPMSolverMultistepScheduler(
+        sigma_min=0.002,
+        sigma_max=80.0,
+        sigma_data=0.5,
+        solver_order=order,
+        algorithm_type="sde-dpmsolver++" if eta else "dpmsolver++",
+        final_sigmas_type="zero",
+    )
+    x_T, theirs, levels = run_edm_scheduler(sched, steps, seed=3 if eta else None)
+    ours = SAMPLERS["dpm_solver"](
+        lambda x, t: MIXTURE.score(x, t, EDM),
+        EDM,
+        x_T,
+        levels,
+        order=order,
+        eta=eta,
+        third_order="reference",
+        lower_order_final="denoise" if steps < 15 else "none",
+        generator=torch.Generator().manual_seed(3),
+    )
+    torch.testing.assert_close(ours, theirs, **TOL)
