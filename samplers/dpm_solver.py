@@ -1,9 +1,16 @@
 """Multistep DPM-Solver++ (Lu et al. 2022b), deterministic (the probability-flow ODE) or stochastic (eta > 0), for
-10-20 NFE.
+10-20 NFE; and the original multistep DPM-Solver (Lu et al. 2022a), which extrapolates the noise prediction instead
+(`prediction="noise"`, the ODE only).
 
 With lambda_t = `sde.logsnr(t)` the probability-flow ODE is solved exactly in its linear part (an exponential
 integrator) and the data prediction x0_hat = `sde.denoise` is extrapolated in lambda from the previous steps'
 evaluations (one score evaluation per step). It reads only the marginals, so it serves every Gaussian path.
+
+The noise form is the data form with the roles swapped: x / alpha moves by -int e^{-lambda} eps dlambda where
+x / sigma moves by int e^{lambda} x0_hat dlambda, so `dpm_solver_update` serves both, called with eps for x0_hat,
+-lambda for lambda, alpha for sigma and sigma for alpha. Its order-1 step is DDIM; its 2M / 3M steps are
+(x_t = (alpha_t / alpha_s) x_s - sigma_t (e^h - 1) D0 - ...) Lu et al. 2022a's multistep updates and diffusers'
+algorithm_type="dpmsolver", with the same midpoint / heun forms and the same factor 2 question at third order.
 
 Third order: through the last three data predictions P(u) = c0 + c1 u + c2 u^2 (u = lambda - lambda_t), and
 int_0^h e^{-(h - u)} u^2 du = -2 h^2 phi_3(h), so the quadratic term enters with coefficient 2 phi_3
@@ -84,6 +91,12 @@ def dpm_solver_update(
     return x
 
 
+def check_dpm_solver_combination(prediction: str, eta: float) -> None:
+    """The noise-prediction form has no stochastic variant here: refuse eta > 0 with it (ValueError)."""
+    if prediction == "noise" and eta != 0:
+        raise ValueError(f"DPM-Solver with prediction='noise' solves the ODE only; eta must be 0, got {eta!r}")
+
+
 def final_order(order: int, i: int, steps: int, lower_order_final: str) -> int:
     """The order of multistep step i of `steps`: warm-up min(order, i + 1), then lowered near the end per
     lower_order_final ("none", "last": at most steps - i, "denoise": at most steps - i + 1)."""
@@ -106,11 +119,13 @@ def dpm_solver_sample(
     third_order: str = "exact",
     solver_type: str = "midpoint",
     lower_order_final: str = "none",
+    prediction: str = "data",
     denoise: bool = True,
     generator: torch.Generator | None = None,
     callback=None,
 ) -> Tensor:
     """Multistep DPM-Solver++ of order 1-3 in lambda_t (Lu et al. 2022b, Alg. 2). NFE = steps (+1 denoise).
+    `prediction="noise"` is the original multistep DPM-Solver (Lu et al. 2022a; eta = 0 only).
 
     eta = 0 (default) solves the probability-flow ODE (deterministic); eta > 0 the stochastic SDE-DPM-Solver++
     (see `dpm_solver_update`), which with an imperfect learned score often gives better samples at the same NFE.
@@ -125,18 +140,24 @@ def dpm_solver_sample(
     for key, value in (("order", order), ("eta", eta), ("third_order", third_order), ("solver_type", solver_type)):
         check_option(key, value)
     check_option("lower_order_final", lower_order_final)
+    check_option("prediction", prediction)
+    check_dpm_solver_combination(prediction, eta)
     check_grid(sde, ts)
     ts = ts.to(x.device, torch.float64)
     alpha, sigma = sde.marginal(ts)
     lam = sde.logsnr(ts).tolist()
-    steps, x0_hats = len(ts) - 1, []
+    if prediction == "noise":  # the same update with the roles of (alpha, sigma, lambda, x0_hat) swapped
+        alpha, sigma, lam = sigma, alpha, [-v for v in lam]
+    steps, preds = len(ts) - 1, []
     for i in range(steps):
         t = as_time(float(ts[i]), x)
-        x0_hats = (x0_hats + [sde.denoise(x, t, score_fn(x, t))])[-order:]
+        score = score_fn(x, t)
+        pred = sde.denoise(x, t, score) if prediction == "data" else -float(alpha[i]) * score  # eps = -sigma score
+        preds = (preds + [pred])[-order:]
         k = final_order(order, i, steps, lower_order_final)
         x = dpm_solver_update(
             x,
-            x0_hats[-k:],
+            preds[-k:],
             lam[i + 1 - k : i + 2],
             (float(sigma[i]), float(sigma[i + 1])),
             float(alpha[i + 1]),

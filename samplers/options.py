@@ -14,6 +14,7 @@ import torch
 from sde import SDE, require
 
 from .base import check_choice, check_option, check_positive
+from .dpm_solver import check_dpm_solver_combination
 from .edm import check_edm_options
 from .grids import CHAIN_GRIDS, GRIDS, time_grid
 from .langevin import CORRECTORS, check_ald_step
@@ -41,6 +42,7 @@ SAMPLER_OPTIONS = {
         "third_order": "third_order",
         "solver_type": "solver_type",
         "lower_order_final": "lower_order_final",
+        "prediction": "dpm_prediction",
         "denoise": "denoise",
     },
     "unipc": {
@@ -139,6 +141,8 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
         check_edm_options(**{key: options.get(key, value) for key, value in edm.items()})
     if options.get("predictor") == "none" and options.get("corrector") == "none":
         raise ValueError("predictor 'none' with corrector 'none' does nothing; choose at least one")
+    if sampler == "dpm_solver":
+        check_dpm_solver_combination(options.get("prediction", "data"), options.get("eta", 0.0))
     if sampler == "pc" and steps is not None:  # the pc sampler's defaults for what is not given
         check_pc_combination(sde, options.get("predictor", "reverse_diffusion"), options.get("loop", "predictor_first"),
                              int(steps) + 1)  # fmt: skip

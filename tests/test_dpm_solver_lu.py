@@ -1,10 +1,11 @@
-"""DPM-Solver++ against Lu et al.'s own code, through samples it wrote (tests/fixtures/make_dpm_solver_lu.py,
-LuChengTHU/dpm-solver commit 52bc3fb): its multistep DPM-Solver++ of orders 2 and 3 in both of its solver types, on
-DDPM's discrete schedule (N = 1000; its piecewise-linear log alpha_t in t is our `DiscreteChain`), its time_uniform
-and logSNR grids from 1 to 1/N, 6 steps (where it lowers the last steps' order: our lower_order_final="last") and 15
-(where it does not: "none"), with and without its final denoise_to_zero (our final denoising), for the exact noise
-predictor of Gaussian data. Its third-order step has the libraries' quadratic coefficient (our
-third_order="reference"); its "dpmsolver" / "taylor" types are our solver_type "midpoint" / "heun"."""
+"""DPM-Solver++ and DPM-Solver against Lu et al.'s own code, through samples it wrote (tests/fixtures/
+make_dpm_solver_lu.py, LuChengTHU/dpm-solver commit 52bc3fb): its multistep DPM-Solver++ (algorithm_type
+"dpmsolver++", our prediction="data") and DPM-Solver ("dpmsolver", our prediction="noise") of orders 2 and 3 in both
+of its solver types, on DDPM's discrete schedule (N = 1000; its piecewise-linear log alpha_t in t is our
+`DiscreteChain`), its time_uniform and logSNR grids from 1 to 1/N, 6 steps (where it lowers the last steps' order:
+our lower_order_final="last") and 15 (where it does not: "none"), with and without its final denoise_to_zero (our
+final denoising), for the exact noise predictor of Gaussian data. Its third-order step has the libraries' quadratic
+coefficient (our third_order="reference"); its "dpmsolver" / "taylor" types are our solver_type "midpoint" / "heun"."""
 
 from pathlib import Path
 
@@ -26,14 +27,17 @@ def ours(case: dict, third_order: str = "reference") -> torch.Tensor:
     return SAMPLERS["dpm_solver"](
         DATA.score_fn(CHAIN), CHAIN, FIXTURE["x_T"], case["ts"], order=case["order"], third_order=third_order,
         solver_type=SOLVER_TYPES[case["solver_type"]], lower_order_final="last" if case["steps"] < 10 else "none",
-        denoise=case["denoise"],
+        prediction="data" if case["algorithm"] == "dpmsolver++" else "noise", denoise=case["denoise"],
     )  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "case",
     FIXTURE["cases"],
-    ids=lambda c: f"{c['order']}M-{c['solver_type']}-{c['steps']}-{c['skip']}-{'denoise' if c['denoise'] else 'x'}",
+    ids=lambda c: (
+        f"{c['algorithm']}-{c['order']}M-{c['solver_type']}-{c['steps']}-{c['skip']}-"
+        f"{'denoise' if c['denoise'] else 'x'}"
+    ),
 )
 def test_dpm_solver_equals_lus_code(case):
     torch.testing.assert_close(ours(case), case["x"], rtol=1e-6, atol=1e-6)
@@ -41,5 +45,5 @@ def test_dpm_solver_equals_lus_code(case):
 
 def test_exact_third_order_is_not_lus():
     """Our default third-order coefficient is not the code's (so the equality above is not vacuous for 3M)."""
-    case = next(c for c in FIXTURE["cases"] if c["order"] == 3 and c["steps"] == 15)
+    case = next(c for c in FIXTURE["cases"] if c["order"] == 3 and c["steps"] == 15 and c["algorithm"] == "dpmsolver++")
     assert (ours(case, third_order="exact") - case["x"]).abs().max() > 1e-4
