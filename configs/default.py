@@ -126,7 +126,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.order = 2  # DPM-Solver++ and UniPC order (1, 2 or 3)
     sampling.third_order = "exact"  # DPM-Solver++(3M) quadratic term: "exact" (third order) or "reference" (libraries')
     sampling.solver_type = "midpoint"  # DPM-Solver++'s 2-point correction: "midpoint" or "heun" (phi_2; k's 3M)
-    sampling.dpm_prediction = "data"  # dpm_solver: "data" (DPM-Solver++) or "noise" (the original DPM-Solver; ODE)
+    sampling.solver_prediction = "data"  # dpm_solver, unipc: extrapolate "data" (x0_hat) or "noise" (eps; ODE only)
     sampling.lower_order_final = "none"  # multistep end: "none" (k-diffusion), "last" (Lu), "denoise" (diffusers)
     sampling.unipc_variant = "bh2"  # UniPC's B(h): "bh1" (B = h) or "bh2" (B = e^h - 1)
     sampling.s_churn = 0.0  # EDM stochastic sampler: churn (0: deterministic Heun, EDM Alg. 1)

@@ -21,7 +21,8 @@ THIRD_ORDER = ("exact", "reference")
 # DPM-Solver++'s first-order correction from two data predictions: "midpoint" (- 0.5 alpha phi_1 D1: Lu et al.'s
 # code, diffusers' and k-diffusion's default) or "heun" (+ alpha phi_2 D1: the linear prediction integrated exactly).
 SOLVER_TYPES = ("midpoint", "heun")
-# What DPM-Solver extrapolates: "data" (x0_hat: DPM-Solver++, Lu et al. 2022b) or "noise" (eps: DPM-Solver, 2022a).
+# What DPM-Solver and UniPC extrapolate: "data" (x0_hat: DPM-Solver++, Lu et al. 2022b) or "noise" (eps: DPM-Solver,
+# 2022a; UniPC's predict_x0=False).
 PREDICTIONS = ("data", "noise")
 # The predictor-corrector loop (samplers/pc.py): the paper's Alg. 1, or score_sde_pytorch's get_pc_sampler.
 PC_LOOPS = ("predictor_first", "score_sde")
@@ -75,7 +76,7 @@ def check_option(key: str, value) -> None:
     elif key == "solver_type":
         check_choice("solver_type (DPM-Solver++'s second-order form)", value, SOLVER_TYPES)
     elif key == "prediction":
-        check_choice("DPM-Solver prediction", value, PREDICTIONS)
+        check_choice("solver prediction", value, PREDICTIONS)
     elif key == "lower_order_final":
         check_choice("lower_order_final", value, LOWER_ORDER_FINAL)
     elif key in ("denoise", "per_sample_step") and not isinstance(value, bool):

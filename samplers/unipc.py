@@ -1,6 +1,8 @@
 """UniPC (Zhao et al. 2023): a multistep predictor (UniP) with a corrector (UniC) that reuses the next step's
 network evaluation, so order p + 1 costs no extra NFE. Data-prediction form (x0_hat = `sde.denoise`) in
-lambda_t = `sde.logsnr(t)`, for every Gaussian path.
+lambda_t = `sde.logsnr(t)`, for every Gaussian path; `prediction="noise"` is its noise-prediction form (the
+authors' predict_x0=False), the same update with the roles of (alpha, sigma, lambda, x0_hat) and (sigma, alpha,
+-lambda, eps) swapped, as for DPM-Solver (samplers/dpm_solver.py).
 
 With h = lambda_s - lambda_t, r_k = (lambda_{t_k} - lambda_t) / h for the earlier points and r = 1 for the new one,
 D_k = (x0_hat_k - x0_hat_t) / r_k, and phi_k(h) the exponential-integrator functions
@@ -88,11 +90,13 @@ def unipc_sample(
     order: int = 2,
     variant: str = "bh2",
     lower_order_final: str = "none",
+    prediction: str = "data",
     denoise: bool = True,
     generator: torch.Generator | None = None,
     callback=None,
 ) -> Tensor:
-    """UniPC-p with B(h) `variant` (Zhao et al. 2023); NFE = steps (+1 denoise), like DPM-Solver++.
+    """UniPC-p with B(h) `variant` (Zhao et al. 2023); NFE = steps (+1 denoise), like DPM-Solver++. `prediction`
+    "data" (x0_hat) or "noise" (eps).
 
     Warm-up and the end follow `samplers.dpm_solver.final_order`; "denoise" is diffusers' lower_order_final (its
     last step, the order-1 step to sigma = 0, is our final denoising), the same as the default "none" at order 2.
@@ -100,14 +104,18 @@ def unipc_sample(
     del generator  # deterministic
     for key, value in (("order", order), ("variant", variant), ("lower_order_final", lower_order_final)):
         check_option(key, value)
+    check_option("prediction", prediction)
     check_grid(sde, ts)
     ts = ts.to(x.device, torch.float64)
     alpha, sigma = sde.marginal(ts)
     lam = sde.logsnr(ts).tolist()
+    if prediction == "noise":  # the same update with the roles of (alpha, sigma, lambda, x0_hat) swapped
+        alpha, sigma, lam = sigma, alpha, [-v for v in lam]
     steps, x0_hats, x_prev, k = len(ts) - 1, [], None, 0
     for i in range(steps):
         t = as_time(float(ts[i]), x)
-        x0_new = sde.denoise(x, t, score_fn(x, t))
+        score = score_fn(x, t)
+        x0_new = sde.denoise(x, t, score) if prediction == "data" else -float(alpha[i]) * score  # eps = -sigma score
         if x_prev is not None:  # UniC: correct x_i with the evaluation just made, at the last step's order
             span = (float(sigma[i - 1]), float(sigma[i]))
             x = unipc_update(x_prev, x0_hats[-k:], lam[i - k : i + 1], span, float(alpha[i]), variant, x0_new)

@@ -407,3 +407,27 @@ def test_noise_prediction_dpm_solver_equals_algorithm_type_dpmsolver(order, step
     data_form = SAMPLERS["dpm_solver"](score_fn, SDE, x_T, ts, order=order, third_order="reference",
                                        solver_type=solver_type, denoise=False)  # fmt: skip
     assert float((data_form - theirs).abs().max()) > 100 * TOL["atol"]  # a different method: the test can fail
+
+
+@pytest.mark.parametrize("order, variant", [(2, "bh1"), (2, "bh2"), (3, "bh1"), (3, "bh2")])
+def test_noise_prediction_unipc_equals_predict_x0_false(order, variant):
+    """UniPC's noise-prediction form (`prediction="noise"`) is diffusers' predict_x0=False. Its final step to
+    sigma = 0 returns NaN in that form, so both stop at the chain's first step (final_sigmas_type "sigma_min", ours
+    without the final denoising), where diffusers' lower_order_final lowers the last steps: our "last"."""
+    sched = diffusers.UniPCMultistepScheduler(
+        **CHAIN,
+        solver_order=order,
+        solver_type=variant,
+        lower_order_final=True,
+        final_sigmas_type="sigma_min",
+        predict_x0=False,
+    )
+    sched.set_timesteps(20)
+    x_T = start()
+    theirs = run_diffusers(sched, x_T)
+    ts = torch.cat([grid(sched.timesteps), torch.tensor([1.0 / N], dtype=torch.float64)])
+    options = {"order": order, "variant": variant, "lower_order_final": "last", "denoise": False}
+    ours = SAMPLERS["unipc"](score_fn, SDE, x_T, ts, prediction="noise", **options)
+    torch.testing.assert_close(ours, theirs, **TOL)
+    data_form = SAMPLERS["unipc"](score_fn, SDE, x_T, ts, **options)
+    assert float((data_form - theirs).abs().max()) > 100 * TOL["atol"]  # a different method: the test can fail

@@ -58,6 +58,7 @@ def test_third_order_dpm_solver_is_third_order_and_the_reference_coefficient_sec
         ("dpm_solver", {"order": 2, "prediction": "noise"}, 1.8, 2.3),
         ("unipc", {"order": 1}, 1.7, 2.4),  # UniP-1 + UniC-1: order 2 at one NFE per step
         ("unipc", {"order": 2}, 2.7, 4.5),  # UniP-2 + UniC-2: order 3
+        ("unipc", {"order": 2, "prediction": "noise"}, 2.7, 4.5),
         ("ode", {"method": "heun"}, 1.8, 2.4),
         ("ode", {"method": "heun", "variable": "sigma"}, 1.8, 2.4),
         ("ode", {"method": "rk4"}, 3.5, 4.6),
@@ -196,7 +197,7 @@ def test_edm_sampler_in_sigma_variables_serves_vp_paths():
     "sampler, options, message",
     [
         ("dpm_solver", {"third_order": "half"}, r"unknown third_order .*'half'; valid: \['exact', 'reference'\]"),
-        ("dpm_solver", {"prediction": "eps"}, r"unknown DPM-Solver prediction 'eps'; valid: \['data', 'noise'\]"),
+        ("dpm_solver", {"prediction": "eps"}, r"unknown solver prediction 'eps'; valid: \['data', 'noise'\]"),
         (
             "dpm_solver",
             {"prediction": "noise", "eta": 1.0},

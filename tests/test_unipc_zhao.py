@@ -1,9 +1,9 @@
 """UniPC against Zhao et al.'s own code, through samples it wrote (tests/fixtures/make_unipc_zhao.py, wl-zhao/UniPC
-commit cf9de85): data-prediction UniPC (UniP-p with UniC, no corrector after the last step) of orders 2 and 3 in both
-B(h) variants, on DDPM's discrete schedule (N = 1000; its piecewise-linear log alpha_t is our `DiscreteChain`), its
-time_uniform and logSNR grids from 1 to 1/N, 6 and 15 steps, with and without its lower_order_final (which lowers the
-last steps at any step count: our "last"), and its denoise_to_zero (our final denoising) on the 6-step runs, for the
-exact noise predictor of Gaussian data."""
+commit cf9de85): data- and noise-prediction UniPC (our prediction "data" / "noise"; UniP-p with UniC, no corrector
+after the last step) of orders 2 and 3 in both B(h) variants, on DDPM's discrete schedule (N = 1000; its piecewise-
+linear log alpha_t is our `DiscreteChain`), its time_uniform and logSNR grids from 1 to 1/N, 6 and 15 steps, with
+and without its lower_order_final (which lowers the last steps at any step count: our "last"), and its
+denoise_to_zero (our final denoising) on the 6-step runs, for the exact noise predictor of Gaussian data."""
 
 from pathlib import Path
 
@@ -25,13 +25,16 @@ def ours(case: dict, order: int | None = None) -> torch.Tensor:
     return SAMPLERS["unipc"](
         DATA.score_fn(CHAIN), CHAIN, FIXTURE["x_T"], case["ts"], order=order or case["order"],
         variant=case["variant"], lower_order_final="last" if case["lower"] else "none", denoise=case["denoise"],
+        prediction="data" if case["algorithm"] == "data_prediction" else "noise",
     )  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "case",
     FIXTURE["cases"],
-    ids=lambda c: f"{c['order']}-{c['variant']}-{c['steps']}-{c['skip']}-{'lower' if c['lower'] else 'x'}",
+    ids=lambda c: (
+        f"{c['algorithm']}-{c['order']}-{c['variant']}-{c['steps']}-{c['skip']}-{'lower' if c['lower'] else 'x'}"
+    ),
 )
 def test_unipc_equals_zhaos_code(case):
     torch.testing.assert_close(ours(case), case["x"], rtol=1e-6, atol=1e-6)
