@@ -22,7 +22,7 @@ THIRD_ORDER = ("exact", "reference")
 # code, diffusers' and k-diffusion's default) or "heun" (+ alpha phi_2 D1: the linear prediction integrated exactly).
 SOLVER_TYPES = ("midpoint", "heun")
 # What DPM-Solver and UniPC extrapolate: "data" (x0_hat: DPM-Solver++, Lu et al. 2022b) or "noise" (eps: DPM-Solver,
-# 2022a; UniPC's predict_x0=False).
+# Lu et al. 2022a, multistep; UniPC's predict_x0=False).
 PREDICTIONS = ("data", "noise")
 # The predictor-corrector loop (samplers/pc.py): the paper's Alg. 1, or score_sde_pytorch's get_pc_sampler.
 PC_LOOPS = ("predictor_first", "score_sde")

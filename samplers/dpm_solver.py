@@ -1,6 +1,7 @@
 """Multistep DPM-Solver++ (Lu et al. 2022b), deterministic (the probability-flow ODE) or stochastic (eta > 0), for
-10-20 NFE; and the original multistep DPM-Solver (Lu et al. 2022a), which extrapolates the noise prediction instead
-(`prediction="noise"`, the ODE only).
+10-20 NFE; and DPM-Solver (Lu et al. 2022a) in its multistep form (Lu et al. 2022b, App.; their code's
+algorithm_type "dpmsolver"), which extrapolates the noise prediction instead (`prediction="noise"`, the ODE only;
+the 2022a paper's own algorithms are singlestep, not offered here).
 
 With lambda_t = `sde.logsnr(t)` the probability-flow ODE is solved exactly in its linear part (an exponential
 integrator) and the data prediction x0_hat = `sde.denoise` is extrapolated in lambda from the previous steps'
@@ -9,7 +10,7 @@ evaluations (one score evaluation per step). It reads only the marginals, so it 
 The noise form is the data form with the roles swapped: x / alpha moves by -int e^{-lambda} eps dlambda where
 x / sigma moves by int e^{lambda} x0_hat dlambda, so `dpm_solver_update` serves both, called with eps for x0_hat,
 -lambda for lambda, alpha for sigma and sigma for alpha. Its order-1 step is DDIM; its 2M / 3M steps are
-(x_t = (alpha_t / alpha_s) x_s - sigma_t (e^h - 1) D0 - ...) Lu et al. 2022a's multistep updates and diffusers'
+(x_t = (alpha_t / alpha_s) x_s - sigma_t (e^h - 1) D0 - ...) Lu et al.'s multistep DPM-Solver updates and diffusers'
 algorithm_type="dpmsolver", with the same midpoint / heun forms and the same factor 2 question at third order.
 
 Third order: through the last three data predictions P(u) = c0 + c1 u + c2 u^2 (u = lambda - lambda_t), and
@@ -125,7 +126,7 @@ def dpm_solver_sample(
     callback=None,
 ) -> Tensor:
     """Multistep DPM-Solver++ of order 1-3 in lambda_t (Lu et al. 2022b, Alg. 2). NFE = steps (+1 denoise).
-    `prediction="noise"` is the original multistep DPM-Solver (Lu et al. 2022a; eta = 0 only).
+    `prediction="noise"` is multistep DPM-Solver (noise prediction, Lu et al. 2022a / b; eta = 0 only).
 
     eta = 0 (default) solves the probability-flow ODE (deterministic); eta > 0 the stochastic SDE-DPM-Solver++
     (see `dpm_solver_update`), which with an imperfect learned score often gives better samples at the same NFE.
