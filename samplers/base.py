@@ -21,6 +21,10 @@ THIRD_ORDER = ("exact", "reference")
 # DPM-Solver++'s first-order correction from two data predictions: "midpoint" (- 0.5 alpha phi_1 D1: Lu et al.'s
 # code, diffusers' and k-diffusion's default) or "heun" (+ alpha phi_2 D1: the linear prediction integrated exactly).
 SOLVER_TYPES = ("midpoint", "heun")
+# DPM-Solver's step structure: "multistep" (one call per step, earlier calls reused) or "singlestep" (k calls per step).
+DPM_METHODS = ("multistep", "singlestep")
+# Where a singlestep DPM-Solver step places its intermediate calls: evenly in lambda (the paper's) or in t.
+INNER_GRIDS = ("logsnr", "t")
 # What DPM-Solver and UniPC extrapolate: "data" (x0_hat: DPM-Solver++, Lu et al. 2022b) or "noise" (eps: DPM-Solver,
 # Lu et al. 2022a, multistep; UniPC's predict_x0=False).
 PREDICTIONS = ("data", "noise")
@@ -77,6 +81,10 @@ def check_option(key: str, value) -> None:
         check_choice("solver_type (DPM-Solver++'s second-order form)", value, SOLVER_TYPES)
     elif key == "prediction":
         check_choice("solver prediction", value, PREDICTIONS)
+    elif key == "dpm_method":
+        check_choice("DPM-Solver method", value, DPM_METHODS)
+    elif key == "inner":
+        check_choice("singlestep DPM-Solver's inner spacing", value, INNER_GRIDS)
     elif key == "lower_order_final":
         check_choice("lower_order_final", value, LOWER_ORDER_FINAL)
     elif key in ("denoise", "per_sample_step") and not isinstance(value, bool):

@@ -30,6 +30,7 @@ from torch import Tensor
 from sde import SDE, ScoreFn, as_time
 
 from .base import check_grid, check_option, final_denoise, randn_like
+from .dpm_solver_singlestep import singlestep_update
 
 
 def dpm_solver_update(
@@ -92,10 +93,17 @@ def dpm_solver_update(
     return x
 
 
-def check_dpm_solver_combination(prediction: str, eta: float) -> None:
-    """The noise-prediction form has no stochastic variant here: refuse eta > 0 with it (ValueError)."""
+def check_dpm_solver_combination(prediction: str, eta: float, method: str = "multistep", inner: str = "logsnr") -> None:
+    """The noise-prediction form and the singlestep solvers have no stochastic variant here: refuse eta > 0 with
+    them, and an inner spacing without singlestep steps (ValueError)."""
     if prediction == "noise" and eta != 0:
         raise ValueError(f"DPM-Solver with prediction='noise' solves the ODE only; eta must be 0, got {eta!r}")
+    if method == "singlestep" and eta != 0:
+        raise ValueError(f"singlestep DPM-Solver solves the ODE only; eta must be 0, got {eta!r}")
+    if inner != "logsnr" and method != "singlestep":
+        raise ValueError(
+            f"inner={inner!r} places a singlestep DPM-Solver's intermediate calls; it needs method='singlestep'"
+        )
 
 
 def final_order(order: int, i: int, steps: int, lower_order_final: str) -> int:
@@ -121,12 +129,18 @@ def dpm_solver_sample(
     solver_type: str = "midpoint",
     lower_order_final: str = "none",
     prediction: str = "data",
+    method: str = "multistep",
+    inner: str = "logsnr",
     denoise: bool = True,
     generator: torch.Generator | None = None,
     callback=None,
 ) -> Tensor:
     """Multistep DPM-Solver++ of order 1-3 in lambda_t (Lu et al. 2022b, Alg. 2). NFE = steps (+1 denoise).
     `prediction="noise"` is multistep DPM-Solver (noise prediction, Lu et al. 2022a / b; eta = 0 only).
+    `method="singlestep"` takes every step of the grid at `order` with its own intermediate calls (DPM-Solver-k,
+    Lu et al. 2022a, Alg. 1 / 2; DPM-Solver++(kS); `samplers/dpm_solver_singlestep.py`): NFE = order x steps
+    (+1), eta = 0; lower_order_final and third_order do not apply. `inner` places a singlestep's intermediate calls
+    evenly in lambda ("logsnr", the paper's) or in t ("t", Lu et al.'s code on its time_uniform grid).
 
     eta = 0 (default) solves the probability-flow ODE (deterministic); eta > 0 the stochastic SDE-DPM-Solver++
     (see `dpm_solver_update`), which with an imperfect learned score often gives better samples at the same NFE.
@@ -142,18 +156,50 @@ def dpm_solver_sample(
         check_option(key, value)
     check_option("lower_order_final", lower_order_final)
     check_option("prediction", prediction)
-    check_dpm_solver_combination(prediction, eta)
+    check_option("dpm_method", method)
+    check_option("inner", inner)
+    check_dpm_solver_combination(prediction, eta, method, inner)
     check_grid(sde, ts)
     ts = ts.to(x.device, torch.float64)
     alpha, sigma = sde.marginal(ts)
     lam = sde.logsnr(ts).tolist()
     if prediction == "noise":  # the same update with the roles of (alpha, sigma, lambda, x0_hat) swapped
         alpha, sigma, lam = sigma, alpha, [-v for v in lam]
+    sign = 1.0 if prediction == "data" else -1.0  # lambda in the form's variable = sign * sde.logsnr
+
+    def predict(x: Tensor, t: Tensor, factor: float) -> Tensor:
+        """x0_hat, or eps = -sigma score (factor: sigma_t in the noise form's roles, alpha there)."""
+        score = score_fn(x, t)
+        return sde.denoise(x, t, score) if prediction == "data" else -factor * score
+
+    if method == "singlestep":
+
+        def coef(lam_form: float) -> tuple[float, float]:
+            a, s = sde.marginal(sde.t_from_logsnr(torch.tensor([sign * lam_form], dtype=torch.float64)))
+            return (float(a), float(s)) if prediction == "data" else (float(s), float(a))
+
+        def pred_at(x: Tensor, lam_form: float) -> Tensor:
+            t = sde.t_from_logsnr(torch.tensor([sign * lam_form], dtype=torch.float64))
+            return predict(x, as_time(float(t), x), coef(lam_form)[0])
+
+        def fractions(i: int) -> tuple[float, ...] | None:
+            """The intermediate points' fractions of step i in lambda: None (even in lambda) or from even t."""
+            if inner == "logsnr" or order == 1:
+                return None
+            inner_t = ts[i] + (ts[i + 1] - ts[i]) * torch.arange(1, order, dtype=torch.float64) / order
+            inner_lam = sign * sde.logsnr(inner_t.cpu())
+            return tuple(float((v - lam[i]) / (lam[i + 1] - lam[i])) for v in inner_lam)
+
+        for i in range(len(ts) - 1):
+            m0 = predict(x, as_time(float(ts[i]), x), float(alpha[i]))
+            x = singlestep_update(x, m0, lam[i], lam[i + 1], order, solver_type, coef, pred_at, fractions(i))
+            if callback is not None:
+                callback({"i": i, "t": ts[i + 1], "x": x})
+        return final_denoise(score_fn, sde, x, float(ts[-1]), denoise)
+
     steps, preds = len(ts) - 1, []
     for i in range(steps):
-        t = as_time(float(ts[i]), x)
-        score = score_fn(x, t)
-        pred = sde.denoise(x, t, score) if prediction == "data" else -float(alpha[i]) * score  # eps = -sigma score
+        pred = predict(x, as_time(float(ts[i]), x), float(alpha[i]))
         preds = (preds + [pred])[-order:]
         k = final_order(order, i, steps, lower_order_final)
         x = dpm_solver_update(

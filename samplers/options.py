@@ -43,6 +43,8 @@ SAMPLER_OPTIONS = {
         "solver_type": "solver_type",
         "lower_order_final": "lower_order_final",
         "prediction": "solver_prediction",
+        "method": "dpm_method",
+        "inner": "dpm_inner",
         "denoise": "denoise",
     },
     "unipc": {
@@ -90,9 +92,12 @@ SAMPLER_NEEDS = {
 }
 
 
-def _check_option(key: str, value) -> None:
-    """Validate one sampler option's value (the registries of predictors and correctors live with the solvers)."""
-    if key == "predictor":
+def _check_option(sampler: str, key: str, value) -> None:
+    """Validate one sampler option's value (the registries of predictors and correctors live with the solvers;
+    DPM-Solver's `method` is its step structure, the ODE sampler's an ODE method)."""
+    if sampler == "dpm_solver" and key == "method":
+        check_option("dpm_method", value)
+    elif key == "predictor":
         check_choice("predictor", value, PREDICTORS)
     elif key == "corrector":
         check_choice("corrector", value, CORRECTORS)
@@ -133,7 +138,7 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
                 f"has alpha = {alpha.tolist()} at t = {[float(t_min), top]}"
             )
     for key, value in options.items():
-        _check_option(key, value)
+        _check_option(sampler, key, value)
     if sampler == "ald" and "eps" in options and t_min is not None:
         alpha, sigma = sde.marginal(torch.tensor([float(t_min)], dtype=torch.float64))
         check_ald_step(options["eps"], float(sigma / alpha))
@@ -143,7 +148,12 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
     if options.get("predictor") == "none" and options.get("corrector") == "none":
         raise ValueError("predictor 'none' with corrector 'none' does nothing; choose at least one")
     if sampler == "dpm_solver":
-        check_dpm_solver_combination(options.get("prediction", "data"), options.get("eta", 0.0))
+        check_dpm_solver_combination(
+            options.get("prediction", "data"),
+            options.get("eta", 0.0),
+            options.get("method", "multistep"),
+            options.get("inner", "logsnr"),
+        )
     if sampler == "pc" and steps is not None:  # the pc sampler's defaults for what is not given
         check_pc_combination(sde, options.get("predictor", "reverse_diffusion"), options.get("loop", "predictor_first"),
                              int(steps) + 1)  # fmt: skip

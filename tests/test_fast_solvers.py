@@ -56,6 +56,9 @@ def test_third_order_dpm_solver_is_third_order_and_the_reference_coefficient_sec
         ("ddim", {}, 0.8, 1.3),
         ("dpm_solver", {"order": 2}, 1.8, 2.3),
         ("dpm_solver", {"order": 2, "prediction": "noise"}, 1.8, 2.3),
+        ("dpm_solver", {"order": 2, "method": "singlestep"}, 1.8, 2.3),
+        ("dpm_solver", {"order": 3, "method": "singlestep"}, 2.6, 3.5),
+        ("dpm_solver", {"order": 3, "method": "singlestep", "prediction": "noise"}, 2.6, 3.5),
         ("unipc", {"order": 1}, 1.7, 2.4),  # UniP-1 + UniC-1: order 2 at one NFE per step
         ("unipc", {"order": 2}, 2.7, 4.5),  # UniP-2 + UniC-2: order 3
         ("unipc", {"order": 2, "prediction": "noise"}, 2.7, 4.5),
@@ -209,6 +212,22 @@ def test_edm_sampler_in_sigma_variables_serves_vp_paths():
         ("edm", {"s_churn": -1.0}, r"s_churn must be a number >= 0"),
         ("edm", {"s_tmin": 2.0, "s_tmax": 1.0}, r"s_tmin must not exceed s_tmax"),
         ("edm", {"s_noise": 0.0}, r"s_noise must be > 0"),
+        (
+            "dpm_solver",
+            {"method": "singlestep", "eta": 0.5},
+            r"singlestep DPM-Solver solves the ODE only; eta must be 0",
+        ),
+        (
+            "dpm_solver",
+            {"method": "adaptive"},
+            r"unknown DPM-Solver method 'adaptive'; valid: \['multistep', 'singlestep'",
+        ),
+        (
+            "dpm_solver",
+            {"inner": "t"},
+            r"inner='t' places a singlestep DPM-Solver's intermediate calls; it needs method=",
+        ),
+        ("dpm_solver", {"method": "singlestep", "inner": "sigma"}, r"unknown singlestep DPM-Solver's inner spacing"),
         ("ode", {"variable": "lambda"}, r"unknown ODE integration variable 'lambda'; valid: \['default', 'sigma'"),
     ],
 )
