@@ -37,6 +37,22 @@ FAST_SWEEP = [
     ("fast: dpm_solver++ 3M reference", "dpm_solver", {"order": 3, "third_order": "reference"}, [5, 10, 15, 20]),
     ("fast: dpm_solver++ 2M SDE eta=1", "dpm_solver", {"order": 2, "eta": 1.0}, [5, 10, 15, 20]),
     ("fast: edm churn", "edm", {"s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0}, [3, 5, 7, 10]),
+    ("fast: dpm_solver 2M (noise)", "dpm_solver", {"order": 2, "prediction": "noise"}, [5, 10, 15, 20]),
+    ("fast: dpm_solver 3M exact (noise)", "dpm_solver", {"order": 3, "prediction": "noise"}, [5, 10, 15, 20]),
+    (
+        "fast: dpm_solver-2 singlestep (noise)",
+        "dpm_solver",
+        {"order": 2, "method": "singlestep", "prediction": "noise"},
+        [2, 5, 7, 10],
+    ),
+    (
+        "fast: dpm_solver-3 singlestep (noise)",
+        "dpm_solver",
+        {"order": 3, "method": "singlestep", "prediction": "noise"},
+        [2, 3, 5, 7],
+    ),
+    ("fast: dpm_solver++ 3S singlestep", "dpm_solver", {"order": 3, "method": "singlestep"}, [2, 3, 5, 7]),
+    ("fast: unipc bh2 (noise)", "unipc", {"prediction": "noise"}, [5, 10, 15, 20]),
 ]
 
 # (label, sampler, options, list of step counts): a sweep of each sampler's budget.

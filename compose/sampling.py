@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from compose.biased import bias_warning
+from compose.biased import bias_warning, option_defaults
 from configs.default import get_default_config
 from models.guidance import guided_score_fn
 from samplers import (
@@ -238,7 +238,8 @@ def sample(
             raise ValueError(f"unknown option {key!r} for sampler {sampler!r}; valid: {valid}")
         sampling[keys.get(key, key)] = value
     grid = default_grid(model.sde, sampler) if sampling["grid"] == "default" else sampling["grid"]
-    warning = bias_warning(sampler, getattr(model.sde, "name", ""), grid)
+    chosen = {option: sampling[key] for option, key in keys.items() if sampling.get(key, "default") != "default"}
+    warning = bias_warning(sampler, getattr(model.sde, "name", ""), grid, {**option_defaults(sampler), **chosen})
     if warning:
         logger.warning(warning)
     return sample_images(model, model.sde, sampling, num_samples, generator, device, shape, progress)

@@ -209,6 +209,23 @@ def test_biased_combinations_are_warned_about_not_refused(caplog):
     assert not any("is biased" in r.message for r in caplog.records)
 
 
+def test_an_option_can_make_a_combination_biased(caplog):
+    """UniPC's noise form with bh2 on the quadratic grid of the cosine chain (its default there) is warned about,
+    the data form and bh1 are not; through the notebook API with the sampler's defaults filled in."""
+    from compose.biased import bias_warning
+
+    noise_bh2 = {"prediction": "noise", "variant": "bh2"}
+    assert "B(h) = e^h - 1" in bias_warning("unipc", "cosine", "quadratic", noise_bh2)
+    assert bias_warning("unipc", "cosine", "quadratic", {"prediction": "data", "variant": "bh2"}) is None
+    assert bias_warning("unipc", "cosine", "quadratic", {"prediction": "noise", "variant": "bh1"}) is None
+    assert bias_warning("unipc", "cosine", "logsnr", noise_bh2) is None
+    mixture, sde = make_mixture("gmm2d"), make_sde("cosine")
+    model = ScoreModel(mixture.eps_net(sde), sde)
+    with caplog.at_level("WARNING"):
+        sampling.sample(model, "unipc", 8, shape=(2,), steps=5, prediction="noise")  # bh2 and quadratic: defaults
+    assert any("B(h) = e^h - 1" in r.message for r in caplog.records)
+
+
 def test_steps_zero_means_each_samplers_own_default():
     """sampling.steps = 0 (the config's default) gives each sampler its DEFAULT_STEPS; a negative count is refused."""
     from compose.sampling import with_default_steps
