@@ -168,7 +168,7 @@ def dpm_solver_sample(
     sign = 1.0 if prediction == "data" else -1.0  # lambda in the form's variable = sign * sde.logsnr
 
     def predict(x: Tensor, t: Tensor, factor: float) -> Tensor:
-        """x0_hat, or eps = -sigma score (factor: sigma_t in the noise form's roles, alpha there)."""
+        """x0_hat, or in the noise form eps = -sigma_t score (factor: sigma_t, which the swap keeps in `alpha`)."""
         score = score_fn(x, t)
         return sde.denoise(x, t, score) if prediction == "data" else -factor * score
 
@@ -186,8 +186,9 @@ def dpm_solver_sample(
             """The intermediate points' fractions of step i in lambda: None (even in lambda) or from even t."""
             if inner == "logsnr" or order == 1:
                 return None
-            inner_t = ts[i] + (ts[i + 1] - ts[i]) * torch.arange(1, order, dtype=torch.float64) / order
-            inner_lam = sign * sde.logsnr(inner_t.cpu())
+            t_s, t_t = float(ts[i]), float(ts[i + 1])
+            inner_t = torch.tensor([t_s + (t_t - t_s) * j / order for j in range(1, order)], dtype=torch.float64)
+            inner_lam = sign * sde.logsnr(inner_t)
             return tuple(float((v - lam[i]) / (lam[i + 1] - lam[i])) for v in inner_lam)
 
         for i in range(len(ts) - 1):
