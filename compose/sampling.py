@@ -238,8 +238,8 @@ def sample(
             raise ValueError(f"unknown option {key!r} for sampler {sampler!r}; valid: {valid}")
         sampling[keys.get(key, key)] = value
     grid = default_grid(model.sde, sampler) if sampling["grid"] == "default" else sampling["grid"]
-    chosen = {option: sampling[key] for option, key in keys.items() if sampling.get(key, "default") != "default"}
-    warning = bias_warning(sampler, getattr(model.sde, "name", ""), grid, {**option_defaults(sampler), **chosen})
+    chosen = {**option_defaults(sampler), **options_from_config(sampler, sampling)}
+    warning = bias_warning(sampler, getattr(model.sde, "name", ""), grid, chosen)
     if warning:
         logger.warning(warning)
     return sample_images(model, model.sde, sampling, num_samples, generator, device, shape, progress)
