@@ -100,6 +100,8 @@ def _check_device(cfg) -> list[str]:
         return [f"device = {cfg.device!r} but CUDA is not available on this machine; use 'cpu'"]
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         return [f"device = {cfg.device!r} but only {torch.cuda.device_count()} CUDA devices exist"]
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return [f"device = {cfg.device!r} but MPS is not available on this machine; use 'cpu'"]
     return [] if device.type in ("cpu", "cuda", "mps") else [f"device = {cfg.device!r}: use 'cpu' or 'cuda[:N]'"]
 
 

