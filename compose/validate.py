@@ -480,6 +480,11 @@ def _check_labels_against_checkpoint(cfg, workdir: str) -> list[str]:
             f"sampling.label = {s.label} needs a class-conditional checkpoint or classifier guidance "
             f"(sampling.classifier_scale > 0); {path.name} is unconditional"
         )
+    if not classes and s.class_grid and not guided_by_classifier:
+        problems.append(
+            f"sampling.class_grid = True needs a class-conditional checkpoint or classifier guidance "
+            f"(sampling.classifier_scale > 0); {path.name} is unconditional"
+        )
     if not classes and _is_num(s.guidance_scale) and s.guidance_scale != 1.0:
         problems.append(
             f"sampling.guidance_scale = {s.guidance_scale} is classifier-free guidance, which needs a "
