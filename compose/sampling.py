@@ -180,6 +180,11 @@ def sample_images(
         **options_from_config(sampling["sampler"], sampling),
     )
     xs, nfes, start, num_classes = [], [], time.perf_counter(), label_classes(model, sampling)
+    if sampling["class_grid"] and not num_classes:
+        raise ValueError(
+            "sampling.class_grid needs a class-conditional model or classifier guidance "
+            "(sampling.classifier_scale > 0 with a classifier); this model is unconditional"
+        )
     for offset in tqdm(range(0, num, sampling["batch_size"]), disable=not progress, desc="sampling"):
         n = min(sampling["batch_size"], num - offset)
         labels = batch_labels(sampling, num_classes, n, offset, device)

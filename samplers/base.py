@@ -58,7 +58,7 @@ def check_option(key: str, value) -> None:
     elif key == "method":
         check_ode_method(value)
     elif key == "order":
-        check_choice("DPM-Solver order", value, (1, 2, 3))
+        check_choice("DPM-Solver / UniPC order", value, (1, 2, 3))
     elif key == "eta":
         if not (isinstance(value, (int, float)) and 0 <= value <= 1):
             raise ValueError(f"eta must lie in [0, 1] (DDIM and DPM-Solver++ stochasticity), got {value!r}")

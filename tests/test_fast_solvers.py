@@ -208,7 +208,7 @@ def test_edm_sampler_in_sigma_variables_serves_vp_paths():
         ),
         ("dpm_solver", {"lower_order_final": True}, r"unknown lower_order_final True; valid: \['denoise', 'last'"),
         ("unipc", {"variant": "bh3"}, r"unknown UniPC variant 'bh3'; valid: \['bh1', 'bh2'\]"),
-        ("unipc", {"order": 4}, r"unknown DPM-Solver order 4"),
+        ("unipc", {"order": 4}, r"unknown DPM-Solver / UniPC order 4"),
         ("edm", {"s_churn": -1.0}, r"s_churn must be a number >= 0"),
         ("edm", {"s_tmin": 2.0, "s_tmax": 1.0}, r"s_tmin must not exceed s_tmax"),
         ("edm", {"s_noise": 0.0}, r"s_noise must be > 0"),

@@ -312,7 +312,8 @@ def test_train_classifier_learns_the_exact_posterior_and_refuses_another_sde(tmp
 
 
 def test_sampling_driver_refuses_bad_guidance_requests():
-    """Labels on an unconditional checkpoint, labels out of range, a classifier scale without a classifier."""
+    """Labels or a class grid on an unconditional checkpoint, labels out of range, a classifier scale without a
+    classifier."""
     from compose.sampling import build_score_fn
     from configs.default import get_default_config
 
@@ -325,6 +326,10 @@ def test_sampling_driver_refuses_bad_guidance_requests():
         build_score_fn(conditional, {**sampling, "label": 5}, torch.full((4,), 5))
     with pytest.raises(ValueError, match="classifier_workdir"):
         build_score_fn(conditional, {**sampling, "label": 1, "classifier_scale": 2.0}, torch.ones(4).long())
+    from compose.sampling import sample_images
+
+    with pytest.raises(ValueError, match="class_grid needs a class-conditional model"):
+        sample_images(ScoreModel(mix.eps_net(sde), sde), sde, {**sampling, "class_grid": True}, 4, shape=(2,))
     x, t, _ = _points(4)
     score_fn = build_score_fn(conditional, {**sampling, "guidance_scale": 2.0}, torch.ones(4).long())
     torch.testing.assert_close(score_fn(x, t), 2 * mix.score(x, t, sde, 1) - mix.score(x, t, sde), rtol=1e-8, atol=1e-8)

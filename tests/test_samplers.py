@@ -479,7 +479,7 @@ def never_called(x, t):
         ("ode", "vp", {"steps": 10, "method": "rk45"}, r"unknown ODE method 'rk45'; valid:"),
         ("ddim", "vp", {"steps": 10, "eta": 1.5}, r"eta must lie in \[0, 1\]"),
         ("dpm_solver", "vp", {"steps": 10, "eta": -0.5}, r"eta must lie in \[0, 1\].*got -0.5"),
-        ("dpm_solver", "vp", {"steps": 10, "order": 4}, r"unknown DPM-Solver order 4; valid: \[1, 2, 3\]"),
+        ("dpm_solver", "vp", {"steps": 10, "order": 4}, r"unknown DPM-Solver / UniPC order 4; valid: \[1, 2, 3\]"),
         ("pc", "vp", {"steps": 10, "grid": "cosine"}, r"unknown time grid 'cosine'; valid: \['default', 'karras'"),
         ("ddim", "vp", {"steps": 10, "snr": 0.1}, r"unknown option\(s\) \['snr'\] for sampler 'ddim'"),
         # Pairs that cannot work: sigma_0 = 0 on VP-type SDEs; NCSN's eps on sub-VP's tiny last noise level.
