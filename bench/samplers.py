@@ -53,6 +53,13 @@ FAST_SWEEP = [
     ),
     ("fast: dpm_solver++ 3S singlestep", "dpm_solver", {"order": 3, "method": "singlestep"}, [2, 3, 5, 7]),
     ("fast: unipc bh2 (noise)", "unipc", {"prediction": "noise"}, [5, 10, 15, 20]),
+    (
+        "fast: dpm_solver-fast 3 (noise)",
+        "dpm_solver",
+        {"order": 3, "method": "fast", "prediction": "noise"},
+        [5, 10, 15, 20],
+    ),
+    ("fast: dpm_solver++ fast 3", "dpm_solver", {"order": 3, "method": "fast"}, [5, 10, 15, 20]),
 ]
 
 # (label, sampler, options, list of step counts): a sweep of each sampler's budget.

@@ -127,8 +127,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.third_order = "exact"  # DPM-Solver++(3M) quadratic term: "exact" (third order) or "reference" (libraries')
     sampling.solver_type = "midpoint"  # DPM-Solver++'s 2-point correction: "midpoint" or "heun" (phi_2; k's 3M)
     sampling.solver_prediction = "data"  # dpm_solver, unipc: extrapolate "data" (x0_hat) or "noise" (eps; ODE only)
-    sampling.dpm_method = "multistep"  # dpm_solver: "multistep" (1 call per step) or "singlestep" (order calls / step)
+    sampling.dpm_method = "multistep"  # dpm_solver: "multistep" (1 call / step), "singlestep" (order calls / step),
+    # or "fast" (DPM-Solver-fast: singlestep steps of orders 3, ..., then 2 / 1, exactly `steps` calls in all)
     sampling.dpm_inner = "logsnr"  # singlestep dpm_solver's intermediate calls: evenly in "logsnr" (the paper) or "t"
+    # (fast: only on a grid even in lambda; on another it calls at the grid's own times)
     sampling.lower_order_final = "none"  # multistep end: "none" (k-diffusion), "last" (Lu), "denoise" (diffusers)
     sampling.unipc_variant = "bh2"  # UniPC's B(h): "bh1" (B = h) or "bh2" (B = e^h - 1)
     sampling.s_churn = 0.0  # EDM stochastic sampler: churn (0: deterministic Heun, EDM Alg. 1)

@@ -21,8 +21,9 @@ THIRD_ORDER = ("exact", "reference")
 # DPM-Solver++'s first-order correction from two data predictions: "midpoint" (- 0.5 alpha phi_1 D1: Lu et al.'s
 # code, diffusers' and k-diffusion's default) or "heun" (+ alpha phi_2 D1: the linear prediction integrated exactly).
 SOLVER_TYPES = ("midpoint", "heun")
-# DPM-Solver's step structure: "multistep" (one call per step, earlier calls reused) or "singlestep" (k calls per step).
-DPM_METHODS = ("multistep", "singlestep")
+# DPM-Solver's step structure: "multistep" (one call per step, earlier calls reused), "singlestep" (k calls per step)
+# or "fast" (DPM-Solver-fast: singlestep steps of orders 3, ..., 3, then 2 / 1, one call per grid step in all).
+DPM_METHODS = ("multistep", "singlestep", "fast")
 # Where a singlestep DPM-Solver step places its intermediate calls: evenly in lambda (the paper's) or in t.
 INNER_GRIDS = ("logsnr", "t")
 # What DPM-Solver and UniPC extrapolate: "data" (x0_hat: DPM-Solver++, Lu et al. 2022b) or "noise" (eps: DPM-Solver,

@@ -30,7 +30,7 @@ from torch import Tensor
 from sde import SDE, ScoreFn, as_time
 
 from .base import check_grid, check_option, final_denoise, randn_like
-from .dpm_solver_singlestep import singlestep_update
+from .dpm_solver_singlestep import fast_schedule, singlestep_update
 
 
 def dpm_solver_update(
@@ -98,11 +98,12 @@ def check_dpm_solver_combination(prediction: str, eta: float, method: str = "mul
     them, and an inner spacing without singlestep steps (ValueError)."""
     if prediction == "noise" and eta != 0:
         raise ValueError(f"DPM-Solver with prediction='noise' solves the ODE only; eta must be 0, got {eta!r}")
-    if method == "singlestep" and eta != 0:
-        raise ValueError(f"singlestep DPM-Solver solves the ODE only; eta must be 0, got {eta!r}")
-    if inner != "logsnr" and method != "singlestep":
+    if method != "multistep" and eta != 0:
+        raise ValueError(f"{method} DPM-Solver solves the ODE only; eta must be 0, got {eta!r}")
+    if inner != "logsnr" and method == "multistep":
         raise ValueError(
-            f"inner={inner!r} places a singlestep DPM-Solver's intermediate calls; it needs method='singlestep'"
+            f"inner={inner!r} places a singlestep DPM-Solver's intermediate calls; it needs method='singlestep' or "
+            "'fast'"
         )
 
 
@@ -141,6 +142,8 @@ def dpm_solver_sample(
     Lu et al. 2022a, Alg. 1 / 2; DPM-Solver++(kS); `samplers/dpm_solver_singlestep.py`): NFE = order x steps
     (+1), eta = 0; lower_order_final and third_order do not apply. `inner` places a singlestep's intermediate calls
     evenly in lambda ("logsnr", the paper's) or in t ("t", Lu et al.'s code on its time_uniform grid).
+    `method="fast"` is DPM-Solver-fast (Lu et al. 2022a, Sec. 3.4): singlestep steps of orders 3, ..., 3 then 2 / 1
+    that spend exactly `steps` calls (+1), placed by `dpm_solver_singlestep.fast_schedule`; eta = 0.
 
     eta = 0 (default) solves the probability-flow ODE (deterministic); eta > 0 the stochastic SDE-DPM-Solver++
     (see `dpm_solver_update`), which with an imperfect learned score often gives better samples at the same NFE.
@@ -172,7 +175,11 @@ def dpm_solver_sample(
         score = score_fn(x, t)
         return sde.denoise(x, t, score) if prediction == "data" else -factor * score
 
-    if method == "singlestep":
+    if method in ("singlestep", "fast"):
+        if method == "fast":
+            outer, orders, inner_times = fast_schedule(sde, ts, order)
+        else:
+            outer, orders, inner_times = ts, [order] * (len(ts) - 1), [None] * (len(ts) - 1)
 
         def coef(lam_form: float) -> tuple[float, float]:
             a, s = sde.marginal(sde.t_from_logsnr(torch.tensor([sign * lam_form], dtype=torch.float64)))
@@ -182,21 +189,27 @@ def dpm_solver_sample(
             t = sde.t_from_logsnr(torch.tensor([sign * lam_form], dtype=torch.float64))
             return predict(x, as_time(float(t), x), coef(lam_form)[0])
 
-        def fractions(i: int) -> tuple[float, ...] | None:
-            """The intermediate points' fractions of step i in lambda: None (even in lambda) or from even t."""
-            if inner == "logsnr" or order == 1:
+        def fractions(t_s: float, t_t: float, k: int, times: Tensor | None) -> tuple[float, ...] | None:
+            """An order-k step's intermediate points as fractions of it in lambda: at the given times, else None
+            (even in lambda) or evenly in t (inner="t")."""
+            if k == 1 or (times is None and inner == "logsnr"):
                 return None
-            t_s, t_t = float(ts[i]), float(ts[i + 1])
-            inner_t = torch.tensor([t_s + (t_t - t_s) * j / order for j in range(1, order)], dtype=torch.float64)
-            inner_lam = sign * sde.logsnr(inner_t)
-            return tuple(float((v - lam[i]) / (lam[i + 1] - lam[i])) for v in inner_lam)
+            if times is None:
+                times = torch.tensor([t_s + (t_t - t_s) * j / k for j in range(1, k)], dtype=torch.float64)
+            ends = torch.tensor([t_s, t_t], dtype=torch.float64)
+            (lam_s, lam_t), inner_lam = sde.logsnr(ends).tolist(), sde.logsnr(times.to(torch.float64).cpu()).tolist()
+            return tuple((v - lam_s) / (lam_t - lam_s) for v in inner_lam)
 
-        for i in range(len(ts) - 1):
-            m0 = predict(x, as_time(float(ts[i]), x), float(alpha[i]))
-            x = singlestep_update(x, m0, lam[i], lam[i + 1], order, solver_type, coef, pred_at, fractions(i))
+        outer = outer.to(torch.float64)
+        lam_outer, sigma_outer = (sign * sde.logsnr(outer)).tolist(), sde.marginal(outer)[1].tolist()
+        for i, k in enumerate(orders):
+            t_s, t_t = float(outer[i]), float(outer[i + 1])
+            m0 = predict(x, as_time(t_s, x), sigma_outer[i])
+            r = fractions(t_s, t_t, k, inner_times[i])
+            x = singlestep_update(x, m0, lam_outer[i], lam_outer[i + 1], k, solver_type, coef, pred_at, r)
             if callback is not None:
-                callback({"i": i, "t": ts[i + 1], "x": x})
-        return final_denoise(score_fn, sde, x, float(ts[-1]), denoise)
+                callback({"i": i, "t": outer[i + 1], "x": x})
+        return final_denoise(score_fn, sde, x, float(outer[-1]), denoise)
 
     steps, preds = len(ts) - 1, []
     for i in range(steps):

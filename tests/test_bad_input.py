@@ -414,8 +414,8 @@ def test_out_of_memory_is_one_line_naming_the_batch_size(tmp_path):
 
 def test_labels_and_guidance_are_checked_against_the_checkpoint_before_sampling(tmp_path):
     """--mode sample refuses, before anything is written, labels and guidance the checkpoint cannot honour: a label
-    or a class grid on an unconditional checkpoint, a label out of range or below -1, classifier-free guidance without classes,
-    classifier guidance from a folder without a classifier or with one trained on another path."""
+    or a class grid on an unconditional checkpoint, a label out of range or below -1, classifier-free guidance
+    without classes, classifier guidance from a folder without a classifier or with one trained on another path."""
     from configs.toy_cond import get_config as cond_config
     from configs.toy_gmm import get_config as toy_config
     from training.classifier import train_classifier

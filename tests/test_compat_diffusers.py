@@ -409,6 +409,61 @@ def test_noise_prediction_dpm_solver_equals_algorithm_type_dpmsolver(order, step
     assert float((data_form - theirs).abs().max()) > 100 * TOL["atol"]  # a different method: the test can fail
 
 
+SINGLESTEP_CASES = [(2, False, 10), (2, False, 12), (2, True, 11), (3, True, 10), (3, True, 11), (3, True, 12)]
+
+
+@pytest.mark.parametrize("prediction", ["data", "noise"])
+@pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
+@pytest.mark.parametrize("order, lower_order_final, steps", SINGLESTEP_CASES, ids=str)
+def test_dpm_solver_fast_equals_dpmsolver_singlestep_scheduler(
+    order, lower_order_final, steps, solver_type, prediction
+):
+    """DPM-Solver-fast (`method="fast"`, Lu et al. 2022a) is diffusers' DPMSolverSinglestepScheduler: its order list
+    [1, 2, 3, 1, 2, 3, ..., 1] gives one call per timestep, each window of k calls one singlestep step of order k
+    from the window's first timestep, calling at the others (ours on a grid that is not even in lambda). Both stop
+    at the chain's first step (final_sigmas_type "sigma_min", ours without the final denoising). Its
+    lower_order_final ends an even order-2 budget with two first-order steps, so there the test turns it off.
+    Where it differs: at order 3 in the midpoint form diffusers reaches a window's third timestep with its midpoint
+    second-order step, where Lu et al.'s DPM-Solver-3 (ours) uses the phi_2 form for both solver types."""
+    algorithm = "dpmsolver++" if prediction == "data" else "dpmsolver"
+    sched = diffusers.DPMSolverSinglestepScheduler(
+        **CHAIN,
+        solver_order=order,
+        algorithm_type=algorithm,
+        solver_type=solver_type,
+        lower_order_final=lower_order_final,
+        final_sigmas_type="sigma_min",
+    )
+    sched.set_timesteps(steps)
+    x_T = start()
+    theirs = run_diffusers(sched, x_T)
+    ts = torch.cat([grid(sched.timesteps), torch.tensor([1.0 / N], dtype=torch.float64)])
+    options = {"order": order, "prediction": prediction, "solver_type": solver_type, "denoise": False}
+    ours = SAMPLERS["dpm_solver"](score_fn, SDE, x_T, ts, method="fast", **options)
+    if order == 3 and solver_type == "midpoint":
+        assert float((ours - theirs).abs().max()) > 100 * TOL["atol"]
+        return
+    torch.testing.assert_close(ours, theirs, **TOL)
+    fixed = SAMPLERS["dpm_solver"](score_fn, SDE, x_T, ts, **options)  # multistep on the same grid: not the same
+    assert float((fixed - theirs).abs().max()) > 100 * TOL["atol"]
+
+
+@pytest.mark.parametrize("order, steps", [(2, 11), (2, 12), (3, 11), (3, 12)])
+def test_dpm_solver_fast_with_the_final_step_to_zero(order, steps):
+    """With final_sigmas_type="zero" diffusers' last call is a first-order step to sigma = 0, our final denoising, and
+    the calls before it follow the budget's schedule for steps - 1 calls (steps mod 3 = 0 or 2 at order 3)."""
+    sched = diffusers.DPMSolverSinglestepScheduler(
+        **CHAIN, solver_order=order, solver_type="heun", lower_order_final=True, final_sigmas_type="zero"
+    )
+    sched.set_timesteps(steps)
+    x_T = start()
+    theirs = run_diffusers(sched, x_T)
+    ours = SAMPLERS["dpm_solver"](
+        score_fn, SDE, x_T, grid(sched.timesteps), order=order, solver_type="heun", method="fast"
+    )
+    torch.testing.assert_close(ours, theirs, **TOL)
+
+
 @pytest.mark.parametrize("order, variant", [(2, "bh1"), (2, "bh2"), (3, "bh1"), (3, "bh2")])
 def test_noise_prediction_unipc_equals_predict_x0_false(order, variant):
     """UniPC's noise-prediction form (`prediction="noise"`) is diffusers' predict_x0=False. Its final step to

@@ -2,7 +2,8 @@
 make_dpm_solver_lu.py, LuChengTHU/dpm-solver commit 52bc3fb): its multistep DPM-Solver++ (algorithm_type
 "dpmsolver++", our prediction="data") and DPM-Solver ("dpmsolver", our prediction="noise") of orders 2 and 3 in both
 of its solver types, and its singlestep_fixed DPM-Solver-k / DPM-Solver++(kS) (our method="singlestep"; 12 and 30
-calls, its inner points evenly in its grid's variable: our inner="t" on its time_uniform grid), on DDPM's discrete
+calls, its inner points evenly in its grid's variable: our inner="t" on its time_uniform grid) and its DPM-Solver-fast
+(its method="singlestep", our method="fast": 10, 11 and 12 calls, orders 2 and 3), on DDPM's discrete
 schedule (N = 1000; its piecewise-linear log alpha_t in t is our `DiscreteChain`), its time_uniform and logSNR grids
 from 1 to 1/N, 6 steps (where it lowers the last steps' order: our lower_order_final="last") and 15 (where it does
 not: "none"), with and without its final denoise_to_zero (our final denoising), for the exact noise predictor of
@@ -27,7 +28,7 @@ SOLVER_TYPES = {"dpmsolver": "midpoint", "taylor": "heun"}
 
 def ours(case: dict, third_order: str = "reference") -> torch.Tensor:
     # Its singlestep steps place their inner calls evenly in its grid's variable: in t on its time_uniform grid.
-    inner = "t" if case["method"] == "singlestep" and case["skip"] == "time_uniform" else "logsnr"
+    inner = "t" if case["method"] != "multistep" and case["skip"] == "time_uniform" else "logsnr"
     return SAMPLERS["dpm_solver"](
         DATA.score_fn(CHAIN), CHAIN, FIXTURE["x_T"], case["ts"], order=case["order"], third_order=third_order,
         solver_type=SOLVER_TYPES[case["solver_type"]], lower_order_final="last" if case["steps"] < 10 else "none",

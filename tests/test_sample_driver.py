@@ -210,8 +210,9 @@ def test_biased_combinations_are_warned_about_not_refused(caplog):
 
 
 def test_an_option_can_make_a_combination_biased(caplog):
-    """UniPC's noise form with bh2 on the quadratic grid of the cosine chain (its default there) is warned about,
-    the data form and bh1 are not; through the notebook API with the sampler's defaults filled in."""
+    """UniPC's noise form with bh2 and DPM-Solver-fast's noise form on the quadratic grid of the cosine chain (its
+    default there) are warned about, the data form, bh1 and plain singlestep steps are not; through the notebook API
+    with the sampler's defaults filled in."""
     from compose.biased import bias_warning
 
     noise_bh2 = {"prediction": "noise", "variant": "bh2"}
@@ -219,6 +220,13 @@ def test_an_option_can_make_a_combination_biased(caplog):
     assert bias_warning("unipc", "cosine", "quadratic", {"prediction": "data", "variant": "bh2"}) is None
     assert bias_warning("unipc", "cosine", "quadratic", {"prediction": "noise", "variant": "bh1"}) is None
     assert bias_warning("unipc", "cosine", "logsnr", noise_bh2) is None
+    noise_fast = {"prediction": "noise", "method": "fast"}
+    assert "DPM-Solver-fast calls at the grid's own times" in bias_warning(
+        "dpm_solver", "rectified_flow", "quadratic", noise_fast
+    )
+    assert bias_warning("dpm_solver", "cosine", "quadratic", {"prediction": "data", "method": "fast"}) is None
+    assert bias_warning("dpm_solver", "cosine", "quadratic", {"prediction": "noise", "method": "singlestep"}) is None
+    assert bias_warning("dpm_solver", "cosine", "logsnr", noise_fast) is None
     mixture, sde = make_mixture("gmm2d"), make_sde("cosine")
     model = ScoreModel(mixture.eps_net(sde), sde)
     with caplog.at_level("WARNING"):
