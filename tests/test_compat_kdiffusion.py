@@ -1,7 +1,8 @@
 """Our samplers against k-diffusion's own sampling code, through numbers it wrote (tests/fixtures/
 make_kdiffusion_samplers.py, k-diffusion 0.1.1.post1): its Euler, Heun (Karras et al. 2022, Alg. 1 and Alg. 2 with
 churn), Euler ancestral, DPM-Solver++(2M), DPM-Solver++(2M) SDE and (3M) SDE, run on the exact denoiser of a 4-D
-Gaussian mixture over its Karras grid (n = 10, sigma 80 -> 0.002, then 0), with seeded noise.
+Gaussian mixture over its Karras grid (n = 10, sigma 80 -> 0.002, then 0), with seeded noise; and its DPM-Solver-fast
+on a grid even in log sigma.
 
 The same algorithm gives the same samples: on EDM's path (x = x_0 + t noise, so t is k-diffusion's sigma) directly,
 and on the VP path through Karras et al.'s change of variables y = x / alpha_t, sigma~ = sigma_t / alpha_t (the grid
@@ -84,6 +85,30 @@ def test_sampler_equals_kdiffusion(case, sampler, options, path_name):
     """Same input, same noise, same samples: float64 throughout, agreement to ~1e-10 (VP: the grid's bisection)."""
     ours = run(sampler, options, path_name)
     torch.testing.assert_close(ours, FIXTURE["cases"][case], rtol=1e-8, atol=1e-8)
+
+
+def fast_grid_and_start(sde, path_name: str, calls: int):
+    """sample_dpm_fast's setting on this path: `calls` steps even in log sigma~ from 80 to 0.002, x_T = alpha_T y_T."""
+    levels = torch.exp(torch.linspace(math.log(80.0), math.log(0.002), calls + 1, dtype=torch.float64))
+    ts = levels if path_name == "edm" else sde.t_from_logsnr(-torch.log(levels))
+    return ts, float(sde.marginal(ts[:1])[0]) * FIXTURE["x_T"]
+
+
+@pytest.mark.parametrize("path_name", ["edm", "vp"])
+@pytest.mark.parametrize("calls", [10, 11, 12])
+def test_dpm_solver_fast_equals_sample_dpm_fast(calls, path_name):
+    """k-diffusion's sample_dpm_fast is DPM-Solver-fast of order 3 in the noise form and the midpoint ("dpmsolver")
+    type, its K steps even in -log sigma: our method="fast", prediction="noise" on the log-SNR grid of `calls`
+    steps, without the final denoising (it has no step to 0); on the VP path through y = x / alpha. Its grid and
+    coefficients follow torch's default dtype: float64 gives 1e-13, float32 (its default) its float32 rounding."""
+    sde = path(path_name)
+    ts, x_T = fast_grid_and_start(sde, path_name, calls)
+    x = SAMPLERS["dpm_solver"](MIXTURE.score_fn(sde), sde, x_T, ts, order=3, method="fast", prediction="noise",
+                               denoise=False)  # fmt: skip
+    y = x / float(sde.marginal(ts[-1:])[0])
+    torch.testing.assert_close(y, FIXTURE["dpm_fast"][calls], rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(y, FIXTURE["dpm_fast_float32"][calls], rtol=1e-5, atol=2e-4)
+    assert (y - FIXTURE["dpm_fast"][calls]).abs().max() < 1e-3 * (y - FIXTURE["dpm_fast_float32"][calls]).abs().max()
 
 
 @pytest.mark.parametrize("case", HEUN_FORM)
