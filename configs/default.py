@@ -129,6 +129,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.solver_prediction = "data"  # dpm_solver, unipc: extrapolate "data" (x0_hat) or "noise" (eps; ODE only)
     sampling.dpm_method = "multistep"  # dpm_solver: "multistep" (1 call / step), "singlestep" (order calls / step),
     # or "fast" (DPM-Solver-fast: singlestep steps of orders 3, ..., then 2 / 1, exactly `steps` calls in all)
+    sampling.dpm_rtol = 0.05  # adaptive dpm_solver (DPM-Solver-12 / -23): relative tolerance (Lu et al.'s default)
+    sampling.dpm_atol = 0.0078  # adaptive dpm_solver: absolute tolerance (Lu et al.'s 0.0078 ~ 2/256 for [-1, 1] data)
     sampling.dpm_inner = "logsnr"  # singlestep dpm_solver's intermediate calls: evenly in "logsnr" (the paper) or "t"
     # (fast: only on a grid even in lambda; on another it calls at the grid's own times)
     sampling.lower_order_final = "none"  # multistep end: "none" (k-diffusion), "last" (Lu), "denoise" (diffusers)

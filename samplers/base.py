@@ -23,7 +23,8 @@ THIRD_ORDER = ("exact", "reference")
 SOLVER_TYPES = ("midpoint", "heun")
 # DPM-Solver's step structure: "multistep" (one call per step, earlier calls reused), "singlestep" (k calls per step)
 # or "fast" (DPM-Solver-fast: singlestep steps of orders 3, ..., 3, then 2 / 1, one call per grid step in all).
-DPM_METHODS = ("multistep", "singlestep", "fast")
+# or "adaptive" (DPM-Solver-12 / -23: singlestep steps of adaptive size under rtol / atol).
+DPM_METHODS = ("multistep", "singlestep", "fast", "adaptive")
 # Where a singlestep DPM-Solver step places its intermediate calls: evenly in lambda (the paper's) or in t.
 INNER_GRIDS = ("logsnr", "t")
 # What DPM-Solver and UniPC extrapolate: "data" (x0_hat: DPM-Solver++, Lu et al. 2022b) or "noise" (eps: DPM-Solver,

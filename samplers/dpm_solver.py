@@ -30,7 +30,7 @@ from torch import Tensor
 from sde import SDE, ScoreFn, as_time
 
 from .base import check_grid, check_option, final_denoise, randn_like
-from .dpm_solver_singlestep import fast_schedule, singlestep_update
+from .dpm_solver_singlestep import adaptive_solve, fast_schedule, singlestep_update
 
 
 def dpm_solver_update(
@@ -93,17 +93,21 @@ def dpm_solver_update(
     return x
 
 
-def check_dpm_solver_combination(prediction: str, eta: float, method: str = "multistep", inner: str = "logsnr") -> None:
+def check_dpm_solver_combination(
+    prediction: str, eta: float, method: str = "multistep", inner: str = "logsnr", order: int = 2
+) -> None:
     """The noise-prediction form and the singlestep solvers have no stochastic variant here: refuse eta > 0 with
-    them, and an inner spacing without singlestep steps (ValueError)."""
+    them, an inner spacing without singlestep steps, and an adaptive solver of order 1 (ValueError)."""
     if prediction == "noise" and eta != 0:
         raise ValueError(f"DPM-Solver with prediction='noise' solves the ODE only; eta must be 0, got {eta!r}")
     if method != "multistep" and eta != 0:
         raise ValueError(f"{method} DPM-Solver solves the ODE only; eta must be 0, got {eta!r}")
-    if inner != "logsnr" and method == "multistep":
+    if method == "adaptive" and order == 1:
+        raise ValueError("adaptive DPM-Solver compares orders k and k - 1 (DPM-Solver-12 or -23): order must be 2 or 3")
+    if inner != "logsnr" and method in ("multistep", "adaptive"):
         raise ValueError(
             f"inner={inner!r} places a singlestep DPM-Solver's intermediate calls; it needs method='singlestep' or "
-            "'fast'"
+            "'fast' (adaptive steps place them at 1/2, or 1/3 and 2/3 in lambda)"
         )
 
 
@@ -132,6 +136,8 @@ def dpm_solver_sample(
     prediction: str = "data",
     method: str = "multistep",
     inner: str = "logsnr",
+    rtol: float = 0.05,
+    atol: float = 0.0078,
     denoise: bool = True,
     generator: torch.Generator | None = None,
     callback=None,
@@ -144,6 +150,9 @@ def dpm_solver_sample(
     evenly in lambda ("logsnr", the paper's) or in t ("t", Lu et al.'s code on its time_uniform grid).
     `method="fast"` is DPM-Solver-fast (Lu et al. 2022a, Sec. 3.4): singlestep steps of orders 3, ..., 3 then 2 / 1
     that spend exactly `steps` calls (+1), placed by `dpm_solver_singlestep.fast_schedule`; eta = 0.
+    `method="adaptive"` is DPM-Solver-12 (order 2) / DPM-Solver-23 (order 3) with adaptive steps from ts[0] to
+    ts[-1] under `rtol` and `atol` (Lu et al. 2022a, App. C; `dpm_solver_singlestep.adaptive_solve`); the grid's
+    inner times are not used, eta = 0.
 
     eta = 0 (default) solves the probability-flow ODE (deterministic); eta > 0 the stochastic SDE-DPM-Solver++
     (see `dpm_solver_update`), which with an imperfect learned score often gives better samples at the same NFE.
@@ -161,7 +170,9 @@ def dpm_solver_sample(
     check_option("prediction", prediction)
     check_option("dpm_method", method)
     check_option("inner", inner)
-    check_dpm_solver_combination(prediction, eta, method, inner)
+    check_option("rtol", rtol)
+    check_option("atol", atol)
+    check_dpm_solver_combination(prediction, eta, method, inner, order)
     check_grid(sde, ts)
     ts = ts.to(x.device, torch.float64)
     alpha, sigma = sde.marginal(ts)
@@ -175,11 +186,7 @@ def dpm_solver_sample(
         score = score_fn(x, t)
         return sde.denoise(x, t, score) if prediction == "data" else -factor * score
 
-    if method in ("singlestep", "fast"):
-        if method == "fast":
-            outer, orders, inner_times = fast_schedule(sde, ts, order)
-        else:
-            outer, orders, inner_times = ts, [order] * (len(ts) - 1), [None] * (len(ts) - 1)
+    if method in ("singlestep", "fast", "adaptive"):
 
         def coef(lam_form: float) -> tuple[float, float]:
             a, s = sde.marginal(sde.t_from_logsnr(torch.tensor([sign * lam_form], dtype=torch.float64)))
@@ -188,6 +195,29 @@ def dpm_solver_sample(
         def pred_at(x: Tensor, lam_form: float) -> Tensor:
             t = sde.t_from_logsnr(torch.tensor([sign * lam_form], dtype=torch.float64))
             return predict(x, as_time(float(t), x), coef(lam_form)[0])
+
+        if method == "adaptive":
+            x, t_end, _ = adaptive_solve(
+                x,
+                float(ts[0]),
+                float(ts[-1]),
+                order,
+                solver_type,
+                sign,
+                lambda t: float(sde.logsnr(torch.tensor([t], dtype=torch.float64))),
+                lambda v: float(sde.t_from_logsnr(torch.tensor([v], dtype=torch.float64))),
+                coef,
+                pred_at,
+                rtol,
+                atol,
+            )
+            if callback is not None:
+                callback({"i": 0, "t": ts[-1], "x": x})
+            return final_denoise(score_fn, sde, x, t_end, denoise)
+        if method == "fast":
+            outer, orders, inner_times = fast_schedule(sde, ts, order)
+        else:
+            outer, orders, inner_times = ts, [order] * (len(ts) - 1), [None] * (len(ts) - 1)
 
         def fractions(t_s: float, t_t: float, k: int, times: Tensor | None) -> tuple[float, ...] | None:
             """An order-k step's intermediate points as fractions of it in lambda: at the given times, else None

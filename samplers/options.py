@@ -45,6 +45,8 @@ SAMPLER_OPTIONS = {
         "prediction": "solver_prediction",
         "method": "dpm_method",
         "inner": "dpm_inner",
+        "rtol": "dpm_rtol",
+        "atol": "dpm_atol",
         "denoise": "denoise",
     },
     "unipc": {
@@ -153,6 +155,7 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
             options.get("eta", 0.0),
             options.get("method", "multistep"),
             options.get("inner", "logsnr"),
+            options.get("order", 2),
         )
     if sampler == "pc" and steps is not None:  # the pc sampler's defaults for what is not given
         check_pc_combination(sde, options.get("predictor", "reverse_diffusion"), options.get("loop", "predictor_first"),
