@@ -10,6 +10,7 @@ are float32 with float32 coefficients, ours float32 with float64 coefficients: t
 from __future__ import annotations
 
 import inspect
+import math
 
 import pytest
 import torch
@@ -407,6 +408,49 @@ def test_noise_prediction_dpm_solver_equals_algorithm_type_dpmsolver(order, step
     data_form = SAMPLERS["dpm_solver"](score_fn, SDE, x_T, ts, order=order, third_order="reference",
                                        solver_type=solver_type, denoise=False)  # fmt: skip
     assert float((data_form - theirs).abs().max()) > 100 * TOL["atol"]  # a different method: the test can fail
+
+
+@pytest.mark.parametrize("order, steps", [(1, 10), (2, 10), (2, 20), (3, 10), (3, 20)], ids=str)
+def test_deis_log_rho_equals_noise_form_with_exact_integrals(order, steps):
+    """diffusers' DEISMultistepScheduler (Zhang & Chen 2022's exponential integrator, its log-rho Adams-Bashforth
+    form: the Lagrange polynomial in log rho = -lambda through the last k noise predictions, integrated exactly in
+    rho) is our multistep noise form with that polynomial integrated exactly: prediction="noise",
+    solver_type="heun" and third_order="exact". Both stop at the chain's first step; below 15 steps its
+    lower_order_final lowers the last steps: our "last". The libraries' midpoint form is not it."""
+    sched = diffusers.DEISMultistepScheduler(**CHAIN, solver_order=order, lower_order_final=True)
+    sched.set_timesteps(steps)
+    x_T = start()
+    theirs = run_diffusers(sched, x_T)
+    ts = torch.cat([grid(sched.timesteps), torch.tensor([1.0 / N], dtype=torch.float64)])
+    options = {"order": order, "prediction": "noise", "lower_order_final": "last" if steps < 15 else "none"}
+    ours = SAMPLERS["dpm_solver"](score_fn, SDE, x_T, ts, solver_type="heun", third_order="exact", denoise=False,
+                                  **options)  # fmt: skip
+    # Its third-order coefficients are differences of nearly equal float32 terms: 7e-5 off at 20 steps (the one-step
+    # test below shows the formula is ours to 1e-14 in float64).
+    torch.testing.assert_close(ours, theirs, **(TOL if order < 3 else {"rtol": 1e-4, "atol": 1e-4}))
+    if order > 1:
+        midpoint = SAMPLERS["dpm_solver"](score_fn, SDE, x_T, ts, third_order="reference", denoise=False, **options)
+        assert float((midpoint - theirs).abs().max()) > 100 * TOL["atol"]
+
+
+@pytest.mark.parametrize("index", [2, 10, 18])
+def test_one_deis_third_order_step_is_ours_in_float64(index):
+    """One call of its multistep_deis_third_order_update on float64 noise levels and random predictions equals our
+    exact third-order noise-form update to 1e-13."""
+    from samplers.dpm_solver import dpm_solver_update
+
+    sched = diffusers.DEISMultistepScheduler(**CHAIN, solver_order=3)
+    sched.set_timesteps(20)
+    sched.sigmas, sched._step_index = sched.sigmas.double(), index  # its sigma is rho = sigma_t / alpha_t
+    g = torch.Generator().manual_seed(index)
+    preds = [torch.randn(4, 4, generator=g, dtype=torch.float64) for _ in range(3)]  # oldest first
+    x = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    theirs = sched.multistep_deis_third_order_update(model_output_list=preds, sample=x)
+    rho = [float(sched.sigmas[j]) for j in range(index - 2, index + 2)]
+    alpha = [1.0 / math.sqrt(1.0 + r * r) for r in rho]
+    lam = [math.log(r) for r in rho]  # the noise form's variable: -lambda = log rho
+    ours = dpm_solver_update(x, preds, lam, (alpha[2], alpha[3]), rho[3] * alpha[3], 0.0, None, "exact", "heun")
+    torch.testing.assert_close(ours, theirs, rtol=1e-13, atol=1e-13)
 
 
 SINGLESTEP_CASES = [(2, False, 10), (2, False, 12), (2, True, 11), (3, True, 10), (3, True, 11), (3, True, 12)]
