@@ -1,6 +1,6 @@
 """Samplers for score-based diffusion: ancestral, annealed Langevin, predictor-corrector, probability-flow ODE,
-DDIM, DPM-Solver++, UniPC and EDM's stochastic sampler (Ho et al. 2020; Song & Ermon 2019; Song et al. 2021;
-Song et al. 2021a; Lu et al. 2022b; Zhao et al. 2023; Karras et al. 2022).
+DDIM, DPM-Solver++, UniPC, PNDM and EDM's stochastic sampler (Ho et al. 2020; Song & Ermon 2019; Song et al. 2021;
+Song et al. 2021a; Lu et al. 2022b; Zhao et al. 2023; Liu et al. 2022; Karras et al. 2022).
 
 Every sampler is a plain function `sampler(score_fn, sde, x_T, ts, *, generator=None, callback=None, **options)
 -> x_0` over a decreasing time grid ts (see `grids`); it sees only `score_fn(x, t)` and the SDE. After every
@@ -29,6 +29,7 @@ from .nfe import CountingScoreFn, count_nfe
 from .ode import ode_sample, solve_probability_flow
 from .options import DEFAULT_STEPS, SAMPLER_OPTIONS, check_sampler_options, options_from_config, steps_or_default
 from .pc import PREDICTORS, ancestral_sample, pc_sample
+from .pndm import pndm_sample
 from .unipc import unipc_sample
 
 SAMPLERS = {
@@ -39,6 +40,7 @@ SAMPLERS = {
     "ddim": ddim_sample,
     "dpm_solver": dpm_solver_sample,
     "unipc": unipc_sample,
+    "pndm": pndm_sample,
     "edm": edm_sample,
 }
 
@@ -90,6 +92,7 @@ __all__ = [
     "ode_sample",
     "options_from_config",
     "pc_sample",
+    "pndm_sample",
     "run_sampler",
     "solve_probability_flow",
     "steps_or_default",

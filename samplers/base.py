@@ -27,6 +27,8 @@ SOLVER_TYPES = ("midpoint", "heun")
 DPM_METHODS = ("multistep", "singlestep", "fast", "adaptive")
 # Where a singlestep DPM-Solver step places its intermediate calls: evenly in lambda (the paper's) or in t.
 INNER_GRIDS = ("logsnr", "t")
+# PNDM's warm-up (samplers/pndm.py): "prk" (pseudo Runge-Kutta, F-PNDM) or "plms" (pseudo Heun, then lower orders).
+PNDM_WARMUPS = ("prk", "plms")
 # What DPM-Solver and UniPC extrapolate: "data" (x0_hat: DPM-Solver++, Lu et al. 2022b) or "noise" (eps: DPM-Solver,
 # Lu et al. 2022a, multistep; UniPC's predict_x0=False).
 PREDICTIONS = ("data", "noise")
@@ -87,6 +89,8 @@ def check_option(key: str, value) -> None:
         check_choice("DPM-Solver method", value, DPM_METHODS)
     elif key == "inner":
         check_choice("singlestep DPM-Solver's inner spacing", value, INNER_GRIDS)
+    elif key == "warmup":
+        check_choice("PNDM warm-up", value, PNDM_WARMUPS)
     elif key == "lower_order_final":
         check_choice("lower_order_final", value, LOWER_ORDER_FINAL)
     elif key in ("denoise", "per_sample_step") and not isinstance(value, bool):

@@ -56,12 +56,13 @@ SAMPLER_OPTIONS = {
         "prediction": "solver_prediction",
         "denoise": "denoise",
     },
+    "pndm": {"warmup": "pndm_warmup", "denoise": "denoise"},
     "edm": {"s_churn": "s_churn", "s_tmin": "s_tmin", "s_tmax": "s_tmax", "s_noise": "s_noise", "denoise": "denoise"},
 }
 GRID_OPTIONS = ("steps", "grid", "t_min")
 # Steps of each sampler when the config leaves `sampling.steps` at 0 (docs/samplers.md, "Default step counts"):
 # DDPM's 1,000-step chain; NCSN's 100 noise levels (x ald_steps); the PC recipe's 500; 50 fixed ODE steps; DDIM's
-# 50; 20 for the multistep solvers (21 network calls); EDM's 18 (35 network calls).
+# 50; 20 for the multistep solvers (21 network calls); PNDM's 50 (Liu et al.'s setting); EDM's 18 (35 network calls).
 DEFAULT_STEPS = {
     "ancestral": 1000,
     "ald": 100,
@@ -70,6 +71,7 @@ DEFAULT_STEPS = {
     "ddim": 50,
     "dpm_solver": 20,
     "unipc": 20,
+    "pndm": 50,
     "edm": 18,
 }
 
@@ -90,6 +92,7 @@ SAMPLER_NEEDS = {
     "ddim": ("posterior", "logsnr"),
     "dpm_solver": ("logsnr",),
     "unipc": ("logsnr",),
+    "pndm": ("posterior", "logsnr"),
     "edm": ("logsnr", "t_from_logsnr"),
 }
 

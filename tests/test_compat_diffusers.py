@@ -453,6 +453,27 @@ def test_one_deis_third_order_step_is_ours_in_float64(index):
     torch.testing.assert_close(ours, theirs, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("steps", [20, 50])
+@pytest.mark.parametrize("warmup", ["prk", "plms"])
+def test_pndm_equals_pndm_scheduler(warmup, steps):
+    """PNDM (Liu et al. 2022) is diffusers' PNDMScheduler: F-PNDM's three pseudo Runge-Kutta steps (its PRK steps,
+    the half step at timestep k - N / n / 2, our midpoint in t) then the pseudo linear multistep method, or with
+    skip_prk_steps=True the PLMS warm-up (pseudo Heun, then Adams-Bashforth 2 and 3). Its leading timesteps are our
+    grid; its last step, to alphas_cumprod[0] with set_alpha_to_one=False, moves nothing, so ours ends at the chain's
+    first step without the final denoising."""
+    sched = diffusers.PNDMScheduler(**CHAIN, skip_prk_steps=warmup == "plms", set_alpha_to_one=False)
+    sched.set_timesteps(steps)
+    x_T = start()
+    theirs = run_diffusers(sched, x_T)
+    stride = N // steps
+    ks = sorted({int(k) for k in sched.timesteps if int(k) % stride == 0}, reverse=True)  # its grid, without PRK's
+    assert len(ks) == steps and len(sched.timesteps) == steps + (9 if warmup == "prk" else 1)  # half steps
+    ours = SAMPLERS["pndm"](score_fn, SDE, x_T, grid(ks), warmup=warmup, denoise=False)
+    torch.testing.assert_close(ours, theirs, **TOL)
+    ddim = SAMPLERS["ddim"](score_fn, SDE, x_T, grid(ks), denoise=False)
+    assert float((ddim - theirs).abs().max()) > 100 * TOL["atol"]
+
+
 SINGLESTEP_CASES = [(2, False, 10), (2, False, 12), (2, True, 11), (3, True, 10), (3, True, 11), (3, True, 12)]
 
 

@@ -60,6 +60,8 @@ def test_third_order_dpm_solver_is_third_order_and_the_reference_coefficient_sec
         ("dpm_solver", {"order": 3, "method": "singlestep"}, 2.6, 3.5),
         ("dpm_solver", {"order": 3, "method": "singlestep", "prediction": "noise"}, 2.6, 3.5),
         ("dpm_solver", {"order": 2, "method": "fast"}, 1.8, 2.3),
+        ("pndm", {}, 1.8, 2.3),  # F-PNDM: second order, as Liu et al. 2022 prove
+        ("pndm", {"warmup": "plms"}, 1.8, 2.3),
         ("unipc", {"order": 1}, 1.7, 2.4),  # UniP-1 + UniC-1: order 2 at one NFE per step
         ("unipc", {"order": 2}, 2.7, 4.5),  # UniP-2 + UniC-2: order 3
         ("unipc", {"order": 2, "prediction": "noise"}, 2.7, 4.5),

@@ -109,6 +109,10 @@ ORACLE_CASES = [
     ("dpm_solver", {"steps": 30, "order": 3, "third_order": "reference", "grid": "logsnr"}),
     ("unipc", {"steps": 20, "order": 2, "grid": "logsnr"}),
     ("unipc", {"steps": 20, "order": 3, "variant": "bh1", "grid": "logsnr"}),
+    ("pndm", {"steps": 40, "grid": "logsnr"}),  # F-PNDM
+    ("pndm", {"steps": 40, "warmup": "plms", "grid": "logsnr"}),
+    ("dpm_solver", {"steps": 30, "order": 3, "method": "fast", "prediction": "noise", "grid": "logsnr"}),
+    ("dpm_solver", {"steps": 1, "order": 3, "method": "adaptive", "rtol": 1e-3, "atol": 1e-4}),  # DPM-Solver-23
     ("edm", {"steps": 40, "s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0}),  # its default grid: log-SNR
     ("ode", {"steps": 20, "method": "heun", "grid": "logsnr"}),  # the path's variable: sigma on VE and EDM, t else
 ]
@@ -405,6 +409,10 @@ def test_subvp_with_langevin_corrector_works():
         ("dpm_solver", {"steps": 7, "order": 3}, 7 + 1),
         ("unipc", {"steps": 7, "order": 3}, 7 + 1),
         ("unipc", {"steps": 7, "denoise": False}, 7),
+        ("pndm", {"steps": 7}, 7 + 9 + 1),
+        ("pndm", {"steps": 7, "warmup": "plms", "denoise": False}, 7 + 1),
+        ("dpm_solver", {"steps": 7, "order": 3, "method": "fast"}, 7 + 1),
+        ("dpm_solver", {"steps": 7, "order": 3, "method": "singlestep"}, 3 * 7 + 1),
         ("edm", {"steps": 7, "s_churn": 5.0}, 2 * 7 + 1),
         ("ode", {"steps": 7, "method": "heun", "variable": "sigma"}, 2 * 7 + 1),
     ],
