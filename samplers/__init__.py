@@ -5,9 +5,9 @@ Song et al. 2021a; Lu et al. 2022b; Zhao et al. 2023; Liu et al. 2022; Karras et
 Every sampler is a plain function `sampler(score_fn, sde, x_T, ts, *, generator=None, callback=None, **options)
 -> x_0` over a decreasing time grid ts (see `grids`); it sees only `score_fn(x, t)` and the SDE. After every
 step it calls `callback({"i": step index, "t": the step's new time, "x": the current samples})`; a callback may
-change info["x"] in place (a projection, e.g. inpainting). Adaptive ODE solvers call it once, at the end.
-`run_sampler` builds the grid by name and checks every option before any work; the final Tweedie denoising
-(`denoise=True`, one more score evaluation) is every sampler's default.
+change info["x"] in place (a projection, e.g. inpainting). Adaptive solvers (ODE, DPM-Solver-12 / -23) call it
+once, at the end. `run_sampler` builds the grid by name and checks every option before any work; the final Tweedie
+denoising (`denoise=True`, one more score evaluation) is every sampler's default.
 """
 
 from __future__ import annotations

@@ -112,7 +112,8 @@ def adaptive_solve(
     after a rejection), giving DPM-Solver-k and its embedded DPM-Solver-(k - 1); E = the largest per-sample RMS of
     (x_k - x_{k-1}) / max(atol, rtol max(|x_{k-1}|, |x_prev|)); the step is accepted if E <= 1, and the next h is
     min(theta h E^(-1/k), lambda_end - lambda_s). `sign` maps lambda to the form's variable (-1: noise form).
-    Returns (x at t_end, the last time reached, the number of prediction calls)."""
+    Returns (x at t_end, the last time reached, the number of prediction calls); a non-finite error estimate or a
+    step below 1e-10 in lambda raises FloatingPointError instead of looping."""
     lam_s, lam_end = logsnr(t_start), logsnr(t_end)
     t_s, h, x_prev, m0, calls = t_start, h_init, x, None, 0
 
@@ -129,6 +130,10 @@ def adaptive_solve(
         x_high, x_low = _singlestep(x, m0, sign * lam_s, sign * lam_t, order, solver_type, coef, counted, None, True)
         delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
         err = float(((x_high - x_low) / delta).flatten(1).pow(2).mean(1).sqrt().max())
+        if not math.isfinite(err):
+            raise FloatingPointError(f"adaptive DPM-Solver: non-finite error estimate from t = {t_s:.6g}")
+        if h < 1e-10:
+            raise FloatingPointError(f"adaptive DPM-Solver: the step underflowed at t = {t_s:.6g}; loosen rtol / atol")
         if err <= 1.0:
             x, x_prev, m0, t_s, lam_s = x_high, x_low, None, t_t, lam_t
         h = min(theta * h * err ** (-1.0 / order) if err > 0 else math.inf, lam_end - lam_s)

@@ -150,6 +150,16 @@ def test_adaptive_dpm_solver_error_follows_its_tolerance(sde_name, order):
         torch.testing.assert_close(other, x, rtol=1e-12, atol=1e-12)
 
 
+def test_adaptive_dpm_solver_raises_instead_of_looping():
+    """A score that returns NaN, or a tolerance below what float64 can meet, ends in FloatingPointError."""
+    sde = make_sde("vp")
+    x_T = sde.prior_sampling((8, 3), torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(FloatingPointError, match="non-finite error estimate"):
+        run_sampler("dpm_solver", lambda x, t: x * float("nan"), sde, x_T, steps=5, method="adaptive")
+    with pytest.raises(FloatingPointError, match="the step underflowed"):
+        run_sampler("dpm_solver", GAUSSIAN.score_fn(sde), sde, x_T, steps=5, method="adaptive", rtol=1e-30, atol=1e-30)
+
+
 def quadratic_x0_score(sde, coeffs):
     """A score whose data prediction is x0_hat(lambda) = c0 + c1 lambda + c2 lambda^2 for every x."""
     c0, c1, c2 = coeffs
