@@ -1,6 +1,7 @@
 """Our samplers against k-diffusion's own sampling code, through numbers it wrote (tests/fixtures/
 make_kdiffusion_samplers.py, k-diffusion 0.1.1.post1): its Euler, Heun (Karras et al. 2022, Alg. 1 and Alg. 2 with
-churn), Euler ancestral, DPM-Solver++(2M), DPM-Solver++(2M) SDE and (3M) SDE, run on the exact denoiser of a 4-D
+churn), Euler ancestral, DPM-Solver++(2M), DPM-Solver++(2M) SDE and (3M) SDE, DPM-Solver-2 (its sample_dpm_2) and
+DPM-Solver++(2S) (its sample_dpmpp_2s_ancestral with eta 0), run on the exact denoiser of a 4-D
 Gaussian mixture over its Karras grid (n = 10, sigma 80 -> 0.002, then 0), with seeded noise; and its DPM-Solver-fast
 on a grid even in log sigma.
 
@@ -46,6 +47,8 @@ CASES = [
     ("dpmpp_2m_sde_heun", "dpm_solver", {"order": 2, "eta": 1.0, "solver_type": "heun"}),
     ("dpmpp_3m_sde_eta0", "dpm_solver", {"order": 3, "third_order": "reference", "solver_type": "heun"}),
     ("dpmpp_3m_sde_eta1", "dpm_solver", {"order": 3, "eta": 1.0, "third_order": "reference", "solver_type": "heun"}),
+    ("dpm_2", "dpm_solver", {"order": 2, "method": "singlestep", "prediction": "noise"}),  # DPM-Solver-2
+    ("dpmpp_2s_ancestral_eta0", "dpm_solver", {"order": 2, "method": "singlestep"}),  # DPM-Solver++(2S)
 ]
 HEUN_FORM = {case: (sampler, options) for case, sampler, options in CASES if options.get("solver_type") == "heun"}
 
