@@ -78,9 +78,11 @@ SOLVER_SAMPLERS = ("ode", "ddim", "dpm_solver", "unipc", "pndm", "edm")
 
 def default_grid(sde: SDE, sampler: str | None = None) -> str:
     """The grid "default" means for this sampler on this path: log-SNR for EDM's stochastic sampler (geometric in
-    its noise level; measured: the quadratic grid is badly biased with it on the cosine chain), `sde.solver_grid`
-    for the other few-step solvers (SOLVER_SAMPLERS), `sde.default_grid` otherwise."""
-    if sampler == "edm":
+    its noise level; measured: the quadratic grid is badly biased with it on the cosine chain) and for PNDM (its
+    Adams-Bashforth weights are those of equal steps; measured: on the quadratic grid of the cosine chain and
+    rectified flow its samples are far off even at 50 calls), `sde.solver_grid` for the other few-step solvers
+    (SOLVER_SAMPLERS), `sde.default_grid` otherwise."""
+    if sampler in ("edm", "pndm"):
         return "logsnr"
     return sde.solver_grid if sampler in SOLVER_SAMPLERS else sde.default_grid
 

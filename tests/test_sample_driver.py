@@ -220,6 +220,11 @@ def test_an_option_can_make_a_combination_biased(caplog):
     assert bias_warning("unipc", "cosine", "quadratic", {"prediction": "data", "variant": "bh2"}) is None
     assert bias_warning("unipc", "cosine", "quadratic", {"prediction": "noise", "variant": "bh1"}) is None
     assert bias_warning("unipc", "cosine", "logsnr", noise_bh2) is None
+    assert "equal-step Adams-Bashforth" in bias_warning("pndm", "cosine", "quadratic")
+    from samplers import default_grid
+
+    for name in ("cosine", "rectified_flow", "vp"):  # PNDM's default grid is log-SNR: never the biased one
+        assert default_grid(make_sde(name), "pndm") == "logsnr" and bias_warning("pndm", name, "logsnr") is None
     noise_fast = {"prediction": "noise", "method": "fast"}
     assert "DPM-Solver-fast calls at the grid's own times" in bias_warning(
         "dpm_solver", "rectified_flow", "quadratic", noise_fast
