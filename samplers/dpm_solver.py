@@ -148,10 +148,10 @@ def dpm_solver_sample(
     Lu et al. 2022a, Alg. 1 / 2; DPM-Solver++(kS); `samplers/dpm_solver_singlestep.py`): NFE = order x steps
     (+1), eta = 0; lower_order_final and third_order do not apply. `inner` places a singlestep's intermediate calls
     evenly in lambda ("logsnr", the paper's) or in t ("t", Lu et al.'s code on its time_uniform grid).
-    `method="fast"` is DPM-Solver-fast (Lu et al. 2022a, Sec. 3.4): singlestep steps of orders 3, ..., 3 then 2 / 1
+    `method="fast"` is DPM-Solver-fast (Lu et al. 2022a): singlestep steps of orders 3, ..., 3 then 2 / 1
     that spend exactly `steps` calls (+1), placed by `dpm_solver_singlestep.fast_schedule`; eta = 0.
     `method="adaptive"` is DPM-Solver-12 (order 2) / DPM-Solver-23 (order 3) with adaptive steps from ts[0] to
-    ts[-1] under `rtol` and `atol` (Lu et al. 2022a, App. C; `dpm_solver_singlestep.adaptive_solve`); the grid's
+    ts[-1] under `rtol` and `atol` (Lu et al. 2022a; `dpm_solver_singlestep.adaptive_solve`); the grid's
     inner times are not used, eta = 0.
 
     eta = 0 (default) solves the probability-flow ODE (deterministic); eta > 0 the stochastic SDE-DPM-Solver++

@@ -12,10 +12,10 @@ DPM-Solver-3's + (1 / r2) alpha phi_2 D) and "heun" (their "taylor" type, the Ta
 + alpha phi_2 D1 - alpha phi_3 D2 with D2 = 2 (D1_1 - D1_0) / (r2 - r1), i.e. 2 phi_3 on h^2 c2: exact at third
 order, unlike the multistep libraries' coefficient).
 
-DPM-Solver-fast (Lu et al. 2022a, Sec. 3.4 and App. C; their code's method="singlestep") spends an exact budget of
-N calls: K = N // 3 + 1 steps of orders 3, ..., 3 then (2, 1), (1) or (2) for N mod 3 = 0, 1, 2 (order 2: N / 2
-steps of order 2, or (N - 1) / 2 and one of order 1), the K steps evenly in lambda as in the paper; on another grid
-of N steps their code instead takes k grid steps per step of order k, calling at the grid's times (`fast_schedule`).
+DPM-Solver-fast (Lu et al. 2022a; their code's method="singlestep") spends an exact budget of N calls:
+K = N // 3 + 1 steps of orders 3, ..., 3 then (2, 1), (1) or (2) for N mod 3 = 0, 1, 2 (order 2: N / 2 steps of
+order 2, or (N - 1) / 2 and one of order 1), the K steps evenly in lambda as in the paper; on another grid of N steps
+their code instead takes k grid steps per step of order k, calling at the grid's times (`fast_schedule`).
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def adaptive_solve(
     theta: float = 0.9,
     t_err: float = 1e-5,
 ) -> tuple[Tensor, float, int]:
-    """DPM-Solver-12 (order 2) / DPM-Solver-23 (order 3) with adaptive steps in lambda (Lu et al. 2022a, App. C,
-    Alg. 4; their code's dpm_solver_adaptive): each try from lambda_s makes `order` calls (the first one reused
+    """DPM-Solver-12 (order 2) / DPM-Solver-23 (order 3) with adaptive steps in lambda (Lu et al. 2022a;
+    their code's dpm_solver_adaptive): each try from lambda_s makes `order` calls (the first one reused
     after a rejection), giving DPM-Solver-k and its embedded DPM-Solver-(k - 1); E = the largest per-sample RMS of
     (x_k - x_{k-1}) / max(atol, rtol max(|x_{k-1}|, |x_prev|)); the step is accepted if E <= 1, and the next h is
     min(theta h E^(-1/k), lambda_end - lambda_s). `sign` maps lambda to the form's variable (-1: noise form).
@@ -141,8 +141,8 @@ def adaptive_solve(
 
 
 def fast_orders(calls: int, order: int) -> list[int]:
-    """DPM-Solver-fast's step orders for a budget of `calls` network calls at most `order` (Lu et al. 2022a,
-    Sec. 3.4; their get_orders_and_timesteps_for_singlestep_solver): sum(orders) == calls."""
+    """DPM-Solver-fast's step orders for a budget of `calls` network calls at most `order` (Lu et al. 2022a;
+    their get_orders_and_timesteps_for_singlestep_solver): sum(orders) == calls."""
     if order == 3:
         k = calls // 3 + 1
         tail = {0: [2, 1], 1: [1], 2: [2]}[calls % 3]

@@ -78,7 +78,7 @@ def test_solvers_converge_at_their_stated_order(sampler, options, lo, hi, sde_na
 
 
 def test_dpm_solver_fast_spends_exactly_its_calls():
-    """DPM-Solver-fast (Lu et al. 2022a, Sec. 3.4): orders 3, ..., 3 then (2, 1), (1) or (2) sum to the budget; the
+    """DPM-Solver-fast (Lu et al. 2022a): orders 3, ..., 3 then (2, 1), (1) or (2) sum to the budget; the
     sampler makes exactly `steps` calls (+1 denoising) on every grid; with order 1 it is DDIM on the same grid, and
     with order 2 and an even budget on the uniform grid it is singlestep DPM-Solver-2 on every second time, calling at
     the times in between (their midpoints in t)."""
@@ -128,9 +128,9 @@ def test_dpm_solver_fast_third_order_converges_at_least_at_second_order(sde_name
 @pytest.mark.parametrize("order", [2, 3])
 @pytest.mark.parametrize("sde_name", ["vp", "ve", "cosine"])
 def test_adaptive_dpm_solver_error_follows_its_tolerance(sde_name, order):
-    """DPM-Solver-12 / -23 (Lu et al. 2022a, App. C) against the exact flow map of Gaussian data: 100x tighter
-    tolerances give >= 10x smaller errors (measured 18-91x), below 1e-4 at rtol 1e-4 / atol 1e-5 (measured
-    6e-7-3e-5); only the grid's ends matter (5 or 40 steps: the same samples and calls)."""
+    """DPM-Solver-12 / -23 (Lu et al. 2022a) against the exact flow map of Gaussian data: 100x tighter tolerances
+    give >= 10x smaller errors (measured 18-91x), below 1e-4 at rtol 1e-4 / atol 1e-5 (measured 6e-7-3e-5); only the
+    grid's ends matter (5 or 40 steps: the same samples and calls)."""
     sde = make_sde(sde_name)
     x_T = sde.prior_sampling((200, 3), torch.Generator().manual_seed(0), dtype=torch.float64)
     exact = GAUSSIAN.flow_map(x_T, sde.T, 1e-3, sde)
