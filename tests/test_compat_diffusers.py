@@ -410,6 +410,7 @@ def test_noise_prediction_dpm_solver_equals_algorithm_type_dpmsolver(order, step
     assert float((data_form - theirs).abs().max()) > 100 * TOL["atol"]  # a different method: the test can fail
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # NumPy 2 on its np.log of tensors
 @pytest.mark.parametrize("order, steps", [(1, 10), (2, 10), (2, 20), (3, 10), (3, 20)], ids=str)
 def test_deis_log_rho_equals_noise_form_with_exact_integrals(order, steps):
     """diffusers' DEISMultistepScheduler (Zhang & Chen 2022's exponential integrator, its log-rho Adams-Bashforth
@@ -433,6 +434,7 @@ def test_deis_log_rho_equals_noise_form_with_exact_integrals(order, steps):
         assert float((midpoint - theirs).abs().max()) > 100 * TOL["atol"]
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # NumPy 2 on its np.log of tensors
 @pytest.mark.parametrize("index", [2, 10, 18])
 def test_one_deis_third_order_step_is_ours_in_float64(index):
     """One call of its multistep_deis_third_order_update on float64 noise levels and random predictions equals our
