@@ -1,7 +1,8 @@
 """Multistep DPM-Solver++ (Lu et al. 2022b), deterministic (the probability-flow ODE) or stochastic (eta > 0), for
 10-20 NFE; and DPM-Solver (Lu et al. 2022a) in its multistep form (Lu et al. 2022b, App.; their code's
-algorithm_type "dpmsolver"), which extrapolates the noise prediction instead (`prediction="noise"`, the ODE only;
-the 2022a paper's own algorithms are singlestep, not offered here).
+algorithm_type "dpmsolver"), which extrapolates the noise prediction instead (`prediction="noise"`, the ODE only).
+The 2022a paper's own singlestep algorithms, DPM-Solver-fast and the adaptive DPM-Solver-12 / -23 are `method=
+"singlestep"`, `"fast"` and `"adaptive"` (samplers/dpm_solver_singlestep.py).
 
 With lambda_t = `sde.logsnr(t)` the probability-flow ODE is solved exactly in its linear part (an exponential
 integrator) and the data prediction x0_hat = `sde.denoise` is extrapolated in lambda from the previous steps'
