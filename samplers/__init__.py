@@ -1,6 +1,6 @@
 """Samplers for score-based diffusion: ancestral, annealed Langevin, predictor-corrector, probability-flow ODE,
-DDIM, DPM-Solver++, UniPC, PNDM and EDM's stochastic sampler (Ho et al. 2020; Song & Ermon 2019; Song et al. 2021;
-Song et al. 2021a; Lu et al. 2022b; Zhao et al. 2023; Liu et al. 2022; Karras et al. 2022).
+DDIM, DPM-Solver++, UniPC, PNDM, linear multistep (LMS) and EDM's stochastic sampler (Ho et al. 2020; Song & Ermon
+2019; Song et al. 2021; Song et al. 2021a; Lu et al. 2022b; Zhao et al. 2023; Liu et al. 2022; Karras et al. 2022).
 
 Every sampler is a plain function `sampler(score_fn, sde, x_T, ts, *, generator=None, callback=None, **options)
 -> x_0` over a decreasing time grid ts (see `grids`); it sees only `score_fn(x, t)` and the SDE. After every
@@ -25,6 +25,7 @@ from .dpm_solver import dpm_solver_sample
 from .edm import edm_sample
 from .grids import CHAIN_GRIDS, GRIDS, SOLVER_SAMPLERS, default_grid, time_grid
 from .langevin import CORRECTORS, ald_sample
+from .lms import lms_sample
 from .nfe import CountingScoreFn, count_nfe
 from .ode import ode_sample, solve_probability_flow
 from .options import DEFAULT_STEPS, SAMPLER_OPTIONS, check_sampler_options, options_from_config, steps_or_default
@@ -41,6 +42,7 @@ SAMPLERS = {
     "dpm_solver": dpm_solver_sample,
     "unipc": unipc_sample,
     "pndm": pndm_sample,
+    "lms": lms_sample,
     "edm": edm_sample,
 }
 
@@ -88,6 +90,7 @@ __all__ = [
     "ddim_sample",
     "dpm_solver_sample",
     "edm_sample",
+    "lms_sample",
     "final_denoise",
     "ode_sample",
     "options_from_config",

@@ -89,6 +89,8 @@ def check_option(key: str, value) -> None:
         check_choice("DPM-Solver method", value, DPM_METHODS)
     elif key == "inner":
         check_choice("singlestep DPM-Solver's inner spacing", value, INNER_GRIDS)
+    elif key == "lms_order":
+        check_choice("LMS order", value, (1, 2, 3, 4))
     elif key == "warmup":
         check_choice("PNDM warm-up", value, PNDM_WARMUPS)
     elif key == "lower_order_final":

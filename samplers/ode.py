@@ -21,6 +21,7 @@ from sde import SDE, ScoreFn, as_time
 from sde.ode_methods import FIXED_METHODS, check_ode_method
 
 from .base import check_grid, check_option, denoise_at_level, final_denoise
+from .grids import keeps_alpha_one
 
 
 def probability_flow_drift(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor) -> Tensor:
@@ -33,8 +34,7 @@ def ode_variable(sde: SDE, variable: str = "default") -> str:
     alpha_t = 1 (VE-type: VE, EDM) and "t" otherwise."""
     if variable != "default":
         return variable
-    alpha, _ = sde.marginal(torch.tensor([0.0, 0.5 * sde.T, sde.T], dtype=torch.float64))
-    return "sigma" if bool(((alpha - 1).abs() < 1e-12).all()) else "t"
+    return "sigma" if keeps_alpha_one(sde) else "t"
 
 
 def runge_kutta(v, y: Tensor, u: float, w: float, method: str) -> Tensor:

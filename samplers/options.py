@@ -57,12 +57,14 @@ SAMPLER_OPTIONS = {
         "denoise": "denoise",
     },
     "pndm": {"warmup": "pndm_warmup", "denoise": "denoise"},
+    "lms": {"order": "lms_order", "denoise": "denoise"},
     "edm": {"s_churn": "s_churn", "s_tmin": "s_tmin", "s_tmax": "s_tmax", "s_noise": "s_noise", "denoise": "denoise"},
 }
 GRID_OPTIONS = ("steps", "grid", "t_min")
 # Steps of each sampler when the config leaves `sampling.steps` at 0 (docs/samplers.md, "Default step counts"):
 # DDPM's 1,000-step chain; NCSN's 100 noise levels (x ald_steps); the PC recipe's 500; 50 fixed ODE steps; DDIM's
-# 50; 20 for the multistep solvers (21 network calls); PNDM's 50 (Liu et al.'s setting); EDM's 18 (35 network calls).
+# 50; 20 for the multistep solvers (21 network calls); PNDM's 50 (Liu et al.'s setting) and LMS's 50; EDM's 18 (35
+# network calls).
 DEFAULT_STEPS = {
     "ancestral": 1000,
     "ald": 100,
@@ -72,6 +74,7 @@ DEFAULT_STEPS = {
     "dpm_solver": 20,
     "unipc": 20,
     "pndm": 50,
+    "lms": 50,
     "edm": 18,
 }
 
@@ -93,6 +96,7 @@ SAMPLER_NEEDS = {
     "dpm_solver": ("logsnr",),
     "unipc": ("logsnr",),
     "pndm": ("posterior", "logsnr"),
+    "lms": ("logsnr",),
     "edm": ("logsnr", "t_from_logsnr"),
 }
 
@@ -102,6 +106,8 @@ def _check_option(sampler: str, key: str, value) -> None:
     DPM-Solver's `method` is its step structure, the ODE sampler's an ODE method)."""
     if sampler == "dpm_solver" and key == "method":
         check_option("dpm_method", value)
+    elif sampler == "lms" and key == "order":
+        check_option("lms_order", value)
     elif key == "predictor":
         check_choice("predictor", value, PREDICTORS)
     elif key == "corrector":

@@ -290,6 +290,24 @@ def test_sigma_space_schedulers_equal_ours(name, scheduler, sampler, options):
     torch.testing.assert_close(ours, theirs, **TOL)
 
 
+@pytest.mark.parametrize("order, steps", [(2, 12), (4, 12), (4, 25)])
+def test_lms_equals_lms_discrete_scheduler(order, steps):
+    """LMSDiscreteScheduler (Adams-Bashforth in sigma on the chain's interpolated sigmas) is our `lms`; both stop
+    before its last step to sigma = 0, a multistep step there (ours denoises instead)."""
+    sched = diffusers.LMSDiscreteScheduler(**CHAIN)
+    sched.set_timesteps(steps)
+    x_T = start()
+    x = x_T * sched.init_noise_sigma
+    for k in sched.timesteps[:-1]:
+        x_in = sched.scale_model_input(x, k)
+        x = sched.step(level_eps(x_in, sched.sigmas[sched.step_index]), k, x, order=order).prev_sample
+    levels = sched.sigmas.double()[:-1]
+    ts = SDE.t_from_logsnr(-torch.log(levels))
+    x_T = x_T * sched.init_noise_sigma / (1 + levels[0] ** 2).sqrt().float()  # the chain's x at ts[0]
+    ours = SAMPLERS["lms"](score_fn, SDE, x_T, ts, order=order, denoise=False)
+    torch.testing.assert_close(ours / float(SDE.marginal(ts[-1:])[0]), x, **TOL)
+
+
 def test_flow_match_euler_equals_ode_euler_on_rectified_flow():
     """FlowMatchEulerDiscreteScheduler (velocity prediction, shift 1, its sigmas ending in 0) is Euler in t on the
     rectified-flow path (sigma_t = t): our `ode` sampler with method="euler" in t, its last step to 0 our final

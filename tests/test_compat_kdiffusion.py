@@ -1,9 +1,9 @@
 """Our samplers against k-diffusion's own sampling code, through numbers it wrote (tests/fixtures/
 make_kdiffusion_samplers.py, k-diffusion 0.1.1.post1): its Euler, Heun (Karras et al. 2022, Alg. 1 and Alg. 2 with
 churn), Euler ancestral, DPM-Solver++(2M), DPM-Solver++(2M) SDE and (3M) SDE, DPM-Solver-2 (its sample_dpm_2) and
-DPM-Solver++(2S) (its sample_dpmpp_2s_ancestral with eta 0), run on the exact denoiser of a 4-D
-Gaussian mixture over its Karras grid (n = 10, sigma 80 -> 0.002, then 0), with seeded noise; and its DPM-Solver-fast
-on a grid even in log sigma.
+DPM-Solver++(2S) (its sample_dpmpp_2s_ancestral with eta 0) and its linear multistep sampler, run on the exact
+denoiser of a 4-D Gaussian mixture over its Karras grid (n = 10, sigma 80 -> 0.002, then 0), with seeded noise; and
+its DPM-Solver-fast on a grid even in log sigma.
 
 The same algorithm gives the same samples: on EDM's path (x = x_0 + t noise, so t is k-diffusion's sigma) directly,
 and on the VP path through Karras et al.'s change of variables y = x / alpha_t, sigma~ = sigma_t / alpha_t (the grid
@@ -112,6 +112,17 @@ def test_dpm_solver_fast_equals_sample_dpm_fast(calls, path_name):
     torch.testing.assert_close(y, FIXTURE["dpm_fast"][calls], rtol=1e-8, atol=1e-8)
     torch.testing.assert_close(y, FIXTURE["dpm_fast_float32"][calls], rtol=1e-5, atol=2e-4)
     assert (y - FIXTURE["dpm_fast"][calls]).abs().max() < 1e-3 * (y - FIXTURE["dpm_fast_float32"][calls]).abs().max()
+
+
+@pytest.mark.parametrize("path_name", ["edm", "vp"])
+@pytest.mark.parametrize("order", [2, 4])
+def test_lms_equals_sample_lms(order, path_name):
+    """k-diffusion's sample_lms (Adams-Bashforth in sigma, its Lagrange weights by quadrature) is our `lms` in EDM's
+    variables, on its Karras grid without the final step to 0 (a multistep step there; ours denoises instead)."""
+    sde = path(path_name)
+    ts, x_T = grid_and_start(sde, path_name)
+    x = SAMPLERS["lms"](MIXTURE.score_fn(sde), sde, x_T, ts, order=order, denoise=False)
+    torch.testing.assert_close(x / float(sde.marginal(ts[-1:])[0]), FIXTURE["lms"][order], rtol=1e-8, atol=1e-8)
 
 
 @pytest.mark.parametrize("case", HEUN_FORM)

@@ -60,6 +60,10 @@ def test_third_order_dpm_solver_is_third_order_and_the_reference_coefficient_sec
         ("dpm_solver", {"order": 3, "method": "singlestep"}, 2.6, 3.5),
         ("dpm_solver", {"order": 3, "method": "singlestep", "prediction": "noise"}, 2.6, 3.5),
         ("dpm_solver", {"order": 2, "method": "fast"}, 1.8, 2.3),
+        ("lms", {"order": 1}, 0.8, 1.2),  # Adams-Bashforth in EDM's sigma: order k
+        ("lms", {"order": 2}, 1.7, 2.3),
+        ("lms", {"order": 3}, 2.5, 3.3),
+        ("lms", {"order": 4}, 3.2, 4.5),
         ("pndm", {}, 1.8, 2.3),  # F-PNDM: second order, as Liu et al. 2022 prove
         ("pndm", {"warmup": "plms"}, 1.8, 2.3),
         ("unipc", {"order": 1}, 1.7, 2.4),  # UniP-1 + UniC-1: order 2 at one NFE per step
@@ -295,6 +299,8 @@ def test_edm_sampler_in_sigma_variables_serves_vp_paths():
         ("dpm_solver", {"lower_order_final": True}, r"unknown lower_order_final True; valid: \['denoise', 'last'"),
         ("unipc", {"variant": "bh3"}, r"unknown UniPC variant 'bh3'; valid: \['bh1', 'bh2'\]"),
         ("unipc", {"order": 4}, r"unknown DPM-Solver / UniPC order 4"),
+        ("lms", {"order": 5}, r"unknown LMS order 5; valid: \[1, 2, 3, 4\]"),
+        ("pndm", {"warmup": "rk4"}, r"unknown PNDM warm-up 'rk4'; valid: \['plms', 'prk'\]"),
         ("edm", {"s_churn": -1.0}, r"s_churn must be a number >= 0"),
         ("edm", {"s_tmin": 2.0, "s_tmax": 1.0}, r"s_tmin must not exceed s_tmax"),
         ("edm", {"s_noise": 0.0}, r"s_noise must be > 0"),

@@ -225,6 +225,10 @@ def test_an_option_can_make_a_combination_biased(caplog):
 
     for name in ("cosine", "rectified_flow", "vp"):  # PNDM's default grid is log-SNR: never the biased one
         assert default_grid(make_sde(name), "pndm") == "logsnr" and bias_warning("pndm", name, "logsnr") is None
+    # LMS steps in EDM's sigma: Karras where alpha_t = 1, quadratic in t elsewhere (measured best of three grids)
+    assert [default_grid(make_sde(n), "lms") for n in ("vp", "cosine", "ve", "edm")] == ["quadratic"] * 2 + [
+        "karras"
+    ] * 2
     noise_fast = {"prediction": "noise", "method": "fast"}
     assert "DPM-Solver-fast calls at the grid's own times" in bias_warning(
         "dpm_solver", "rectified_flow", "quadratic", noise_fast

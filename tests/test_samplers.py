@@ -110,6 +110,7 @@ ORACLE_CASES = [
     ("unipc", {"steps": 20, "order": 2, "grid": "logsnr"}),
     ("unipc", {"steps": 20, "order": 3, "variant": "bh1", "grid": "logsnr"}),
     ("pndm", {"steps": 40, "grid": "logsnr"}),  # F-PNDM
+    ("lms", {"steps": 50}),  # its default grid: quadratic, Karras on VE and EDM
     ("pndm", {"steps": 40, "warmup": "plms", "grid": "logsnr"}),
     ("dpm_solver", {"steps": 30, "order": 3, "method": "fast", "prediction": "noise", "grid": "logsnr"}),
     ("dpm_solver", {"steps": 1, "order": 3, "method": "adaptive", "rtol": 1e-3, "atol": 1e-4}),  # DPM-Solver-23
@@ -410,6 +411,7 @@ def test_subvp_with_langevin_corrector_works():
         ("unipc", {"steps": 7, "order": 3}, 7 + 1),
         ("unipc", {"steps": 7, "denoise": False}, 7),
         ("pndm", {"steps": 7}, 7 + 9 + 1),
+        ("lms", {"steps": 7}, 7 + 1),
         ("pndm", {"steps": 7, "warmup": "plms", "denoise": False}, 7 + 1),
         ("dpm_solver", {"steps": 7, "order": 3, "method": "fast"}, 7 + 1),
         ("dpm_solver", {"steps": 7, "order": 3, "method": "singlestep"}, 3 * 7 + 1),
