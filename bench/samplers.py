@@ -62,6 +62,7 @@ FAST_SWEEP = [
     ("fast: dpm_solver++ fast 3", "dpm_solver", {"order": 3, "method": "fast"}, [5, 10, 15, 20]),
     ("fast: pndm (F-PNDM)", "pndm", {}, [5, 10, 40]),
     ("fast: pndm plms", "pndm", {"warmup": "plms"}, [5, 10, 15, 20]),
+    ("fast: lms 4", "lms", {}, [5, 10, 15, 20]),
 ]
 
 # (label, sampler, options, list of step counts): a sweep of each sampler's budget.

@@ -27,11 +27,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sde import SDE, ScoreFn, as_time
+from sde.ode_methods import ADAPTIVE_METHODS
 
 from .score import network_input
 
 Projection = Callable[[Tensor, Tensor], Tensor]  # project(x [B, *D], t [B]) -> x [B, *D]
 FIXED_STEP_METHODS = ("euler", "heun", "rk4")  # ODE methods whose every step the samplers' callback sees
+# Sampler `method` values that take internal steps no callback sees: the ODE sampler's adaptive solvers and the
+# adaptive DPM-Solver-12 / -23 (the samplers call back once, at the end).
+ADAPTIVE_STEPPING = (*ADAPTIVE_METHODS, "adaptive")
 
 
 def check_guidance_labels(y: int | Tensor, num_classes: int, what: str = "model") -> Tensor:
@@ -161,13 +165,14 @@ def inpaint(
     App. I.2): the projection runs at T and after every sampler step, through the samplers' `callback`, which
     replaces the step's x in place; the known entries of the result are x_known itself.
 
-    Adaptive ODE solvers take internal steps that no callback sees, so they are refused: use a fixed-step method.
+    Adaptive solvers (the ODE sampler's, DPM-Solver-12 / -23) take internal steps that no callback sees, so they
+    are refused: use a fixed-step method.
     """
     method = options.get("method", _default_option(sampler, "method"))
-    if method is not None and method not in FIXED_STEP_METHODS:
+    if method in ADAPTIVE_STEPPING:
         raise ValueError(
-            f"inpainting needs a projection after every step, which the adaptive ODE method "
-            f"{method!r} does not expose; use a fixed-step method {list(FIXED_STEP_METHODS)}"
+            f"inpainting needs a projection after every step, which the adaptive method {method!r} does not "
+            f"expose; use a fixed-step one (ode: {list(FIXED_STEP_METHODS)}; dpm_solver: multistep, singlestep, fast)"
         )
     project = inpaint_projection(sde, x_known, mask, generator)
 

@@ -82,8 +82,10 @@ def edm_sample(
             y_next - denoise_at_level(score_fn, sde, y_next, noise_levels[i + 1], float(ts[i + 1]))
         ) / noise_levels[i + 1]
         y = y_hat + h / 2 * (d + d_next)
-        if callback is not None:
-            callback({"i": i, "t": ts[i + 1], "x": alpha[i + 1] * y})
+        if callback is not None:  # a callback may change info["x"] (in place or not): y follows it
+            info = {"i": i, "t": ts[i + 1], "x": alpha[i + 1] * y}
+            callback(info)
+            y = info["x"] / alpha[i + 1]
     if not denoise:
         return alpha[-1] * y
     # Final denoising: EDM's last step, Euler to sigma = 0 from the churned point.

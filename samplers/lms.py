@@ -61,6 +61,8 @@ def lms_sample(
         recent = [levels[i - j] for j in range(len(slopes))]  # newest first, as the slopes
         weights = adams_bashforth_weights(recent, levels[i], levels[i + 1])
         y = y + sum(w * d for w, d in zip(weights, slopes))
-        if callback is not None:
-            callback({"i": i, "t": ts[i + 1], "x": alpha[i + 1] * y})
+        if callback is not None:  # a callback may change info["x"] (in place or not): y follows it
+            info = {"i": i, "t": ts[i + 1], "x": alpha[i + 1] * y}
+            callback(info)
+            y = info["x"] / alpha[i + 1]
     return final_denoise(score_fn, sde, alpha[-1] * y, times[-1], denoise)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from data.toy import GaussianMixture
+from data.toy import GaussianMixture, make_mixture
 from models import ScoreModel
 from models.guidance import (
     cfg_score_fn,
@@ -167,6 +167,36 @@ def test_inpaint_projection_replaces_known_part_by_perturbed_data():
         inpaint_projection(sde, x_known, torch.tensor([0.5, 1.0]))
 
 
+def test_inpainting_runs_with_every_fixed_step_sampler_and_refuses_adaptive_ones():
+    """Every sampler's steps are projected (the known coordinate is alpha_t x_known + sigma_t noise after each,
+    so the unknown one sees it); the ODE sampler's adaptive methods and the adaptive DPM-Solver are refused."""
+    from samplers import SAMPLERS, time_grid
+
+    sde, mix = VPSDE(), make_mixture("gmm2d")
+    x_T = sde.prior_sampling((8, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
+    ts, mask, known = (
+        time_grid(sde, 6, 1e-3, "logsnr"),
+        torch.tensor([1.0, 0.0]),
+        torch.zeros(8, 2, dtype=torch.float64),
+    )
+    options = {"ode": {"method": "heun"}, "ald": {"eps": 1e-6}}
+    for name, sampler in SAMPLERS.items():
+        seen = []
+
+        def spy(x, t, seen=seen):
+            seen.append(x[:, 0].clone())
+            return mix.score(x, t, sde)
+
+        x = inpaint(sampler, spy, sde, x_T, ts, known, mask, generator=torch.Generator().manual_seed(0),
+                    **options.get(name, {}))  # fmt: skip
+        assert torch.equal(x[:, 0], known[:, 0]) and torch.isfinite(x).all(), name
+        # at the last calls the known coordinate is ~ sigma_t noise around alpha_t * 0 (projected), not free
+        assert seen[-1].abs().max() < 0.5, (name, seen[-1])
+    for sampler, options in (("ode", {}), ("dpm_solver", {"method": "adaptive"})):
+        with pytest.raises(ValueError, match="adaptive method"):
+            inpaint(SAMPLERS[sampler], mix.score_fn(sde), sde, x_T, ts, known, mask, **options)
+
+
 # ---- Guided sampling with every sampler. -----------------------------------------------------------------------------
 SAMPLER_RUNS = {"pc": {}, "ancestral": {}, "ode": {"method": "heun"}, "ddim": {}, "dpm_solver": {}, "ald": {}}
 
@@ -264,7 +294,6 @@ def test_train_classifier_learns_the_exact_posterior_and_refuses_another_sde(tmp
     it is refused."""
     from compose.checkpoints import load_classifier
     from configs.toy_cond import get_config
-    from data.toy import make_mixture
     from training.classifier import train_classifier
 
     cfg = get_config()

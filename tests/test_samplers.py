@@ -454,6 +454,19 @@ def test_reproducible_with_a_generator_and_calls_back(sampler):
     assert seen == (list(range(1)) if sampler == "ode" else list(range(5 if sampler == "ald" else 4)))
 
 
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_a_callback_that_changes_x_in_place_steers_every_sampler(sampler):
+    """The callback contract (samplers/__init__.py) that inpainting relies on: setting info["x"] in place after
+    every step (here its first coordinate to 5) carries into the sampler's next step and its output. Adaptive
+    solvers call back once, at the end; with denoise=False the output keeps the projection."""
+
+    def project(info):
+        info["x"][..., 0] = 5.0
+
+    x, _ = draw(sampler, "vp", MIXTURE, n=8, steps=6, denoise=False, callback=project, grid="logsnr")
+    torch.testing.assert_close(x[..., 0], torch.full_like(x[..., 0], 5.0), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", sorted(GRIDS))
 @pytest.mark.parametrize("sde_name", SDE_NAMES)
 def test_time_grids_run_from_T_to_t_min(kind, sde_name):
