@@ -27,12 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sde import SDE, ScoreFn, as_time
-from sde.ode_methods import ADAPTIVE_METHODS
+from sde.ode_methods import ADAPTIVE_METHODS, FIXED_METHODS
 
 from .score import network_input
 
 Projection = Callable[[Tensor, Tensor], Tensor]  # project(x [B, *D], t [B]) -> x [B, *D]
-FIXED_STEP_METHODS = ("euler", "heun", "rk4")  # ODE methods whose every step the samplers' callback sees
 # Sampler `method` values that take internal steps no callback sees: the ODE sampler's adaptive solvers and the
 # adaptive DPM-Solver-12 / -23 (the samplers call back once, at the end).
 ADAPTIVE_STEPPING = (*ADAPTIVE_METHODS, "adaptive")
@@ -172,7 +171,7 @@ def inpaint(
     if method in ADAPTIVE_STEPPING:
         raise ValueError(
             f"inpainting needs a projection after every step, which the adaptive method {method!r} does not "
-            f"expose; use a fixed-step one (ode: {list(FIXED_STEP_METHODS)}; dpm_solver: multistep, singlestep, fast)"
+            f"expose; use a fixed-step one (ode: {list(FIXED_METHODS)}; dpm_solver: multistep, singlestep, fast)"
         )
     project = inpaint_projection(sde, x_known, mask, generator)
 
