@@ -133,8 +133,8 @@ def test_dpm_solver_fast_third_order_converges_at_least_at_second_order(sde_name
 @pytest.mark.parametrize("sde_name", ["vp", "ve", "cosine"])
 def test_adaptive_dpm_solver_error_follows_its_tolerance(sde_name, order):
     """DPM-Solver-12 / -23 (Lu et al. 2022a) against the exact flow map of Gaussian data: 100x tighter tolerances
-    give >= 10x smaller errors (measured 18-91x), below 1e-4 at rtol 1e-4 / atol 1e-5 (measured 6e-7-3e-5); only the
-    grid's ends matter (5 or 40 steps: the same samples and calls)."""
+    (0.1 / 0.01 to 1e-3 / 1e-4) give >= 30x smaller errors (measured 66-930x), below 5e-4 at 1e-3 / 1e-4 (measured
+    5e-6-2.3e-4); only the grid's ends matter (5 or 40 steps: the same samples and calls)."""
     sde = make_sde(sde_name)
     x_T = sde.prior_sampling((200, 3), torch.Generator().manual_seed(0), dtype=torch.float64)
     exact = GAUSSIAN.flow_map(x_T, sde.T, 1e-3, sde)
@@ -146,10 +146,10 @@ def test_adaptive_dpm_solver_error_follows_its_tolerance(sde_name, order):
                                    denoise=False)  # fmt: skip
         return x, float((x - exact).pow(2).mean().sqrt()), score.nfe
 
-    (_, loose, _), (x, tight, calls) = run(1e-2, 1e-3), run(1e-4, 1e-5)
-    assert loose > 10 * tight and tight < 1e-4, (loose, tight)
+    (_, loose, _), (x, tight, calls) = run(1e-1, 1e-2), run(1e-3, 1e-4)
+    assert loose > 30 * tight and tight < 5e-4, (loose, tight)
     for steps in (5, 40):
-        other, _, other_calls = run(1e-4, 1e-5, steps)
+        other, _, other_calls = run(1e-3, 1e-4, steps)
         assert other_calls == calls
         torch.testing.assert_close(other, x, rtol=1e-12, atol=1e-12)
 
