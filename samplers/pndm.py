@@ -5,8 +5,8 @@ Each step t -> s moves x with DDIM's deterministic step (Song et al. 2021a; Liu 
 with the noise prediction replaced by the fourth-order Adams-Bashforth combination of the last four (their pseudo
 linear multi-step method, PLMS): e' = (55 e_0 - 59 e_1 + 37 e_2 - 9 e_3) / 24, newest first. Its weights are those
 of equal steps, so the method is meant for a grid even in some variable (their uniform skips; here any grid, the
-path's solver grid by default). It converges at second order, as the paper proves (measured 2.0-2.1 on the log-SNR
-grid). The first steps need a warm-up (`warmup`):
+log-SNR grid by default on every path, `grids.default_grid`). It converges at second order, as the paper proves
+(measured 2.0-2.1 on the log-SNR grid). The first steps need a warm-up (`warmup`):
 
 - "prk" (F-PNDM, the paper's): three pseudo Runge-Kutta steps, RK4's four stages on DDIM's step (the midpoint in
   t), 12 calls; then PLMS from the fourth step with the three stored first-stage predictions. NFE = steps + 9.
