@@ -31,7 +31,7 @@ from torch import Tensor
 from sde import SDE, ScoreFn, as_time
 
 from .base import check_grid, check_option, final_denoise, randn_like
-from .dpm_solver_singlestep import adaptive_solve, fast_schedule, singlestep_update
+from .dpm_solver_singlestep import adaptive_solve, ancestral_update, fast_schedule, sde_update, singlestep_update
 
 
 def dpm_solver_update(
@@ -95,20 +95,40 @@ def dpm_solver_update(
 
 
 def check_dpm_solver_combination(
-    prediction: str, eta: float, method: str = "multistep", inner: str = "logsnr", order: int = 2
+    prediction: str,
+    eta: float,
+    method: str = "multistep",
+    inner: str = "logsnr",
+    order: int = 2,
+    solver_type: str = "midpoint",
 ) -> None:
-    """The noise-prediction form and the singlestep solvers have no stochastic variant here: refuse eta > 0 with
-    them, an inner spacing without singlestep steps, and an adaptive solver of order 1 (ValueError)."""
-    if prediction == "noise" and eta != 0:
-        raise ValueError(f"DPM-Solver with prediction='noise' solves the ODE only; eta must be 0, got {eta!r}")
-    if method != "multistep" and eta != 0:
+    """Refuse (ValueError) what has no algorithm here: eta > 0 with multistep DPM-Solver's noise form, with
+    DPM-Solver-fast and with the adaptive solver, and with singlestep steps of order 3 or inner="t" (the ancestral
+    steps' intermediate calls could leave the path); method="sde" other than order 2 in the data form's midpoint form;
+    an inner spacing without singlestep steps; and an adaptive solver of order 1."""
+    if prediction == "noise" and eta != 0 and method == "multistep":
+        raise ValueError(
+            f"multistep DPM-Solver with prediction='noise' solves the ODE only; eta must be 0, got {eta!r} "
+            "(stochastic noise form: method='singlestep', the ancestral DPM-Solver)"
+        )
+    if method in ("fast", "adaptive") and eta != 0:
         raise ValueError(f"{method} DPM-Solver solves the ODE only; eta must be 0, got {eta!r}")
+    if method == "singlestep" and eta != 0 and (order == 3 or inner != "logsnr"):
+        raise ValueError(
+            f"the ancestral singlestep DPM-Solver (eta = {eta!r}) takes order 1 or 2 with inner='logsnr' (its "
+            f"intermediate call halfway to lambda_down stays on the path), got order={order!r}, inner={inner!r}"
+        )
+    if method == "sde" and (order, prediction, solver_type) != (2, "data", "midpoint"):
+        raise ValueError(
+            "method='sde' (k-diffusion's DPM++ SDE) is DPM-Solver++(2S): it needs order=2, prediction='data' and "
+            f"solver_type='midpoint', got order={order!r}, prediction={prediction!r}, solver_type={solver_type!r}"
+        )
     if method == "adaptive" and order == 1:
         raise ValueError("adaptive DPM-Solver compares orders k and k - 1 (DPM-Solver-12 or -23): order must be 2 or 3")
     if inner != "logsnr" and method in ("multistep", "adaptive"):
         raise ValueError(
-            f"inner={inner!r} places a singlestep DPM-Solver's intermediate calls; it needs method='singlestep' or "
-            "'fast' (adaptive steps place them at 1/2, or 1/3 and 2/3 in lambda)"
+            f"inner={inner!r} places a singlestep DPM-Solver's intermediate calls; it needs method='singlestep', "
+            "'sde' or 'fast' (adaptive steps place them at 1/2, or 1/3 and 2/3 in lambda)"
         )
 
 
@@ -173,7 +193,7 @@ def dpm_solver_sample(
     check_option("inner", inner)
     check_option("rtol", rtol)
     check_option("atol", atol)
-    check_dpm_solver_combination(prediction, eta, method, inner, order)
+    check_dpm_solver_combination(prediction, eta, method, inner, order, solver_type)
     check_grid(sde, ts)
     ts = ts.to(x.device, torch.float64)
     alpha, sigma = sde.marginal(ts)
@@ -187,7 +207,7 @@ def dpm_solver_sample(
         score = score_fn(x, t)
         return sde.denoise(x, t, score) if prediction == "data" else -factor * score
 
-    if method in ("singlestep", "fast", "adaptive"):
+    if method in ("singlestep", "sde", "fast", "adaptive"):
 
         def coef(lam_form: float) -> tuple[float, float]:
             a, s = sde.marginal(sde.t_from_logsnr(torch.tensor([sign * lam_form], dtype=torch.float64)))
@@ -232,12 +252,30 @@ def dpm_solver_sample(
             return tuple((v - lam_s) / (lam_t - lam_s) for v in inner_lam)
 
         outer = outer.to(torch.float64)
-        lam_outer, sigma_outer = (sign * sde.logsnr(outer)).tolist(), sde.marginal(outer)[1].tolist()
+        lam_outer = (sign * sde.logsnr(outer)).tolist()
+        alpha_outer, sigma_outer = (v.tolist() for v in sde.marginal(outer))
+
+        def pred_level(y: Tensor, lam_form: float) -> Tensor:
+            """The prediction for the ancestral solvers' state y = x / alpha, at the path's time of lam_form."""
+            return pred_at(coef(lam_form)[0 if sign > 0 else 1] * y, lam_form)
+
         for i, k in enumerate(orders):
             t_s, t_t = float(outer[i]), float(outer[i + 1])
             m0 = predict(x, as_time(t_s, x), sigma_outer[i])
-            r = fractions(t_s, t_t, k, inner_times[i])
-            x = singlestep_update(x, m0, lam_outer[i], lam_outer[i + 1], k, solver_type, coef, pred_at, r)
+            lam_s, lam_t = lam_outer[i], lam_outer[i + 1]
+            if method == "sde" or eta > 0:  # in y = x / alpha, back to x at t_t
+                y = x / alpha_outer[i]
+                if method == "sde":
+                    z = (randn_like(x, generator), randn_like(x, generator)) if eta > 0 else None
+                    r = fractions(t_s, t_t, k, None)
+                    y = sde_update(y, m0, lam_s, lam_t, pred_level, eta, z, r[0] if r else 0.5)
+                else:  # the ancestral singlestep solver
+                    noise = randn_like(x, generator)
+                    y = ancestral_update(y, m0, lam_s, lam_t, k, solver_type, pred_level, eta, noise, sign)
+                x = alpha_outer[i + 1] * y
+            else:
+                r = fractions(t_s, t_t, k, inner_times[i])
+                x = singlestep_update(x, m0, lam_s, lam_t, k, solver_type, coef, pred_at, r)
             if callback is not None:
                 callback({"i": i, "t": outer[i + 1], "x": x})
         return final_denoise(score_fn, sde, x, float(outer[-1]), denoise)

@@ -50,6 +50,79 @@ def singlestep_update(
     return _singlestep(x, m0, lam_s, lam_t, order, solver_type, coef, pred, r, lower=False)[0]
 
 
+def ancestral_logsnr(lam: float, lam_next: float, eta: float) -> tuple[float, float]:
+    """The ancestral split of a step from lambda to lambda_next > lambda in the noise level sigma~ = e^{-lambda} of
+    y = x / alpha: a deterministic step down to lambda_down, then fresh noise of std `up` in y, with
+    up^2 = eta^2 sigma~_next^2 (1 - e^{-2 h}) (eta^2 times the posterior variance of y_next given y, y_0; DDIM's eta
+    in y, Song et al. 2021a) and sigma~_down^2 + up^2 = sigma~_next^2 (k-diffusion's get_ancestral_step, eta <= 1).
+    Returns (lambda_down, up); at eta = 1 lambda_down = lambda_next + h."""
+    frac = eta**2 * -math.expm1(-2.0 * (lam_next - lam))  # up^2 / sigma~_next^2 < 1 for eta <= 1
+    return lam_next - 0.5 * math.log1p(-frac), math.exp(-lam_next) * math.sqrt(frac)
+
+
+def brownian_pair(z1: Tensor, z2: Tensor, level: float, level_mid: float, level_next: float) -> tuple[Tensor, Tensor]:
+    """Normalised increments of one Brownian motion W indexed by the noise level, from `level` to `level_mid` and
+    from `level` to `level_next` (the second contains the first), made from two independent N(0, I) draws:
+    (W(mid) - W(level)) / sqrt|.| and (W(next) - W(level)) / sqrt|.|, the pair k-diffusion's BrownianTreeNoiseSampler
+    returns for sample_dpmpp_sde's two calls."""
+    d1, d2 = level - level_mid, level_mid - level_next
+    return z1, (math.sqrt(d1) * z1 + math.sqrt(d2) * z2) / math.sqrt(d1 + d2)
+
+
+def level_coef(sign: float) -> Coef:
+    """The form's (alpha, sigma) for y = x / alpha, the state of the ancestral steps: (1, sigma~) in the data form,
+    (sigma~, 1) in the noise form, sigma~ = e^{-lambda} (lambda = sign * the form's variable). It needs no time of
+    the path, so an ancestral step may land on a lambda_down beyond the path's end (VE's sigma_min)."""
+    return (lambda lf: (1.0, math.exp(-lf))) if sign > 0 else (lambda lf: (math.exp(lf), 1.0))
+
+
+def ancestral_update(
+    y: Tensor,
+    m0: Tensor,
+    lam_s: float,
+    lam_t: float,
+    order: int,
+    solver_type: str,
+    pred: Pred,
+    eta: float,
+    noise: Tensor,
+    sign: float = 1.0,
+) -> Tensor:
+    """An ancestral singlestep step of y = x / alpha from lam_s to lam_t (the form's variable, sign * lambda): the
+    deterministic singlestep step of `order` (1 or 2) down to lambda_down of `ancestral_logsnr`, its intermediate
+    call halfway in lambda (at most lambda_t, so on the path), then fresh noise of std `up`. k-diffusion's
+    sample_dpm_2_ancestral in the noise form and sample_dpmpp_2s_ancestral in the data form (order 2; diffusers'
+    KDPM2AncestralDiscreteScheduler is the first); order 1 is DDIM with the same eta. pred(y, lam): the prediction
+    at the path's time of lam for x = alpha y."""
+    lam_down, up = ancestral_logsnr(sign * lam_s, sign * lam_t, eta)
+    return singlestep_update(y, m0, lam_s, sign * lam_down, order, solver_type, level_coef(sign), pred) + up * noise
+
+
+def sde_update(
+    y: Tensor,
+    m0: Tensor,
+    lam_s: float,
+    lam_t: float,
+    pred: Pred,
+    eta: float,
+    z: tuple[Tensor, Tensor] | None,
+    r1: float = 0.5,
+) -> Tensor:
+    """k-diffusion's "DPM++ SDE" step of y = x / alpha (its sample_dpmpp_sde; diffusers' DPMSolverSDEScheduler at
+    eta = 1), data form: DPM-Solver++(2S) whose two first-order moves, to the intermediate point lam_s + r1 h and
+    to lam_t, are each ancestral (`ancestral_logsnr`), their noises the two nested Brownian increments of
+    `brownian_pair` (z: two independent draws, None for eta = 0). At eta = 0 it is singlestep DPM-Solver++(2S) in
+    the midpoint form. pred(y, lam) as in `ancestral_update`."""
+    coef, h = level_coef(1.0), lam_t - lam_s
+    lam_mid = lam_s + r1 * h
+    n1, n2 = brownian_pair(*z, math.exp(-lam_s), math.exp(-lam_mid), math.exp(-lam_t)) if z else (0.0, 0.0)
+    lam_down, up = ancestral_logsnr(lam_s, lam_mid, eta)
+    m1 = pred(singlestep_update(y, m0, lam_s, lam_down, 1, "midpoint", coef, pred) + up * n1, lam_mid)
+    lam_down, up = ancestral_logsnr(lam_s, lam_t, eta)
+    y_down = singlestep_update(y, m0, lam_s, lam_down, 1, "midpoint", coef, pred)
+    return _second_order(y_down, m0, m1, r1, 1.0, lam_down - lam_s, "midpoint") + up * n2
+
+
 def _second_order(x_t: Tensor, m0: Tensor, m1: Tensor, r1: float, a_t: float, h: float, solver_type: str) -> Tensor:
     """DPM-Solver-2's correction of the first-order x_t by the prediction m1 at lam_s + r1 h (Lu et al. 2022a,
     Alg. 1; "heun": the line through m0 and m1 integrated exactly, their code's "taylor" type)."""

@@ -165,6 +165,7 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
             options.get("method", "multistep"),
             options.get("inner", "logsnr"),
             options.get("order", 2),
+            options.get("solver_type", "midpoint"),
         )
     if sampler == "pc" and steps is not None:  # the pc sampler's defaults for what is not given
         check_pc_combination(sde, options.get("predictor", "reverse_diffusion"), options.get("loop", "predictor_first"),

@@ -1,7 +1,9 @@
 """Our samplers against k-diffusion's own sampling code, through numbers it wrote (tests/fixtures/
 make_kdiffusion_samplers.py, k-diffusion 0.1.1.post1): its Euler, Heun (Karras et al. 2022, Alg. 1 and Alg. 2 with
 churn), Euler ancestral, DPM-Solver++(2M), DPM-Solver++(2M) SDE and (3M) SDE, DPM-Solver-2 (its sample_dpm_2) and
-DPM-Solver++(2S) (its sample_dpmpp_2s_ancestral with eta 0) and its linear multistep sampler, run on the exact
+DPM-Solver++(2S) (its sample_dpmpp_2s_ancestral with eta 0), their ancestral forms (its sample_dpm_2_ancestral and
+sample_dpmpp_2s_ancestral at eta 1 and 0.5), its DPM++ SDE (sample_dpmpp_sde, its Brownian-tree noise replayed from
+the same draws as ours) and its linear multistep sampler, run on the exact
 denoiser of a 4-D Gaussian mixture over its Karras grid (n = 10, sigma 80 -> 0.002, then 0), with seeded noise; and
 its DPM-Solver-fast on a grid even in log sigma.
 
@@ -49,6 +51,13 @@ CASES = [
     ("dpmpp_3m_sde_eta1", "dpm_solver", {"order": 3, "eta": 1.0, "third_order": "reference", "solver_type": "heun"}),
     ("dpm_2", "dpm_solver", {"order": 2, "method": "singlestep", "prediction": "noise"}),  # DPM-Solver-2
     ("dpmpp_2s_ancestral_eta0", "dpm_solver", {"order": 2, "method": "singlestep"}),  # DPM-Solver++(2S)
+    ("dpmpp_2s_ancestral_eta1", "dpm_solver", {"order": 2, "method": "singlestep", "eta": 1.0}),
+    ("dpmpp_2s_ancestral_eta05", "dpm_solver", {"order": 2, "method": "singlestep", "eta": 0.5}),
+    ("dpm_2_ancestral_eta1", "dpm_solver", {"order": 2, "method": "singlestep", "prediction": "noise", "eta": 1.0}),
+    ("dpm_2_ancestral_eta05", "dpm_solver", {"order": 2, "method": "singlestep", "prediction": "noise", "eta": 0.5}),
+    ("dpmpp_sde_eta1", "dpm_solver", {"order": 2, "method": "sde", "eta": 1.0}),
+    ("dpmpp_sde_eta05", "dpm_solver", {"order": 2, "method": "sde", "eta": 0.5}),
+    ("dpmpp_sde_eta0", "dpm_solver", {"order": 2, "method": "sde"}),
 ]
 HEUN_FORM = {case: (sampler, options) for case, sampler, options in CASES if options.get("solver_type") == "heun"}
 
@@ -138,9 +147,12 @@ def test_the_midpoint_form_is_not_kdiffusions_heun_form(case):
 
 
 def test_fixture_cases_are_distinct():
-    """The fixture's runs differ from each other (a broken fixture of identical outputs would pass everything)."""
-    outs = list(FIXTURE["cases"].values())
-    for i in range(len(outs)):
-        for j in range(i + 1, len(outs)):
-            assert (outs[i] - outs[j]).abs().max() > 1e-3
+    """The fixture's runs differ from each other (a broken fixture of identical outputs would pass everything),
+    except k-diffusion's DPM++ SDE at eta 0, which is its DPM++(2S) at eta 0 (both ours with method "singlestep")."""
+    same = {("dpmpp_2s_ancestral_eta0", "dpmpp_sde_eta0")}
+    names = list(FIXTURE["cases"])
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            gap = (FIXTURE["cases"][a] - FIXTURE["cases"][b]).abs().max()
+            assert gap < 1e-12 if (a, b) in same else gap > 1e-3, (a, b)
     assert math.isclose(float(LEVELS[0]), 80.0, rel_tol=1e-6) and math.isclose(float(LEVELS[-1]), 0.002, rel_tol=1e-6)

@@ -294,7 +294,7 @@ def test_edm_sampler_in_sigma_variables_serves_vp_paths():
         (
             "dpm_solver",
             {"prediction": "noise", "eta": 1.0},
-            r"prediction='noise' solves the ODE only; eta must be 0, got 1.0",
+            r"multistep DPM-Solver with prediction='noise' solves the ODE only; eta must be 0, got 1.0",
         ),
         ("dpm_solver", {"lower_order_final": True}, r"unknown lower_order_final True; valid: \['denoise', 'last'"),
         ("unipc", {"variant": "bh3"}, r"unknown UniPC variant 'bh3'; valid: \['bh1', 'bh2'\]"),
@@ -304,11 +304,11 @@ def test_edm_sampler_in_sigma_variables_serves_vp_paths():
         ("edm", {"s_churn": -1.0}, r"s_churn must be a number >= 0"),
         ("edm", {"s_tmin": 2.0, "s_tmax": 1.0}, r"s_tmin must not exceed s_tmax"),
         ("edm", {"s_noise": 0.0}, r"s_noise must be > 0"),
-        (
-            "dpm_solver",
-            {"method": "singlestep", "eta": 0.5},
-            r"singlestep DPM-Solver solves the ODE only; eta must be 0",
-        ),
+        ("dpm_solver", {"method": "singlestep", "eta": 0.5, "order": 3}, r"ancestral singlestep .* order 1 or 2"),
+        ("dpm_solver", {"method": "singlestep", "eta": 1.0, "inner": "t"}, r"ancestral .*got order=2, inner='t'"),
+        ("dpm_solver", {"method": "sde", "order": 3}, r"method='sde' .* needs order=2, .*got order=3"),
+        ("dpm_solver", {"method": "sde", "prediction": "noise"}, r"method='sde' .*prediction='noise'"),
+        ("dpm_solver", {"method": "sde", "solver_type": "heun"}, r"method='sde' .*solver_type='heun'"),
         ("dpm_solver", {"method": "fast", "eta": 1.0}, r"fast DPM-Solver solves the ODE only; eta must be 0"),
         ("dpm_solver", {"method": "adaptive", "eta": 0.5}, r"adaptive DPM-Solver solves the ODE only; eta must be 0"),
         ("dpm_solver", {"method": "adaptive", "order": 1}, r"compares orders k and k - 1 \(DPM-Solver-12 or -23\)"),
@@ -317,7 +317,7 @@ def test_edm_sampler_in_sigma_variables_serves_vp_paths():
         (
             "dpm_solver",
             {"method": "rk45"},
-            r"unknown DPM-Solver method 'rk45'; valid: \['adaptive', 'fast', 'multistep', 'singlestep'",
+            r"unknown DPM-Solver method 'rk45'; valid: \['adaptive', 'fast', 'multistep', 'sde', 'singlestep'",
         ),
         (
             "dpm_solver",

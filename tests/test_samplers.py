@@ -114,6 +114,9 @@ ORACLE_CASES = [
     ("pndm", {"steps": 40, "warmup": "plms", "grid": "logsnr"}),
     ("dpm_solver", {"steps": 30, "order": 3, "method": "fast", "prediction": "noise", "grid": "logsnr"}),
     ("dpm_solver", {"steps": 1, "order": 3, "method": "adaptive", "rtol": 1e-2, "atol": 1e-3}),  # DPM-Solver-23
+    ("dpm_solver", {"steps": 25, "order": 2, "method": "singlestep", "eta": 1.0, "grid": "logsnr"}),  # DPM++ 2S a
+    ("dpm_solver", {"steps": 25, "order": 2, "method": "singlestep", "eta": 0.5, "prediction": "noise"}),  # DPM2 a
+    ("dpm_solver", {"steps": 25, "method": "sde", "eta": 1.0, "grid": "logsnr"}),  # k-diffusion's DPM++ SDE
     ("edm", {"steps": 40, "s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0}),  # its default grid: log-SNR
     ("ode", {"steps": 20, "method": "heun", "grid": "logsnr"}),  # the path's variable: sigma on VE and EDM, t else
 ]
@@ -238,14 +241,32 @@ def test_ddim_eta_one_is_ancestral_posterior_and_dpm_solver_1_is_ddim():
     # the stochastic DPM-Solver++ of order 1 at eta = 1 is the same posterior step, drawing the same noise
     sde1 = run("dpm_solver", order=1, eta=1.0, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(sde1, ddim1, rtol=1e-10, atol=1e-10)
+    # the ancestral singlestep solver of order 1 is DDIM with the same eta, in either form
+    for eta, prediction in ((0.4, "data"), (1.0, "noise")):
+        ddim = run("ddim", eta=eta, generator=torch.Generator().manual_seed(2))
+        anc = run("dpm_solver", order=1, method="singlestep", eta=eta, prediction=prediction,
+                  generator=torch.Generator().manual_seed(2))  # fmt: skip
+        torch.testing.assert_close(anc, ddim, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("sde_name", ["vp", "subvp", "ve"])
-@pytest.mark.parametrize("order, eta", [(1, 0.3), (2, 1.0), (3, 0.6)])
-def test_stochastic_dpm_solver_keeps_the_exact_marginals_of_point_mass_data(sde_name, order, eta):
+@pytest.mark.parametrize(
+    "order, eta, method, prediction",
+    [
+        (1, 0.3, "multistep", "data"),
+        (2, 1.0, "multistep", "data"),
+        (3, 0.6, "multistep", "data"),
+        (2, 0.7, "singlestep", "data"),  # the ancestral solvers
+        (2, 1.0, "singlestep", "noise"),
+        (2, 1.0, "sde", "data"),  # k-diffusion's DPM++ SDE: both moves ancestral, nested Brownian noises
+        (2, 0.5, "sde", "data"),
+    ],
+)
+def test_stochastic_dpm_solver_keeps_the_exact_marginals_of_point_mass_data(sde_name, order, eta, method, prediction):
     """For data at one point c the exact score gives x0_hat = c exactly, so every DPM-Solver++ update with any eta
     must carry x_t ~ N(alpha_t c, sigma_t^2) to N(alpha_s c, sigma_s^2) at every grid time: the e^{-eta h} factor,
-    the (1 - e^{-(1 + eta) h}) data weight and the sqrt(1 - e^{-2 eta h}) noise must fit together. Checked on
+    the (1 - e^{-(1 + eta) h}) data weight and the sqrt(1 - e^{-2 eta h}) noise must fit together (multistep);
+    the step down to sigma~_down and the noise of std sigma~_up must add up to sigma~_next (ancestral). Checked on
     200,000 one-dimensional samples after 4 coarse steps (tolerances: 5 Monte-Carlo s.e. of mean and variance)."""
     sde, c, n = make_sde(sde_name), 0.7, 200_000
 
@@ -257,7 +278,8 @@ def test_stochastic_dpm_solver_keeps_the_exact_marginals_of_point_mass_data(sde_
     alpha_T, sigma_T = (float(v) for v in sde.marginal(ts[:1].double()))
     g = torch.Generator().manual_seed(3)
     x_T = alpha_T * c + sigma_T * torch.randn(n, 1, generator=g, dtype=torch.float64)
-    out = SAMPLERS["dpm_solver"](score_fn, sde, x_T, ts, order=order, eta=eta, denoise=False, generator=g)
+    options = {"order": order, "eta": eta, "method": method, "prediction": prediction}
+    out = SAMPLERS["dpm_solver"](score_fn, sde, x_T, ts, denoise=False, generator=g, **options)
     alpha, sigma = (float(v) for v in sde.marginal(ts[-1:].double()))
     assert abs(float(out.mean()) - alpha * c) < 5 * sigma / n**0.5
     assert abs(float(out.var()) / sigma**2 - 1) < 5 * (2 / n) ** 0.5
@@ -415,6 +437,8 @@ def test_subvp_with_langevin_corrector_works():
         ("pndm", {"steps": 7, "warmup": "plms", "denoise": False}, 7 + 1),
         ("dpm_solver", {"steps": 7, "order": 3, "method": "fast"}, 7 + 1),
         ("dpm_solver", {"steps": 7, "order": 3, "method": "singlestep"}, 3 * 7 + 1),
+        ("dpm_solver", {"steps": 7, "order": 2, "method": "singlestep", "eta": 1.0}, 2 * 7 + 1),
+        ("dpm_solver", {"steps": 7, "method": "sde", "eta": 0.5, "denoise": False}, 2 * 7),
         ("edm", {"steps": 7, "s_churn": 5.0}, 2 * 7 + 1),
         ("ode", {"steps": 7, "method": "heun", "variable": "sigma"}, 2 * 7 + 1),
     ],
