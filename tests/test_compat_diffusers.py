@@ -571,3 +571,83 @@ def test_noise_prediction_unipc_equals_predict_x0_false(order, variant):
     torch.testing.assert_close(ours, theirs, **TOL)
     data_form = SAMPLERS["unipc"](score_fn, SDE, x_T, ts, **options)
     assert float((data_form - theirs).abs().max()) > 100 * TOL["atol"]  # a different method: the test can fail
+
+
+def model_level(sched) -> float:
+    """The noise level at which diffusers' two-call (k-diffusion style) schedulers call the model this step."""
+    i, first = sched.step_index, sched.state_in_first_order
+    if isinstance(sched, diffusers.KDPM2DiscreteScheduler):
+        return float(sched.sigmas[i] if first else sched.sigmas_interpol[i])
+    if isinstance(sched, diffusers.KDPM2AncestralDiscreteScheduler):
+        return float(sched.sigmas[i] if first else sched.sigmas_interpol[i - 1])
+    return float(sched.sigmas[i] if first else sched.mid_point_sigma)  # DPMSolverSDEScheduler
+
+
+class ReplayedBrownianNoise:
+    """DPMSolverSDEScheduler's noise sampler, answering its two calls per step, (sigma, sigma_mid) then (sigma,
+    sigma_next), as its Brownian tree does (the second increment contains the first), from two draws per step of a
+    seeded generator: the draws our method="sde" makes, so the same Brownian path drives both."""
+
+    def __init__(self, shape, seed: int):
+        self.shape, self.g, self.step = shape, torch.Generator().manual_seed(seed), None
+
+    def __call__(self, sigma, sigma_next):
+        sigma, sigma_next = float(sigma), float(sigma_next)
+        if self.step is None:
+            self.step = (
+                sigma,
+                sigma_next,
+                torch.randn(self.shape, generator=self.g),
+                torch.randn(self.shape, generator=self.g),
+            )
+            return self.step[2]
+        start, mid, z1, z2 = self.step
+        self.step = None
+        d1, d2 = start - mid, mid - sigma_next
+        return (d1**0.5 * z1 + d2**0.5 * z2) / (d1 + d2) ** 0.5
+
+
+def run_two_call_scheduler(sched, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """diffusers' loop for KDPM2Discrete, KDPM2AncestralDiscrete and DPMSolverSDE (two model calls per step, the last
+    step to sigma = 0 a first-order one): x_T (x-space of the chain's first time), their samples, their levels."""
+    sched.set_timesteps(steps)
+    x_T = start()
+    x = x_T * sched.init_noise_sigma
+    if isinstance(sched, diffusers.DPMSolverSDEScheduler):
+        sched.noise_sampler = ReplayedBrownianNoise(x.shape, seed)
+    kwargs = (
+        {"generator": torch.Generator().manual_seed(seed)}
+        if "generator" in inspect.signature(sched.step).parameters
+        else {}
+    )
+    for k in sched.timesteps:
+        x_in = sched.scale_model_input(x, k)
+        x = sched.step(level_eps(x_in, model_level(sched)), k, x, **kwargs).prev_sample
+    levels = torch.unique_consecutive(sched.sigmas.double())[:-1]
+    return x_T * sched.init_noise_sigma / (1 + levels[0] ** 2).sqrt().float(), x, levels
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("KDPM2DiscreteScheduler", {"method": "singlestep", "prediction": "noise"}),  # DPM-Solver-2
+        ("KDPM2AncestralDiscreteScheduler", {"method": "singlestep", "prediction": "noise", "eta": 1.0}),
+        ("DPMSolverSDEScheduler", {"method": "sde", "eta": 1.0}),
+    ],
+)
+@pytest.mark.parametrize("steps", [6, 12])
+def test_two_call_schedulers_equal_singlestep_dpm_solver(name, options, steps):
+    """diffusers' KDPM2 schedulers and its DPMSolverSDEScheduler (k-diffusion's sample_dpm_2, sample_dpm_2_ancestral
+    and sample_dpmpp_sde, eps prediction on the chain's interpolated sigmas) are our singlestep DPM-Solver-2 in the
+    noise form, its ancestral form at eta = 1, and method="sde" at eta = 1 (their only eta), on their levels; their
+    first-order last step to sigma = 0 is our final denoising. Same x_T, same noise (DPMSolverSDE's Brownian tree
+    replayed from our draws)."""
+    if name == "DPMSolverSDEScheduler":
+        pytest.importorskip("torchsde", reason="diffusers' DPMSolverSDEScheduler needs torchsde (the compat extra)")
+    sched = getattr(diffusers, name)(**CHAIN)
+    x_T, theirs, levels = run_two_call_scheduler(sched, steps, seed=5)
+    ts = SDE.t_from_logsnr(-torch.log(levels))
+    ours = SAMPLERS["dpm_solver"](
+        score_fn, SDE, x_T, ts, order=2, generator=torch.Generator().manual_seed(5), **options
+    )
+    torch.testing.assert_close(ours, theirs, **TOL)

@@ -236,6 +236,10 @@ def test_an_option_can_make_a_combination_biased(caplog):
     assert bias_warning("dpm_solver", "cosine", "quadratic", {"prediction": "data", "method": "fast"}) is None
     assert bias_warning("dpm_solver", "cosine", "quadratic", {"prediction": "noise", "method": "singlestep"}) is None
     assert bias_warning("dpm_solver", "cosine", "logsnr", noise_fast) is None
+    dpm2_a = {"prediction": "noise", "method": "singlestep", "eta": 1.0}  # the ancestral DPM-Solver-2 at eta = 1
+    assert "twice this grid's first step" in bias_warning("dpm_solver", "cosine", "quadratic", dpm2_a)
+    assert bias_warning("dpm_solver", "cosine", "quadratic", {**dpm2_a, "eta": 0.7}) is None
+    assert bias_warning("dpm_solver", "cosine", "quadratic", {**dpm2_a, "prediction": "data"}) is None
     mixture, sde = make_mixture("gmm2d"), make_sde("cosine")
     model = ScoreModel(mixture.eps_net(sde), sde)
     with caplog.at_level("WARNING"):

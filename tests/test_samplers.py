@@ -285,6 +285,24 @@ def test_stochastic_dpm_solver_keeps_the_exact_marginals_of_point_mass_data(sde_
     assert abs(float(out.var()) / sigma**2 - 1) < 5 * (2 / n) ** 0.5
 
 
+@pytest.mark.parametrize("sde_name", ["ve", "vp", "edm"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"method": "singlestep", "eta": 1.0},
+        {"method": "singlestep", "eta": 1.0, "prediction": "noise"},
+        {"method": "sde", "eta": 1.0},
+    ],  # fmt: skip
+    ids=["2S-a", "DPM2-a", "sde"],
+)
+def test_ancestral_solvers_call_the_network_only_on_the_grid_range(sde_name, options):
+    """An ancestral step lands below sigma~_next (at eta = 1 on lambda_next + h, past VE's sigma_min on the last
+    step), but its calls stay in [t_min, T]: the intermediate one halfway to lambda_down is at most lambda_next."""
+    t_min = 1e-2
+    _, score_fn = draw("dpm_solver", sde_name, MIXTURE, n=8, steps=6, t_min=t_min, order=2, grid="logsnr", **options)
+    assert score_fn.nfe == 2 * 6 + 1 and score_fn.t_min_seen >= t_min * (1 - 1e-6)  # t in float32
+
+
 # ---- Probability-flow ODE. --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sde_name", ["vp", "ve"])
 def test_ode_forward_then_backward_returns_start(sde_name):
