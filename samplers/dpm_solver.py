@@ -1,8 +1,9 @@
 """Multistep DPM-Solver++ (Lu et al. 2022b), deterministic (the probability-flow ODE) or stochastic (eta > 0), for
 10-20 NFE; and DPM-Solver (Lu et al. 2022a) in its multistep form (Lu et al. 2022b, App.; their code's
-algorithm_type "dpmsolver"), which extrapolates the noise prediction instead (`prediction="noise"`, the ODE only).
-The 2022a paper's own singlestep algorithms, DPM-Solver-fast and the adaptive DPM-Solver-12 / -23 are `method=
-"singlestep"`, `"fast"` and `"adaptive"` (samplers/dpm_solver_singlestep.py).
+algorithm_type "dpmsolver"), which extrapolates the noise prediction instead (`prediction="noise"`; with eta > 0
+SDE-DPM-Solver, `noise_sde_update`). The 2022a paper's own singlestep algorithms, DPM-Solver-fast and the adaptive
+DPM-Solver-12 / -23 are `method="singlestep"`, `"fast"` and `"adaptive"`; with eta > 0 the singlestep steps are
+ancestral, and `method="sde"` is k-diffusion's DPM++ SDE (samplers/dpm_solver_singlestep.py).
 
 With lambda_t = `sde.logsnr(t)` the probability-flow ODE is solved exactly in its linear part (an exponential
 integrator) and the data prediction x0_hat = `sde.denoise` is extrapolated in lambda from the previous steps'
@@ -94,6 +95,30 @@ def dpm_solver_update(
     return x
 
 
+def noise_sde_update(
+    x: Tensor,
+    x_ode: Tensor,
+    alpha: tuple[float, float],
+    sigma: tuple[float, float],
+    eta: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """SDE-DPM-Solver, the noise form of the stochastic solvers (Lu et al. 2022b, App.; diffusers' algorithm_type=
+    "sde-dpmsolver"), from the same step's ODE result x_ode (`dpm_solver_update` in the noise form at eta = 0).
+
+    In y = x / alpha, sigma~ = sigma / alpha = e^{-lambda}, the SDE family of `dpm_solver_update` reads
+    dy = -(1 + eta) sigma~ eps dlambda + noise of variance 2 eta sigma~^2 dlambda. With eps taken as the polynomial
+    in lambda (the noise form) there is no linear part left, so the step is exactly (1 + eta) times the ODE's plus
+    independent noise of variance eta (sigma~_s^2 - sigma~_t^2):
+        x_t = (1 + eta) x_ode - eta (alpha_t / alpha_s) x_s + sigma_t sqrt(eta (e^{2h} - 1)) z,
+    at eta = 1 and order 1: x_t = (alpha_t / alpha_s) x_s - 2 sigma_t (e^h - 1) eps + sigma_t sqrt(e^{2h} - 1) z.
+    Unlike the data form it does not keep point-mass marginals exactly: eps changes along the noisy path.
+    alpha, sigma: (at the current time, at the target), the path's own."""
+    h = math.log(alpha[1] / sigma[1]) - math.log(alpha[0] / sigma[0])
+    x = (1.0 + eta) * x_ode - (eta * alpha[1] / alpha[0]) * x
+    return x + (sigma[1] * math.sqrt(eta * math.expm1(2.0 * h))) * randn_like(x, generator)
+
+
 def check_dpm_solver_combination(
     prediction: str,
     eta: float,
@@ -102,15 +127,10 @@ def check_dpm_solver_combination(
     order: int = 2,
     solver_type: str = "midpoint",
 ) -> None:
-    """Refuse (ValueError) what has no algorithm here: eta > 0 with multistep DPM-Solver's noise form, with
-    DPM-Solver-fast and with the adaptive solver, and with singlestep steps of order 3 or inner="t" (the ancestral
+    """Refuse (ValueError) what has no algorithm here: eta > 0 with DPM-Solver-fast and with the adaptive solver,
+    and with singlestep steps of order 3 or inner="t" (the ancestral
     steps' intermediate calls could leave the path); method="sde" other than order 2 in the data form's midpoint form;
     an inner spacing without singlestep steps; and an adaptive solver of order 1."""
-    if prediction == "noise" and eta != 0 and method == "multistep":
-        raise ValueError(
-            f"multistep DPM-Solver with prediction='noise' solves the ODE only; eta must be 0, got {eta!r} "
-            "(stochastic noise form: method='singlestep', the ancestral DPM-Solver)"
-        )
     if method in ("fast", "adaptive") and eta != 0:
         raise ValueError(f"{method} DPM-Solver solves the ODE only; eta must be 0, got {eta!r}")
     if method == "singlestep" and eta != 0 and (order == 3 or inner != "logsnr"):
@@ -164,11 +184,15 @@ def dpm_solver_sample(
     callback=None,
 ) -> Tensor:
     """Multistep DPM-Solver++ of order 1-3 in lambda_t (Lu et al. 2022b, Alg. 2). NFE = steps (+1 denoise).
-    `prediction="noise"` is multistep DPM-Solver (noise prediction, Lu et al. 2022a / b; eta = 0 only).
+    `prediction="noise"` is multistep DPM-Solver (noise prediction, Lu et al. 2022a / b; eta > 0: SDE-DPM-Solver,
+    `noise_sde_update`).
     `method="singlestep"` takes every step of the grid at `order` with its own intermediate calls (DPM-Solver-k,
     Lu et al. 2022a, Alg. 1 / 2; DPM-Solver++(kS); `samplers/dpm_solver_singlestep.py`): NFE = order x steps
-    (+1), eta = 0; lower_order_final and third_order do not apply. `inner` places a singlestep's intermediate calls
-    evenly in lambda ("logsnr", the paper's) or in t ("t", Lu et al.'s code on its time_uniform grid).
+    (+1); lower_order_final and third_order do not apply. `inner` places a singlestep's intermediate calls
+    evenly in lambda ("logsnr", the paper's) or in t ("t", Lu et al.'s code on its time_uniform grid). With
+    eta > 0 (orders 1-2, inner="logsnr") its steps are ancestral (`dpm_solver_singlestep.ancestral_update`:
+    k-diffusion's DPM2 a in the noise form, DPM++ 2S a in the data form). `method="sde"` is k-diffusion's DPM++ SDE
+    (`dpm_solver_singlestep.sde_update`; order 2, data form, midpoint form): NFE = 2 x steps (+1).
     `method="fast"` is DPM-Solver-fast (Lu et al. 2022a): singlestep steps of orders 3, ..., 3 then 2 / 1
     that spend exactly `steps` calls (+1), placed by `dpm_solver_singlestep.fast_schedule`; eta = 0.
     `method="adaptive"` is DPM-Solver-12 (order 2) / DPM-Solver-23 (order 3) with adaptive steps from ts[0] to
@@ -285,17 +309,22 @@ def dpm_solver_sample(
         pred = predict(x, as_time(float(ts[i]), x), float(alpha[i]))
         preds = (preds + [pred])[-order:]
         k = final_order(order, i, steps, lower_order_final)
-        x = dpm_solver_update(
+        ends = (float(sigma[i]), float(sigma[i + 1]))  # the path's alpha in the noise form's swapped roles
+        form_eta = eta if prediction == "data" else 0.0
+        x_new = dpm_solver_update(
             x,
             preds[-k:],
             lam[i + 1 - k : i + 2],
-            (float(sigma[i]), float(sigma[i + 1])),
+            ends,
             float(alpha[i + 1]),
-            eta,
+            form_eta,
             generator,
             third_order,
             solver_type,
         )
+        if prediction == "noise" and eta > 0:  # SDE-DPM-Solver: from the noise form's ODE step
+            x_new = noise_sde_update(x, x_new, ends, (float(alpha[i]), float(alpha[i + 1])), eta, generator)
+        x = x_new
         if callback is not None:
             callback({"i": i, "t": ts[i + 1], "x": x})
     # Final denoising.

@@ -291,11 +291,6 @@ def test_edm_sampler_in_sigma_variables_serves_vp_paths():
     [
         ("dpm_solver", {"third_order": "half"}, r"unknown third_order .*'half'; valid: \['exact', 'reference'\]"),
         ("dpm_solver", {"prediction": "eps"}, r"unknown solver prediction 'eps'; valid: \['data', 'noise'\]"),
-        (
-            "dpm_solver",
-            {"prediction": "noise", "eta": 1.0},
-            r"multistep DPM-Solver with prediction='noise' solves the ODE only; eta must be 0, got 1.0",
-        ),
         ("dpm_solver", {"lower_order_final": True}, r"unknown lower_order_final True; valid: \['denoise', 'last'"),
         ("unipc", {"variant": "bh3"}, r"unknown UniPC variant 'bh3'; valid: \['bh1', 'bh2'\]"),
         ("unipc", {"order": 4}, r"unknown DPM-Solver / UniPC order 4"),

@@ -240,6 +240,12 @@ def test_an_option_can_make_a_combination_biased(caplog):
     assert "twice this grid's first step" in bias_warning("dpm_solver", "cosine", "quadratic", dpm2_a)
     assert bias_warning("dpm_solver", "cosine", "quadratic", {**dpm2_a, "eta": 0.7}) is None
     assert bias_warning("dpm_solver", "cosine", "quadratic", {**dpm2_a, "prediction": "data"}) is None
+    sde_dpm = {"prediction": "noise", "method": "multistep", "eta": 0.5}  # SDE-DPM-Solver (noise form)
+    assert "prediction='noise', method='multistep', eta > 0" in bias_warning(
+        "dpm_solver", "cosine", "quadratic", sde_dpm
+    )
+    assert bias_warning("dpm_solver", "rectified_flow", "quadratic", {**sde_dpm, "eta": 0.0}) is None
+    assert bias_warning("dpm_solver", "cosine", "logsnr", sde_dpm) is None
     mixture, sde = make_mixture("gmm2d"), make_sde("cosine")
     model = ScoreModel(mixture.eps_net(sde), sde)
     with caplog.at_level("WARNING"):

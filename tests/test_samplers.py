@@ -106,6 +106,7 @@ ORACLE_CASES = [
     ("dpm_solver", {"steps": 40, "order": 2, "grid": "logsnr"}),
     ("dpm_solver", {"steps": 40, "order": 2, "eta": 1.0, "grid": "logsnr"}),  # SDE-DPM-Solver++(2M)
     ("dpm_solver", {"steps": 40, "order": 3, "eta": 0.5, "grid": "quadratic"}),
+    ("dpm_solver", {"steps": 40, "order": 2, "eta": 1.0, "prediction": "noise", "grid": "logsnr"}),  # SDE-DPM-Solver
     ("dpm_solver", {"steps": 30, "order": 3, "third_order": "reference", "grid": "logsnr"}),
     ("unipc", {"steps": 20, "order": 2, "grid": "logsnr"}),
     ("unipc", {"steps": 20, "order": 3, "variant": "bh1", "grid": "logsnr"}),
