@@ -330,6 +330,29 @@ def test_flow_match_euler_equals_ode_euler_on_rectified_flow():
     torch.testing.assert_close(ours, x, **TOL)
 
 
+def test_flow_match_heun_equals_ode_heun_on_rectified_flow():
+    """FlowMatchHeunDiscreteScheduler (velocity prediction, Heun in t = sigma on the rectified-flow path, the second
+    call at the next level; its last step a first-order one to 0) is our `ode` with method="heun" in t, whose
+    final denoising is that last step. Same start below t = 1 as the Euler test."""
+    rf = make_sde("rectified_flow")
+    sched = diffusers.FlowMatchHeunDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+    sched.set_timesteps(12)
+    x = start()
+    sched.sigmas[0] = 0.98  # its grid starts at t = 1, where the data prediction does not exist; ours starts below
+    x_T = x.clone()
+    for k in sched.timesteps:
+        if sched.step_index is None:
+            sched._init_step_index(k)
+        sigma = float(sched.sigmas[sched.step_index])
+        t = torch.full((x.shape[0],), sigma, dtype=torch.float64)
+        x0_hat = rf.denoise(x.double(), t, MIXTURE.score(x.double(), t, rf))
+        x = sched.step(((x.double() - x0_hat) / sigma).float(), k, x).prev_sample
+    ts = torch.unique_consecutive(sched.sigmas.double())[:-1]
+    ours = SAMPLERS["ode"](lambda x, t: MIXTURE.score(x.double(), t, rf).float(), rf, x_T, ts, method="heun",
+                           variable="t")  # fmt: skip
+    torch.testing.assert_close(ours, x, **TOL)
+
+
 EDM = make_sde("edm")
 
 
