@@ -63,6 +63,15 @@ FAST_SWEEP = [
     ("fast: pndm (F-PNDM)", "pndm", {}, [5, 10, 40]),
     ("fast: pndm plms", "pndm", {"warmup": "plms"}, [5, 10, 15, 20]),
     ("fast: lms 4", "lms", {}, [5, 10, 15, 20]),
+    ("fast: dpm_solver 2M SDE eta=1 (noise)", "dpm_solver", {"order": 2, "eta": 1.0, "prediction": "noise"}, [5, 10]),
+    ("fast: dpm_solver++ 2S ancestral eta=1", "dpm_solver", {"order": 2, "method": "singlestep", "eta": 1.0}, [2, 5]),
+    (
+        "fast: dpm_solver-2 ancestral eta=1 (noise)",
+        "dpm_solver",
+        {"order": 2, "method": "singlestep", "eta": 1.0, "prediction": "noise"},
+        [2, 5],
+    ),
+    ("fast: dpm_solver++ SDE (k-diffusion) eta=1", "dpm_solver", {"method": "sde", "eta": 1.0}, [2, 5]),
 ]
 
 # (label, sampler, options, list of step counts): a sweep of each sampler's budget.
@@ -402,7 +411,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="bench/results/samplers", help="path prefix of the .json and .png")
     parser.add_argument("--evalnet", default="", help="with --checkpoint: MNIST evaluation-net work dir -> FID/KID")
     parser.add_argument("--test-root", default="", help="with --evalnet: folder of the real MNIST test IDX files")
-    parser.add_argument("--only", default="", help="run only the sweep rows whose label contains this text")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run only the sweep rows whose label contains this text (or any of several joined by '|')",
+    )
     parser.add_argument("--reference", type=int, default=100_000, help="oracle: exact samples in the reference set")
     parser.add_argument("--steps", default="", help="comma-separated step counts replacing each row's own list")
     parser.add_argument("--t-max", type=float, default=0.0, help="with --checkpoint: first grid time (0: its config's)")
@@ -417,7 +430,9 @@ def main(argv=None) -> None:
     override = [int(n) for n in args.steps.split(",")] if args.steps else None
     nfe_targets = [int(n) for n in args.nfe.split(",")] if args.nfe else None
     sweep = [
-        (lab, s, o, override or (steps[:2] if args.quick else steps)) for lab, s, o, steps in base if args.only in lab
+        (lab, s, o, override or (steps[:2] if args.quick else steps))
+        for lab, s, o, steps in base
+        if any(part in lab for part in args.only.split("|"))
     ]
     if not sweep:
         parser.error(f"--only {args.only!r} matches no sweep row; rows are {[row[0] for row in base]}")
