@@ -94,10 +94,12 @@ def with_default_steps(sampling: Mapping) -> dict:
 
 def steps_bar(sampling: Mapping, score_fn, desc: str = "steps") -> tqdm:
     """A progress bar over one batch's sampler steps (time grid points; levels for ALD and for score_sde's PC loop,
-    which steps from every one of them), showing the NFE so far. Adaptive ODE solvers report only at the end, so
-    their bar has no total."""
+    which steps from every one of them), showing the NFE so far. Adaptive solvers (ODE, DPM-Solver's) report only at
+    the end, so their bar has no total."""
     name, steps = sampling["sampler"], int(sampling["steps"])
-    adaptive = name == "ode" and sampling["ode_method"] not in FIXED_METHODS
+    adaptive = (name == "ode" and sampling["ode_method"] not in FIXED_METHODS) or (
+        name == "dpm_solver" and sampling.get("dpm_method") in ("adaptive", "adaptive_pid")
+    )
     per_level = name == "ald" or (name == "pc" and sampling.get("pc_loop") == "score_sde")
     total = None if adaptive else steps + per_level
     return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, postfix={"nfe": score_fn.nfe})

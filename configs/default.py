@@ -123,14 +123,16 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.rtol = 1e-5  # adaptive ODE relative tolerance
     sampling.atol = 1e-5  # adaptive ODE absolute tolerance
     sampling.eta = 0.0  # DDIM and DPM-Solver++ stochasticity in [0, 1] (0: deterministic ODE solver); with
-    # dpm_method "singlestep" the ancestral solver (k-diffusion's DPM2 a / DPM++ 2S a), with "sde" its DPM++ SDE
+    # dpm_method "singlestep", "fast" or "adaptive_pid" ancestral steps (k-diffusion's DPM2 a / DPM++ 2S a, DPM fast,
+    # DPM adaptive), with "sde" k-diffusion's DPM++ SDE
     sampling.order = 2  # DPM-Solver++ and UniPC order (1, 2 or 3)
     sampling.third_order = "exact"  # DPM-Solver++(3M) quadratic term: "exact" (third order) or "reference" (libraries')
     sampling.solver_type = "midpoint"  # DPM-Solver++'s 2-point correction: "midpoint" or "heun" (phi_2; k's 3M)
     sampling.solver_prediction = "data"  # dpm_solver, unipc: extrapolate "data" (x0_hat) or "noise" (eps)
     sampling.dpm_method = "multistep"  # dpm_solver: "multistep" (1 call / step), "singlestep" (order calls / step),
     # "fast" (DPM-Solver-fast: singlestep steps of orders 3, ..., then 2 / 1, exactly `steps` calls in all),
-    # "adaptive" (DPM-Solver-12 / -23) or "sde" (k-diffusion's DPM++ SDE: 2S with noise at both calls; order 2)
+    # "adaptive" (DPM-Solver-12 / -23), "adaptive_pid" (k-diffusion's DPM adaptive: the same under its PID step
+    # control) or "sde" (k-diffusion's DPM++ SDE: 2S with noise at both calls; order 2)
     sampling.dpm_rtol = 0.05  # adaptive dpm_solver (DPM-Solver-12 / -23): relative tolerance (Lu et al.'s default)
     sampling.dpm_atol = 0.0078  # adaptive dpm_solver: absolute tolerance (Lu et al.'s 0.0078 ~ 2/256 for [-1, 1] data)
     sampling.dpm_inner = "logsnr"  # singlestep dpm_solver's intermediate calls: evenly in "logsnr" (the paper) or "t"

@@ -33,8 +33,8 @@ from .score import network_input
 
 Projection = Callable[[Tensor, Tensor], Tensor]  # project(x [B, *D], t [B]) -> x [B, *D]
 # Sampler `method` values that take internal steps no callback sees: the ODE sampler's adaptive solvers and the
-# adaptive DPM-Solver-12 / -23 (the samplers call back once, at the end).
-ADAPTIVE_STEPPING = (*ADAPTIVE_METHODS, "adaptive")
+# adaptive DPM-Solver-12 / -23, Lu et al.'s and k-diffusion's (the samplers call back once, at the end).
+ADAPTIVE_STEPPING = (*ADAPTIVE_METHODS, "adaptive", "adaptive_pid")
 
 
 def check_guidance_labels(y: int | Tensor, num_classes: int, what: str = "model") -> Tensor:

@@ -24,7 +24,7 @@ SOLVER_TYPES = ("midpoint", "heun")
 # DPM-Solver's step structure: "multistep" (one call per step, earlier calls reused), "singlestep" (k calls per step)
 # or "fast" (DPM-Solver-fast: singlestep steps of orders 3, ..., 3, then 2 / 1, one call per grid step in all).
 # or "adaptive" (DPM-Solver-12 / -23: singlestep steps of adaptive size under rtol / atol).
-DPM_METHODS = ("multistep", "singlestep", "sde", "fast", "adaptive")
+DPM_METHODS = ("multistep", "singlestep", "sde", "fast", "adaptive", "adaptive_pid")
 # Where a singlestep DPM-Solver step places its intermediate calls: evenly in lambda (the paper's) or in t.
 INNER_GRIDS = ("logsnr", "t")
 # PNDM's warm-up (samplers/pndm.py): "prk" (pseudo Runge-Kutta, F-PNDM) or "plms" (pseudo Heun, then lower orders).

@@ -32,7 +32,16 @@ from torch import Tensor
 from sde import SDE, ScoreFn, as_time
 
 from .base import check_grid, check_option, final_denoise, randn_like
-from .dpm_solver_singlestep import adaptive_solve, ancestral_update, fast_schedule, sde_update, singlestep_update
+from .dpm_solver_singlestep import (
+    adaptive_solve,
+    ancestral_update,
+    fast_orders,
+    fast_schedule,
+    pid_adaptive_solve,
+    sde_update,
+    singlestep_update,
+)
+from .grids import logsnr_grid
 
 
 def dpm_solver_update(
@@ -131,8 +140,15 @@ def check_dpm_solver_combination(
     and with singlestep steps of order 3 or inner="t" (the ancestral
     steps' intermediate calls could leave the path); method="sde" other than order 2 in the data form's midpoint form;
     an inner spacing without singlestep steps; and an adaptive solver of order 1."""
-    if method in ("fast", "adaptive") and eta != 0:
-        raise ValueError(f"{method} DPM-Solver solves the ODE only; eta must be 0, got {eta!r}")
+    if method == "adaptive" and eta != 0:
+        raise ValueError(
+            f"adaptive DPM-Solver (Lu et al.'s) solves the ODE only; eta must be 0, got {eta!r} (k-diffusion's "
+            "ancestral adaptive solver: method='adaptive_pid')"
+        )
+    if method in ("fast", "adaptive_pid") and eta != 0 and inner != "logsnr":
+        raise ValueError(
+            f"the ancestral {method} DPM-Solver calls evenly in lambda; inner must be 'logsnr', got {inner!r}"
+        )
     if method == "singlestep" and eta != 0 and (order == 3 or inner != "logsnr"):
         raise ValueError(
             f"the ancestral singlestep DPM-Solver (eta = {eta!r}) takes order 1 or 2 with inner='logsnr' (its "
@@ -143,9 +159,9 @@ def check_dpm_solver_combination(
             "method='sde' (k-diffusion's DPM++ SDE) is DPM-Solver++(2S): it needs order=2, prediction='data' and "
             f"solver_type='midpoint', got order={order!r}, prediction={prediction!r}, solver_type={solver_type!r}"
         )
-    if method == "adaptive" and order == 1:
+    if method in ("adaptive", "adaptive_pid") and order == 1:
         raise ValueError("adaptive DPM-Solver compares orders k and k - 1 (DPM-Solver-12 or -23): order must be 2 or 3")
-    if inner != "logsnr" and method in ("multistep", "adaptive"):
+    if inner != "logsnr" and method in ("multistep", "adaptive", "adaptive_pid"):
         raise ValueError(
             f"inner={inner!r} places a singlestep DPM-Solver's intermediate calls; it needs method='singlestep', "
             "'sde' or 'fast' (adaptive steps place them at 1/2, or 1/3 and 2/3 in lambda)"
@@ -231,7 +247,7 @@ def dpm_solver_sample(
         score = score_fn(x, t)
         return sde.denoise(x, t, score) if prediction == "data" else -factor * score
 
-    if method in ("singlestep", "sde", "fast", "adaptive"):
+    if method in ("singlestep", "sde", "fast", "adaptive", "adaptive_pid"):
 
         def coef(lam_form: float) -> tuple[float, float]:
             a, s = sde.marginal(sde.t_from_logsnr(torch.tensor([sign * lam_form], dtype=torch.float64)))
@@ -241,6 +257,24 @@ def dpm_solver_sample(
             t = sde.t_from_logsnr(torch.tensor([sign * lam_form], dtype=torch.float64))
             return predict(x, as_time(float(t), x), coef(lam_form)[0])
 
+        def pred_level(y: Tensor, lam_form: float) -> Tensor:
+            """The prediction for the ancestral solvers' state y = x / alpha, at the path's time of lam_form."""
+            return pred_at(coef(lam_form)[0 if sign > 0 else 1] * y, lam_form)
+
+        def time_of(lam: float) -> float:
+            return float(sde.t_from_logsnr(torch.tensor([lam], dtype=torch.float64)))
+
+        if method == "adaptive_pid":
+            ends = sde.logsnr(ts[[0, -1]].cpu()).tolist()
+            y, lam_end, _ = pid_adaptive_solve(
+                x / float(sde.marginal(ts[:1])[0]), *ends, order, sign, pred_level, rtol, atol, eta,
+                lambda: randn_like(x, generator), solver_type,
+            )  # fmt: skip
+            t_end = time_of(lam_end)
+            x = float(sde.marginal(torch.tensor([t_end], dtype=torch.float64))[0]) * y
+            if callback is not None:
+                callback({"i": 0, "t": ts[-1], "x": x})
+            return final_denoise(score_fn, sde, x, t_end, denoise)
         if method == "adaptive":
             x, t_end, _ = adaptive_solve(
                 x,
@@ -250,7 +284,7 @@ def dpm_solver_sample(
                 solver_type,
                 sign,
                 lambda t: float(sde.logsnr(torch.tensor([t], dtype=torch.float64))),
-                lambda v: float(sde.t_from_logsnr(torch.tensor([v], dtype=torch.float64))),
+                time_of,
                 coef,
                 pred_at,
                 rtol,
@@ -259,7 +293,10 @@ def dpm_solver_sample(
             if callback is not None:
                 callback({"i": 0, "t": ts[-1], "x": x})
             return final_denoise(score_fn, sde, x, t_end, denoise)
-        if method == "fast":
+        if method == "fast" and eta > 0:  # k-diffusion's ancestral DPM-Solver-fast: its K steps even in lambda
+            orders = fast_orders(len(ts) - 1, order)
+            outer, inner_times = logsnr_grid(sde, len(orders), float(ts[-1]), float(ts[0])), [None] * len(orders)
+        elif method == "fast":
             outer, orders, inner_times = fast_schedule(sde, ts, order)
         else:
             outer, orders, inner_times = ts, [order] * (len(ts) - 1), [None] * (len(ts) - 1)
@@ -278,10 +315,7 @@ def dpm_solver_sample(
         outer = outer.to(torch.float64)
         lam_outer = (sign * sde.logsnr(outer)).tolist()
         alpha_outer, sigma_outer = (v.tolist() for v in sde.marginal(outer))
-
-        def pred_level(y: Tensor, lam_form: float) -> Tensor:
-            """The prediction for the ancestral solvers' state y = x / alpha, at the path's time of lam_form."""
-            return pred_at(coef(lam_form)[0 if sign > 0 else 1] * y, lam_form)
+        cap = lam_outer[-1] if method == "fast" else None  # fast's ancestral steps stop at the grid's end
 
         for i, k in enumerate(orders):
             t_s, t_t = float(outer[i]), float(outer[i + 1])
@@ -295,7 +329,7 @@ def dpm_solver_sample(
                     y = sde_update(y, m0, lam_s, lam_t, pred_level, eta, z, r[0] if r else 0.5)
                 else:  # the ancestral singlestep solver
                     noise = randn_like(x, generator)
-                    y = ancestral_update(y, m0, lam_s, lam_t, k, solver_type, pred_level, eta, noise, sign)
+                    y = ancestral_update(y, m0, lam_s, lam_t, k, solver_type, pred_level, eta, noise, sign, cap)
                 x = alpha_outer[i + 1] * y
             else:
                 r = fractions(t_s, t_t, k, inner_times[i])

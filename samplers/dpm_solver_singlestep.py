@@ -87,15 +87,26 @@ def ancestral_update(
     eta: float,
     noise: Tensor,
     sign: float = 1.0,
+    lam_end: float | None = None,
 ) -> Tensor:
     """An ancestral singlestep step of y = x / alpha from lam_s to lam_t (the form's variable, sign * lambda): the
     deterministic singlestep step of `order` (1 or 2) down to lambda_down of `ancestral_logsnr`, its intermediate
     call halfway in lambda (at most lambda_t, so on the path), then fresh noise of std `up`. k-diffusion's
     sample_dpm_2_ancestral in the noise form and sample_dpmpp_2s_ancestral in the data form (order 2; diffusers'
     KDPM2AncestralDiscreteScheduler is the first); order 1 is DDIM with the same eta. pred(y, lam): the prediction
-    at the path's time of lam for x = alpha y."""
-    lam_down, up = ancestral_logsnr(sign * lam_s, sign * lam_t, eta)
+    at the path's time of lam for x = alpha y. With `lam_end` (k-diffusion's DPM-Solver-fast and adaptive solver,
+    any order) lambda_down stops there and up^2 = sigma~_t^2 - sigma~_down^2, so no call passes lam_end."""
+    lam_down, up = ancestral_step(sign * lam_s, sign * lam_t, eta, None if lam_end is None else sign * lam_end)
     return singlestep_update(y, m0, lam_s, sign * lam_down, order, solver_type, level_coef(sign), pred) + up * noise
+
+
+def ancestral_step(lam: float, lam_next: float, eta: float, lam_end: float | None = None) -> tuple[float, float]:
+    """`ancestral_logsnr`, with lambda_down capped at lam_end (all in lambda) and the noise's std made up to
+    sigma~_next again (k-diffusion's DPMSolver.dpm_solver_fast / dpm_solver_adaptive)."""
+    lam_down, up = ancestral_logsnr(lam, lam_next, eta)
+    if lam_end is not None and lam_down > lam_end:
+        lam_down, up = lam_end, math.sqrt(max(math.exp(-2.0 * lam_next) - math.exp(-2.0 * lam_end), 0.0))
+    return lam_down, up
 
 
 def sde_update(
@@ -211,6 +222,80 @@ def adaptive_solve(
             x, x_prev, m0, t_s, lam_s = x_high, x_low, None, t_t, lam_t
         h = min(theta * h * err ** (-1.0 / order) if err > 0 else math.inf, lam_end - lam_s)
     return x, t_s, calls
+
+
+def pid_adaptive_solve(
+    y: Tensor,
+    lam_start: float,
+    lam_end: float,
+    order: int,
+    sign: float,
+    pred: Pred,
+    rtol: float = 0.05,
+    atol: float = 0.0078,
+    eta: float = 0.0,
+    noise: Callable[[], Tensor] | None = None,
+    solver_type: str = "midpoint",
+    h_init: float = 0.05,
+    pcoeff: float = 0.0,
+    icoeff: float = 1.0,
+    dcoeff: float = 0.0,
+    accept_safety: float = 0.81,
+    max_rejections: int = 1000,
+) -> tuple[Tensor, float, int]:
+    """k-diffusion's adaptive DPM-Solver (its sample_dpm_adaptive: DPM-Solver-12 / -23 under its own PID step-size
+    controller), on y = x / alpha from lambda = lam_start to lam_end (the form's variable is sign * lambda;
+    k-diffusion's is the noise form, sign = -1).
+
+    Each try from lam_s to t = min(lam_end, lam_s + h) gives DPM-Solver-k and its embedded k - 1 (`solver_type`;
+    k-diffusion's is the midpoint form;
+    with eta > 0 both go down to `ancestral_step`'s lambda_down, capped at lam_end). The error is the RMS over the
+    whole batch of (y_k - y_{k-1}) / max(atol, rtol max(|y_{k-1}|, |y_prev|)); the controller (b1 = (p + i + d) / q,
+    b2 = -(p + 2 d) / q, b3 = d / q with q = order, or 1.5 with eta > 0) turns the last three inverse errors into a
+    factor, limits it by 1 + atan(factor - 1), accepts the try if it is >= accept_safety, and multiplies h by it
+    either way. An accepted try adds the ancestral noise (`noise()`: one draw) and moves on, until lam_end is within
+    1e-5. The prediction at lam_s is kept after a rejection (k-diffusion computes it again: same steps, fewer calls).
+    Returns (y reached, the lam reached, calls); a non-finite error, a step below 1e-10 or more than
+    `max_rejections` rejected tries (a tolerance float64 cannot meet: the error rounds to 0 on tiny steps, which are
+    then accepted) raises FloatingPointError."""
+    coef = level_coef(sign)
+    b1, b2, b3 = ((pcoeff + icoeff + dcoeff), -(pcoeff + 2.0 * dcoeff), dcoeff)
+    q = 1.5 if eta > 0 else order
+    b1, b2, b3 = b1 / q, b2 / q, b3 / q
+    lam_s, h, y_prev, m0, calls, errs, rejected = lam_start, abs(h_init), y, None, 0, [], 0
+
+    def counted(z: Tensor, lam_form: float) -> Tensor:
+        nonlocal calls
+        calls += 1
+        return pred(z, lam_form)
+
+    while lam_s < lam_end - 1e-5:  # in lambda; the form's variable is sign * lambda
+        lam_t = min(lam_end, lam_s + h)
+        lam_to, up = ancestral_step(lam_s, lam_t, eta, lam_end) if eta > 0 else (lam_t, 0.0)
+        if m0 is None:
+            m0 = counted(y, sign * lam_s)
+        y_high, y_low = _singlestep(y, m0, sign * lam_s, sign * lam_to, order, solver_type, coef, counted, None, True)
+        delta = torch.clamp(rtol * torch.maximum(y_low.abs(), y_prev.abs()), min=atol)
+        err = float(torch.linalg.vector_norm((y_low - y_high) / delta)) / math.sqrt(y.numel())
+        if not math.isfinite(err):
+            raise FloatingPointError(f"adaptive DPM-Solver (PID): non-finite error estimate from lambda = {lam_s:.6g}")
+        inv = 1.0 / (err + 1e-8)
+        errs = errs or [inv, inv, inv]
+        errs[0] = inv
+        factor = 1.0 + math.atan(errs[0] ** b1 * errs[1] ** b2 * errs[2] ** b3 - 1.0)
+        if factor >= accept_safety:
+            errs[2], errs[1] = errs[1], errs[0]
+            y_prev, m0, lam_s = y_low, None, lam_t
+            y = y_high + up * noise() if eta > 0 else y_high
+        else:
+            rejected += 1
+        h *= factor
+        if h < 1e-10 or rejected > max_rejections:  # k-diffusion's loop would go on (steps so small the error is 0)
+            raise FloatingPointError(
+                f"adaptive DPM-Solver (PID): the step underflowed at lambda = {lam_s:.6g} ({rejected} rejected tries); "
+                "loosen rtol / atol"
+            )
+    return y, lam_s, calls
 
 
 def fast_orders(calls: int, order: int) -> list[int]:

@@ -19,6 +19,7 @@ shows the comparison can fail.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ import torch
 
 from data.toy import GaussianMixture
 from samplers import SAMPLERS, time_grid
+from samplers.nfe import count_nfe
 from sde import make_sde
 
 FIXTURE = torch.load(Path(__file__).parent / "fixtures" / "kdiffusion_samplers.pt", weights_only=True)
@@ -121,6 +123,39 @@ def test_dpm_solver_fast_equals_sample_dpm_fast(calls, path_name):
     torch.testing.assert_close(y, FIXTURE["dpm_fast"][calls], rtol=1e-8, atol=1e-8)
     torch.testing.assert_close(y, FIXTURE["dpm_fast_float32"][calls], rtol=1e-5, atol=2e-4)
     assert (y - FIXTURE["dpm_fast"][calls]).abs().max() < 1e-3 * (y - FIXTURE["dpm_fast_float32"][calls]).abs().max()
+
+
+@pytest.mark.parametrize("path_name", ["edm", "vp"])
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_ancestral_dpm_solver_fast_equals_sample_dpm_fast_with_eta(eta, path_name):
+    """k-diffusion's ancestral DPM-Solver-fast (its sample_dpm_fast with eta > 0: each step of order 3, 3, 3, 2
+    ancestral, lambda_down capped at the end) is our method="fast" with the same eta, 11 calls, same noise."""
+    sde = path(path_name)
+    ts, x_T = fast_grid_and_start(sde, path_name, 11)
+    g = torch.Generator().manual_seed(SEED)
+    x = SAMPLERS["dpm_solver"](MIXTURE.score_fn(sde), sde, x_T, ts, order=3, method="fast", prediction="noise",
+                               eta=eta, denoise=False, generator=g)  # fmt: skip
+    y = x / float(sde.marginal(ts[-1:])[0])
+    torch.testing.assert_close(y, FIXTURE["dpm_fast_eta"][eta], rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("path_name", ["edm", "vp"])
+@pytest.mark.parametrize("case", sorted(FIXTURE["dpm_adaptive"]))
+def test_pid_adaptive_dpm_solver_equals_sample_dpm_adaptive(case, path_name):
+    """k-diffusion's sample_dpm_adaptive (DPM-Solver-12 / -23 under its PID controller, noise form, from sigma 80 to
+    0.002; ancestral with eta > 0) is our method="adaptive_pid": the same samples, and the same tries, at one
+    call fewer per rejected try (it computes the first prediction again)."""
+    run = FIXTURE["dpm_adaptive"][case]
+    order, eta, rtol = re.fullmatch(r"order(\d)_eta([\d.]+)_rtol([\d.e-]+)", case).groups()
+    order, eta, rtol = int(order), float(eta), float(rtol)
+    sde = path(path_name)
+    ts, x_T = fast_grid_and_start(sde, path_name, 1)
+    score_fn = count_nfe(MIXTURE.score_fn(sde))
+    x = SAMPLERS["dpm_solver"](score_fn, sde, x_T, ts, order=order, method="adaptive_pid", prediction="noise",
+                               eta=eta, rtol=rtol, atol={0.05: 0.0078, 1e-3: 1e-4}[rtol], denoise=False,
+                               generator=torch.Generator().manual_seed(SEED))  # fmt: skip
+    torch.testing.assert_close(x / float(sde.marginal(ts[-1:])[0]), run["x"], rtol=1e-8, atol=1e-8)
+    assert score_fn.nfe == run["nfe"] - run["n_reject"]
 
 
 @pytest.mark.parametrize("path_name", ["edm", "vp"])

@@ -246,6 +246,10 @@ def test_an_option_can_make_a_combination_biased(caplog):
     )
     assert bias_warning("dpm_solver", "rectified_flow", "quadratic", {**sde_dpm, "eta": 0.0}) is None
     assert bias_warning("dpm_solver", "cosine", "logsnr", sde_dpm) is None
+    for grid in ("logsnr", "quadratic"):  # k-diffusion's adaptive solver: any grid (only its ends are read)
+        message = bias_warning("dpm_solver", "rectified_flow", grid, {"method": "adaptive_pid"})
+        assert "previous state's size sets the tolerance" in message and "with grid" not in message
+    assert bias_warning("dpm_solver", "vp", "logsnr", {"method": "adaptive_pid"}) is None
     mixture, sde = make_mixture("gmm2d"), make_sde("cosine")
     model = ScoreModel(mixture.eps_net(sde), sde)
     with caplog.at_level("WARNING"):

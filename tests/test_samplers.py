@@ -118,6 +118,7 @@ ORACLE_CASES = [
     ("dpm_solver", {"steps": 25, "order": 2, "method": "singlestep", "eta": 1.0, "grid": "logsnr"}),  # DPM++ 2S a
     ("dpm_solver", {"steps": 25, "order": 2, "method": "singlestep", "eta": 0.5, "prediction": "noise"}),  # DPM2 a
     ("dpm_solver", {"steps": 25, "method": "sde", "eta": 1.0, "grid": "logsnr"}),  # k-diffusion's DPM++ SDE
+    ("dpm_solver", {"steps": 1, "order": 3, "method": "adaptive_pid", "rtol": 3e-3, "atol": 3e-4}),  # k-diffusion
     ("edm", {"steps": 40, "s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0}),  # its default grid: log-SNR
     ("ode", {"steps": 20, "method": "heun", "grid": "logsnr"}),  # the path's variable: sigma on VE and EDM, t else
 ]
@@ -261,6 +262,7 @@ def test_ddim_eta_one_is_ancestral_posterior_and_dpm_solver_1_is_ddim():
         (2, 1.0, "singlestep", "noise"),
         (2, 1.0, "sde", "data"),  # k-diffusion's DPM++ SDE: both moves ancestral, nested Brownian noises
         (2, 0.5, "sde", "data"),
+        (3, 1.0, "fast", "noise"),  # k-diffusion's ancestral DPM-Solver-fast: lambda_down capped at the end
     ],
 )
 def test_stochastic_dpm_solver_keeps_the_exact_marginals_of_point_mass_data(sde_name, order, eta, method, prediction):
