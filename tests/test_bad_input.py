@@ -398,6 +398,7 @@ def test_the_python_api_validates_as_main_py_does(tmp_path):
         assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # two runs of main.py in subprocesses
 def test_out_of_memory_is_one_line_naming_the_batch_size(tmp_path):
     """A batch that cannot be allocated (8 PB here: beyond any address space, so refused at once whatever the
     overcommit policy) is a one-line error naming the key to lower, exit code 1, no traceback; --verbose shows the
