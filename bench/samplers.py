@@ -72,6 +72,12 @@ FAST_SWEEP = [
         [2, 5],
     ),
     ("fast: dpm_solver++ SDE (k-diffusion) eta=1", "dpm_solver", {"method": "sde", "eta": 1.0}, [2, 5]),
+    (
+        "fast: dpm_solver-fast 3 ancestral eta=1 (noise)",
+        "dpm_solver",
+        {"order": 3, "method": "fast", "eta": 1.0, "prediction": "noise"},
+        [5, 10],
+    ),
 ]
 
 # (label, sampler, options, list of step counts): a sweep of each sampler's budget.
