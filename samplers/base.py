@@ -21,9 +21,10 @@ THIRD_ORDER = ("exact", "reference")
 # DPM-Solver++'s first-order correction from two data predictions: "midpoint" (- 0.5 alpha phi_1 D1: Lu et al.'s
 # code, diffusers' and k-diffusion's default) or "heun" (+ alpha phi_2 D1: the linear prediction integrated exactly).
 SOLVER_TYPES = ("midpoint", "heun")
-# DPM-Solver's step structure: "multistep" (one call per step, earlier calls reused), "singlestep" (k calls per step)
-# or "fast" (DPM-Solver-fast: singlestep steps of orders 3, ..., 3, then 2 / 1, one call per grid step in all).
-# or "adaptive" (DPM-Solver-12 / -23: singlestep steps of adaptive size under rtol / atol).
+# DPM-Solver's step structure: "multistep" (one call per step, earlier calls reused), "singlestep" (k calls per step),
+# "sde" (k-diffusion's DPM++ SDE: 2S with ancestral noise at both calls), "fast" (DPM-Solver-fast: singlestep steps
+# of orders 3, ..., 3, then 2 / 1, one call per grid step in all), "adaptive" (DPM-Solver-12 / -23: singlestep steps
+# of adaptive size under rtol / atol) or "adaptive_pid" (the same under k-diffusion's PID step control).
 DPM_METHODS = ("multistep", "singlestep", "sde", "fast", "adaptive", "adaptive_pid")
 # Where a singlestep DPM-Solver step places its intermediate calls: evenly in lambda (the paper's) or in t.
 INNER_GRIDS = ("logsnr", "t")

@@ -136,10 +136,10 @@ def check_dpm_solver_combination(
     order: int = 2,
     solver_type: str = "midpoint",
 ) -> None:
-    """Refuse (ValueError) what has no algorithm here: eta > 0 with DPM-Solver-fast and with the adaptive solver,
-    and with singlestep steps of order 3 or inner="t" (the ancestral
-    steps' intermediate calls could leave the path); method="sde" other than order 2 in the data form's midpoint form;
-    an inner spacing without singlestep steps; and an adaptive solver of order 1."""
+    """Refuse (ValueError) what has no algorithm here: eta > 0 with Lu et al.'s adaptive solver; ancestral steps
+    (eta > 0 with "singlestep", "fast", "adaptive_pid") with inner="t", and singlestep ones of order 3 (their
+    intermediate calls could leave the path); method="sde" other than order 2 in the data form's midpoint form; an
+    inner spacing without singlestep steps; and an adaptive solver of order 1."""
     if method == "adaptive" and eta != 0:
         raise ValueError(
             f"adaptive DPM-Solver (Lu et al.'s) solves the ODE only; eta must be 0, got {eta!r} (k-diffusion's "
@@ -210,10 +210,13 @@ def dpm_solver_sample(
     k-diffusion's DPM2 a in the noise form, DPM++ 2S a in the data form). `method="sde"` is k-diffusion's DPM++ SDE
     (`dpm_solver_singlestep.sde_update`; order 2, data form, midpoint form): NFE = 2 x steps (+1).
     `method="fast"` is DPM-Solver-fast (Lu et al. 2022a): singlestep steps of orders 3, ..., 3 then 2 / 1
-    that spend exactly `steps` calls (+1), placed by `dpm_solver_singlestep.fast_schedule`; eta = 0.
+    that spend exactly `steps` calls (+1), placed by `dpm_solver_singlestep.fast_schedule`; with eta > 0
+    k-diffusion's ancestral form, its steps even in lambda between the grid's ends whatever the grid.
     `method="adaptive"` is DPM-Solver-12 (order 2) / DPM-Solver-23 (order 3) with adaptive steps from ts[0] to
     ts[-1] under `rtol` and `atol` (Lu et al. 2022a; `dpm_solver_singlestep.adaptive_solve`); the grid's
-    inner times are not used, eta = 0.
+    inner times are not used, eta = 0. `method="adaptive_pid"` is the same pair under k-diffusion's PID step
+    control in y = x / alpha (its sample_dpm_adaptive; `dpm_solver_singlestep.pid_adaptive_solve`), ancestral
+    with eta > 0.
 
     eta = 0 (default) solves the probability-flow ODE (deterministic); eta > 0 the stochastic SDE-DPM-Solver++
     (see `dpm_solver_update`), which with an imperfect learned score often gives better samples at the same NFE.
