@@ -145,6 +145,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.s_tmin = 0.0  # EDM: churn only at noise levels sigma/alpha in [s_tmin, s_tmax]
     sampling.s_tmax = 1e9  # EDM: upper noise level for churn (1e9: no limit)
     sampling.s_noise = 1.0  # EDM: noise inflation S_noise
+    sampling.edm_step = "heun"  # EDM: the step after the churn, "heun" (Alg. 2), "euler" or "dpm_2" (k-diffusion's)
     sampling.grid = "default"  # "uniform", "quadratic", "logsnr", "karras", "default" (samplers.default_grid), or
     # "respaced" on a chain (improved DDPM's respacing: the chain's own steps, down to t_min = T / N)
     sampling.t_min = 1e-3  # last time of the sampling grid

@@ -30,6 +30,9 @@ DPM_METHODS = ("multistep", "singlestep", "sde", "fast", "adaptive", "adaptive_p
 INNER_GRIDS = ("logsnr", "t")
 # PNDM's warm-up (samplers/pndm.py): "prk" (pseudo Runge-Kutta, F-PNDM) or "plms" (pseudo Heun, then lower orders).
 PNDM_WARMUPS = ("prk", "plms")
+# The step the EDM sampler takes after its churn (samplers/edm.py): Heun's (Karras et al.'s Alg. 2), Euler's, or the
+# DPM-Solver-2 step with its midpoint in log sigma (k-diffusion's sample_euler / sample_dpm_2 with churn).
+EDM_STEPS = ("heun", "euler", "dpm_2")
 # What DPM-Solver and UniPC extrapolate: "data" (x0_hat: DPM-Solver++, Lu et al. 2022b) or "noise" (eps: DPM-Solver,
 # Lu et al. 2022a, multistep; UniPC's predict_x0=False).
 PREDICTIONS = ("data", "noise")
@@ -94,6 +97,8 @@ def check_option(key: str, value) -> None:
         check_choice("LMS order", value, (1, 2, 3, 4))
     elif key == "warmup":
         check_choice("PNDM warm-up", value, PNDM_WARMUPS)
+    elif key == "step":
+        check_choice("EDM sampler step", value, EDM_STEPS)
     elif key == "lower_order_final":
         check_choice("lower_order_final", value, LOWER_ORDER_FINAL)
     elif key in ("denoise", "per_sample_step") and not isinstance(value, bool):

@@ -11,6 +11,11 @@ and correct it with Heun's rule. With S_churn > 0 every step draws its z, used o
 stream as theirs. The last of EDM's N steps goes to sigma = 0, where the Euler step lands on D itself: that is our
 final denoising (after the same churn), so a grid of `steps` steps is EDM's N = steps + 1 and costs 2 steps + 1
 NFE. S_churn = 0 is EDM's deterministic Heun sampler (Alg. 1).
+
+`step` swaps the step taken after the churn, as k-diffusion's Alg. 2 variants do: "euler" (its sample_euler: the
+Euler step alone, steps + 1 NFE) or "dpm_2" (its sample_dpm_2: the slope at the midpoint of log sigma^ and
+log sigma~_{i+1}, from an Euler step there, carries the whole step; 2 steps + 1 NFE). Without churn they are the
+`ode` sampler's Euler in sigma and the noise-form singlestep DPM-Solver-2.
 """
 
 from __future__ import annotations
@@ -43,16 +48,19 @@ def edm_sample(
     s_tmin: float = 0.0,
     s_tmax: float = math.inf,
     s_noise: float = 1.0,
+    step: str = "heun",
     denoise: bool = True,
     generator: torch.Generator | None = None,
     callback=None,
 ) -> Tensor:
-    """Karras et al. 2022, Alg. 2 on the grid ts (then the step to sigma = 0 as the final denoising).
+    """Karras et al. 2022, Alg. 2 on the grid ts (then the step to sigma = 0 as the final denoising); `step`
+    "euler" or "dpm_2": k-diffusion's variants of it (module docstring).
 
     EDM's ImageNet-64 settings are S_churn = 40, S_tmin = 0.05, S_tmax = 50, S_noise = 1.003 (their Table 5);
     the defaults here (no churn) make it the deterministic Heun sampler.
     """
     check_edm_options(s_churn, s_tmin, s_tmax, s_noise)
+    check_option("step", step)
     check_grid(sde, ts)
     ts = ts.to(x.device, torch.float64)
     alpha = sde.marginal(ts)[0].tolist()
@@ -77,11 +85,18 @@ def edm_sample(
         y_hat, level_hat, t_hat = churn(y, i)
         d = (y_hat - denoise_at_level(score_fn, sde, y_hat, level_hat, t_hat)) / level_hat
         h = noise_levels[i + 1] - level_hat
-        y_next = y_hat + h * d
-        d_next = (
-            y_next - denoise_at_level(score_fn, sde, y_next, noise_levels[i + 1], float(ts[i + 1]))
-        ) / noise_levels[i + 1]
-        y = y_hat + h / 2 * (d + d_next)
+        if step == "euler":
+            y = y_hat + h * d
+        elif step == "dpm_2":  # the slope at the log-midpoint level, reached by an Euler step
+            level_mid = math.sqrt(level_hat * noise_levels[i + 1])
+            y_mid = y_hat + (level_mid - level_hat) * d
+            y = y_hat + h * (y_mid - denoise_at_level(score_fn, sde, y_mid, level_mid)) / level_mid
+        else:
+            y_next = y_hat + h * d
+            d_next = (
+                y_next - denoise_at_level(score_fn, sde, y_next, noise_levels[i + 1], float(ts[i + 1]))
+            ) / noise_levels[i + 1]
+            y = y_hat + h / 2 * (d + d_next)
         if callback is not None:  # a callback may change info["x"] (in place or not): y follows it
             info = {"i": i, "t": ts[i + 1], "x": alpha[i + 1] * y}
             callback(info)

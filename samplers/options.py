@@ -58,7 +58,14 @@ SAMPLER_OPTIONS = {
     },
     "pndm": {"warmup": "pndm_warmup", "denoise": "denoise"},
     "lms": {"order": "lms_order", "denoise": "denoise"},
-    "edm": {"s_churn": "s_churn", "s_tmin": "s_tmin", "s_tmax": "s_tmax", "s_noise": "s_noise", "denoise": "denoise"},
+    "edm": {
+        "s_churn": "s_churn",
+        "s_tmin": "s_tmin",
+        "s_tmax": "s_tmax",
+        "s_noise": "s_noise",
+        "step": "edm_step",
+        "denoise": "denoise",
+    },
 }
 GRID_OPTIONS = ("steps", "grid", "t_min")
 # Steps of each sampler when the config leaves `sampling.steps` at 0 (docs/samplers.md, "Default step counts"):

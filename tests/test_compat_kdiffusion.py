@@ -1,9 +1,9 @@
 """Our samplers against k-diffusion's own sampling code, through numbers it wrote (tests/fixtures/
 make_kdiffusion_samplers.py, k-diffusion 0.1.1.post1): its Euler, Heun (Karras et al. 2022, Alg. 1 and Alg. 2 with
-churn), Euler ancestral, DPM-Solver++(2M), DPM-Solver++(2M) SDE and (3M) SDE, DPM-Solver-2 (its sample_dpm_2) and
-DPM-Solver++(2S) (its sample_dpmpp_2s_ancestral with eta 0), their ancestral forms (its sample_dpm_2_ancestral and
-sample_dpmpp_2s_ancestral at eta 1 and 0.5), its DPM++ SDE (sample_dpmpp_sde, its Brownian-tree noise replayed from
-the same draws as ours) and its linear multistep sampler, run on the exact
+churn, and its Euler and DPM-2 steps with churn), Euler ancestral, DPM-Solver++(2M), DPM-Solver++(2M) SDE and (3M)
+SDE, DPM-Solver-2 (its sample_dpm_2) and DPM-Solver++(2S) (its sample_dpmpp_2s_ancestral with eta 0), their ancestral
+forms (its sample_dpm_2_ancestral and sample_dpmpp_2s_ancestral at eta 1 and 0.5), its DPM++ SDE (sample_dpmpp_sde,
+its Brownian-tree noise replayed from the same draws as ours) and its linear multistep sampler, run on the exact
 denoiser of a 4-D Gaussian mixture over its Karras grid (n = 10, sigma 80 -> 0.002, then 0), with seeded noise; and
 its DPM-Solver-fast on a grid even in log sigma.
 
@@ -43,6 +43,10 @@ CASES = [
     ("heun", "edm", {}),
     ("heun_churn", "edm", {"s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003}),
     ("heun_churn_all", "edm", {"s_churn": 40.0}),
+    ("euler", "edm", {"step": "euler"}),
+    ("euler_churn", "edm", {"step": "euler", "s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003}),
+    ("dpm_2", "edm", {"step": "dpm_2"}),
+    ("dpm_2_churn", "edm", {"step": "dpm_2", "s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003}),
     ("euler_ancestral_eta1", "ddim", {"eta": 1.0}),
     ("euler_ancestral_eta05", "ddim", {"eta": 0.5}),
     ("dpmpp_2m", "dpm_solver", {"order": 2}),

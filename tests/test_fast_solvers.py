@@ -285,6 +285,25 @@ def test_edm_sampler_is_karras_algorithm_2(s_churn):
         assert torch.equal(heun, ours)
 
 
+@pytest.mark.parametrize("sde_name", ["edm", "vp", "cosine"])
+def test_edm_sampler_euler_and_dpm_2_steps_without_churn_are_the_ode_solvers(sde_name):
+    """k-diffusion's Alg. 2 variants at S_churn = 0: step="euler" is the `ode` sampler's Euler in sigma and
+    step="dpm_2" the noise-form singlestep DPM-Solver-2 (the midpoint in lambda = -log sigma~), on any path; with
+    churn they differ from Heun's step and from each other."""
+    mixture = make_mixture("gmm2d")
+    sde = make_sde(sde_name)
+    score_fn = mixture.score_fn(sde)
+    ts = time_grid(sde, 10, 2e-3, "logsnr")
+    x_T = sde.prior_sampling((64, 2), torch.Generator().manual_seed(0), dtype=torch.float64)
+    run = lambda name, **kw: SAMPLERS[name](score_fn, sde, x_T, ts, generator=torch.Generator().manual_seed(1), **kw)  # noqa: E731
+    euler = run("ode", method="euler", variable="sigma")
+    torch.testing.assert_close(run("edm", step="euler"), euler, rtol=1e-10, atol=1e-10)
+    dpm_2 = run("dpm_solver", order=2, method="singlestep", prediction="noise")
+    torch.testing.assert_close(run("edm", step="dpm_2"), dpm_2, rtol=1e-10, atol=1e-10)
+    churned = [run("edm", step=step, s_churn=20.0) for step in ("heun", "euler", "dpm_2")]
+    assert min(float((a - b).abs().max()) for a, b in [churned[:2], churned[1:], churned[::2]]) > 1e-3
+
+
 def test_edm_sampler_in_sigma_variables_serves_vp_paths():
     """Alg. 2 in y = x / alpha against sigma~ = sigma / alpha: on VP with churn it samples the mixture (mean
     log-density within 4 standard errors of the exact one) and costs 2 steps + 1 NFE."""
@@ -320,6 +339,7 @@ def test_edm_sampler_in_sigma_variables_serves_vp_paths():
         ("edm", {"s_churn": -1.0}, r"s_churn must be a number >= 0"),
         ("edm", {"s_tmin": 2.0, "s_tmax": 1.0}, r"s_tmin must not exceed s_tmax"),
         ("edm", {"s_noise": 0.0}, r"s_noise must be > 0"),
+        ("edm", {"step": "rk4"}, r"unknown EDM sampler step 'rk4'; valid: \['dpm_2', 'euler', 'heun'\]"),
         ("dpm_solver", {"method": "singlestep", "eta": 0.5, "order": 3}, r"ancestral singlestep .* order 1 or 2"),
         ("dpm_solver", {"method": "singlestep", "eta": 1.0, "inner": "t"}, r"ancestral .*got order=2, inner='t'"),
         ("dpm_solver", {"method": "sde", "order": 3}, r"method='sde' .* needs order=2, .*got order=3"),

@@ -120,6 +120,7 @@ ORACLE_CASES = [
     ("dpm_solver", {"steps": 25, "method": "sde", "eta": 1.0, "grid": "logsnr"}),  # k-diffusion's DPM++ SDE
     ("dpm_solver", {"steps": 1, "order": 3, "method": "adaptive_pid", "rtol": 3e-3, "atol": 3e-4}),  # k-diffusion
     ("edm", {"steps": 40, "s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0}),  # its default grid: log-SNR
+    ("edm", {"steps": 30, "s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0, "step": "dpm_2"}),  # k-diffusion's
     ("ode", {"steps": 20, "method": "heun", "grid": "logsnr"}),  # the path's variable: sigma on VE and EDM, t else
 ]
 
@@ -461,6 +462,8 @@ def test_subvp_with_langevin_corrector_works():
         ("dpm_solver", {"steps": 7, "order": 2, "method": "singlestep", "eta": 1.0}, 2 * 7 + 1),
         ("dpm_solver", {"steps": 7, "method": "sde", "eta": 0.5, "denoise": False}, 2 * 7),
         ("edm", {"steps": 7, "s_churn": 5.0}, 2 * 7 + 1),
+        ("edm", {"steps": 7, "s_churn": 5.0, "step": "euler"}, 7 + 1),
+        ("edm", {"steps": 7, "s_churn": 5.0, "step": "dpm_2"}, 2 * 7 + 1),
         ("ode", {"steps": 7, "method": "heun", "variable": "sigma"}, 2 * 7 + 1),
     ],
 )
