@@ -387,6 +387,36 @@ def test_edm_euler_scheduler_equals_ode_euler_in_sigma():
     torch.testing.assert_close(ours, theirs, **TOL)
 
 
+def test_edm_euler_scheduler_churn_is_not_karras_algorithm_2():
+    """EDMEulerScheduler's s_churn raises the noise level inside step(), after the model ran: it applies the output
+    F(x_i; sigma_i) of the unchurned point to the churned x^ at sigma^ (D = c_skip(sigma^) x^ + c_out(sigma^) F),
+    where Karras et al.'s Alg. 2 (and k-diffusion's sample_euler, our `edm` with step="euler") evaluates the model at
+    (x^, sigma^). With churn on every step (so both draw the same noise) diffusers equals that formula written out,
+    to float32, and differs from Alg. 2 by far more."""
+    churn = {"s_churn": 10.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.003}
+    sched = diffusers.EDMEulerScheduler(sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, final_sigmas_type="zero")
+    sched.set_timesteps(12)
+    x_T = start() * float(sched.sigmas[0])
+    x, g = x_T.clone(), torch.Generator().manual_seed(4)
+    for k in sched.timesteps:
+        sched.scale_model_input(x, k)
+        x = sched.step(edm_output(x, float(sched.sigmas[sched.step_index])), k, x, generator=g, **churn).prev_sample
+    levels = sched.sigmas.double().tolist()  # ends in 0
+    y, g = x_T.double(), torch.Generator().manual_seed(4)
+    gamma = min(churn["s_churn"] / (len(levels) - 1), 2**0.5 - 1)
+    for sigma, sigma_next in zip(levels[:-1], levels[1:]):  # the formula diffusers' step computes
+        f = edm_output(y.float(), sigma).double()
+        sigma_hat = sigma * (1 + gamma)
+        y_hat = y + (sigma_hat**2 - sigma**2) ** 0.5 * churn["s_noise"] * torch.randn(y.shape, generator=g).double()
+        d = 0.25 / (sigma_hat**2 + 0.25) * y_hat + sigma_hat * 0.5 / (sigma_hat**2 + 0.25) ** 0.5 * f
+        y = y_hat + (sigma_next - sigma_hat) * (y_hat - d) / sigma_hat
+    torch.testing.assert_close(y.float(), x, rtol=1e-4, atol=1e-4)
+    score_fn = lambda z, t: MIXTURE.score(z, t, EDM)  # noqa: E731
+    ours = SAMPLERS["edm"](score_fn, EDM, x_T, torch.tensor(levels[:-1]), step="euler",
+                           generator=torch.Generator().manual_seed(4), **churn)  # fmt: skip
+    assert float((ours - x).abs().max()) > 1e-2
+
+
 @pytest.mark.parametrize("order, eta, steps", [(2, 0.0, 20), (3, 0.0, 10), (2, 1.0, 20)], ids=str)
 def test_edm_dpm_solver_scheduler_equals_dpm_solver_on_edms_path(order, eta, steps):
     """EDMDPMSolverMultistepScheduler: DPM-Solver++ 2M / 3M and SDE-DPM-Solver++(2M) in EDM's sigma on EDM's path
