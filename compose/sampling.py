@@ -29,6 +29,7 @@ from samplers import (
     run_sampler,
     steps_or_default,
 )
+from samplers.dpm_solver_singlestep import fast_orders
 from sde import ScoreFn, sde_from_config
 from sde.ode_methods import FIXED_METHODS
 
@@ -94,14 +95,16 @@ def with_default_steps(sampling: Mapping) -> dict:
 
 def steps_bar(sampling: Mapping, score_fn, desc: str = "steps") -> tqdm:
     """A progress bar over one batch's sampler steps (time grid points; levels for ALD and for score_sde's PC loop,
-    which steps from every one of them), showing the NFE so far. Adaptive solvers (ODE, DPM-Solver's) report only at
-    the end, so their bar has no total."""
+    which steps from every one of them; DPM-Solver-fast's K steps), showing the NFE so far. Adaptive solvers (ODE,
+    DPM-Solver's) report only at the end, so their bar has no total."""
     name, steps = sampling["sampler"], int(sampling["steps"])
     adaptive = (name == "ode" and sampling["ode_method"] not in FIXED_METHODS) or (
         name == "dpm_solver" and sampling.get("dpm_method") in ("adaptive", "adaptive_pid")
     )
     per_level = name == "ald" or (name == "pc" and sampling.get("pc_loop") == "score_sde")
     total = None if adaptive else steps + per_level
+    if name == "dpm_solver" and sampling.get("dpm_method") == "fast":  # its steps of orders 3, ..., 2 / 1
+        total = len(fast_orders(steps, int(sampling.get("order", 2))))
     return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, postfix={"nfe": score_fn.nfe})
 
 

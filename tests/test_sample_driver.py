@@ -281,6 +281,9 @@ def test_steps_zero_means_each_samplers_own_default():
         ({"sampler": "pc", "steps": 9, "pc_loop": "score_sde"}, 10),  # a step from each of the 10 grid times
         ({"sampler": "ald", "steps": 9}, 10),  # one per level
         ({"sampler": "ode", "steps": 9, "ode_method": "dopri5"}, None),  # adaptive: reports at the end only
+        ({"sampler": "dpm_solver", "steps": 9, "dpm_method": "adaptive_pid"}, None),
+        ({"sampler": "dpm_solver", "steps": 9, "dpm_method": "fast", "order": 3}, 4),  # orders 3, 3, 2, 1
+        ({"sampler": "dpm_solver", "steps": 9, "dpm_method": "sde"}, 9),
     ],
 )
 def test_progress_bar_total_is_the_number_of_callbacks(settings, total):
@@ -294,6 +297,8 @@ def test_progress_bar_total_is_the_number_of_callbacks(settings, total):
     if total is not None:  # the sampler calls back exactly that often
         sde, calls = make_sde("ve"), []
         options = {"loop": settings["pc_loop"], "predictor": "euler_maruyama"} if settings["sampler"] == "pc" else {}
+        if settings["sampler"] == "dpm_solver":
+            options = {"method": settings["dpm_method"], "order": settings.get("order", 2)}
         run_sampler(settings["sampler"], make_mixture("gmm2d").score_fn(sde), sde, torch.zeros(4, 2), steps=9,
                     callback=calls.append, **options)  # fmt: skip
         assert len(calls) == total
