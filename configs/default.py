@@ -140,7 +140,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.lower_order_final = "none"  # multistep end: "none" (k-diffusion), "last" (Lu), "denoise" (diffusers)
     sampling.unipc_variant = "bh2"  # UniPC's B(h): "bh1" (B = h) or "bh2" (B = e^h - 1)
     sampling.lms_order = 4  # lms: Adams-Bashforth order 1-4 (k-diffusion's and diffusers' default 4)
-    sampling.pndm_warmup = "prk"  # PNDM's first steps: "prk" (pseudo Runge-Kutta, F-PNDM) or "plms" (pseudo Heun)
+    sampling.pndm_warmup = "prk"  # PNDM's first steps: "prk" (pseudo Runge-Kutta, F-PNDM), "plms" (pseudo Heun) or
+    # "ipndm" (iPNDM: Adams-Bashforth of orders 1-3, no extra call)
     sampling.s_churn = 0.0  # EDM stochastic sampler: churn (0: deterministic Heun, EDM Alg. 1)
     sampling.s_tmin = 0.0  # EDM: churn only at noise levels sigma/alpha in [s_tmin, s_tmax]
     sampling.s_tmax = 1e9  # EDM: upper noise level for churn (1e9: no limit)

@@ -28,8 +28,9 @@ SOLVER_TYPES = ("midpoint", "heun")
 DPM_METHODS = ("multistep", "singlestep", "sde", "fast", "adaptive", "adaptive_pid")
 # Where a singlestep DPM-Solver step places its intermediate calls: evenly in lambda (the paper's) or in t.
 INNER_GRIDS = ("logsnr", "t")
-# PNDM's warm-up (samplers/pndm.py): "prk" (pseudo Runge-Kutta, F-PNDM) or "plms" (pseudo Heun, then lower orders).
-PNDM_WARMUPS = ("prk", "plms")
+# PNDM's warm-up (samplers/pndm.py): "prk" (pseudo Runge-Kutta, F-PNDM), "plms" (pseudo Heun, then lower orders) or
+# "ipndm" (Adams-Bashforth of lower orders only).
+PNDM_WARMUPS = ("prk", "plms", "ipndm")
 # The step the EDM sampler takes after its churn (samplers/edm.py): Heun's (Karras et al.'s Alg. 2), Euler's, or the
 # DPM-Solver-2 step with its midpoint in log sigma (k-diffusion's sample_euler / sample_dpm_2 with churn).
 EDM_STEPS = ("heun", "euler", "dpm_2")

@@ -13,6 +13,8 @@ log-SNR grid by default on every path, `grids.default_grid`). It converges at se
 - "plms" (the PLMS of latent diffusion and diffusers' skip_prk_steps=True): a pseudo-Heun first step (the mean of
   the predictions at both ends), then Adams-Bashforth of order 2 and 3 until four predictions are stored.
   NFE = steps + 1.
+- "ipndm" (iPNDM, Zhang & Chen 2023, DEIS paper App.; diffusers' IPNDMScheduler): no extra call at all,
+  Adams-Bashforth of order 1, 2, 3 on the first three steps (the first is DDIM's). NFE = steps.
 
 Only x_t = alpha_t x_0 + sigma_t noise is read, so it serves every Gaussian path.
 """
@@ -43,7 +45,8 @@ def pndm_sample(
     callback=None,
 ) -> Tensor:
     """PNDM (Liu et al. 2022): F-PNDM with warmup="prk" (NFE = steps + 9), PLMS with warmup="plms" (steps + 1),
-    (+1 denoise). Deterministic: it solves the probability-flow ODE; `generator` is not used."""
+    iPNDM with warmup="ipndm" (steps) (+1 denoise). Deterministic: it solves the probability-flow ODE; `generator`
+    is not used."""
     check_option("warmup", warmup)
     check_grid(sde, ts)
     ts = ts.to(x.device, torch.float64)

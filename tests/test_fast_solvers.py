@@ -335,7 +335,7 @@ def test_edm_sampler_in_sigma_variables_serves_vp_paths():
         ("unipc", {"variant": "bh3"}, r"unknown UniPC variant 'bh3'; valid: \['bh1', 'bh2'\]"),
         ("unipc", {"order": 4}, r"unknown DPM-Solver / UniPC order 4"),
         ("lms", {"order": 5}, r"unknown LMS order 5; valid: \[1, 2, 3, 4\]"),
-        ("pndm", {"warmup": "rk4"}, r"unknown PNDM warm-up 'rk4'; valid: \['plms', 'prk'\]"),
+        ("pndm", {"warmup": "rk4"}, r"unknown PNDM warm-up 'rk4'; valid: \['ipndm', 'plms', 'prk'\]"),
         ("edm", {"s_churn": -1.0}, r"s_churn must be a number >= 0"),
         ("edm", {"s_tmin": 2.0, "s_tmax": 1.0}, r"s_tmin must not exceed s_tmax"),
         ("edm", {"s_noise": 0.0}, r"s_noise must be > 0"),

@@ -113,6 +113,7 @@ ORACLE_CASES = [
     ("pndm", {"steps": 40, "grid": "logsnr"}),  # F-PNDM
     ("lms", {"steps": 50}),  # its default grid: quadratic, Karras on VE and EDM
     ("pndm", {"steps": 40, "warmup": "plms", "grid": "logsnr"}),
+    ("pndm", {"steps": 40, "warmup": "ipndm", "grid": "logsnr"}),  # iPNDM
     ("dpm_solver", {"steps": 30, "order": 3, "method": "fast", "prediction": "noise", "grid": "logsnr"}),
     ("dpm_solver", {"steps": 1, "order": 3, "method": "adaptive", "rtol": 1e-2, "atol": 1e-3}),  # DPM-Solver-23
     ("dpm_solver", {"steps": 25, "order": 2, "method": "singlestep", "eta": 1.0, "grid": "logsnr"}),  # DPM++ 2S a
@@ -457,6 +458,7 @@ def test_subvp_with_langevin_corrector_works():
         ("pndm", {"steps": 7}, 7 + 9 + 1),
         ("lms", {"steps": 7}, 7 + 1),
         ("pndm", {"steps": 7, "warmup": "plms", "denoise": False}, 7 + 1),
+        ("pndm", {"steps": 7, "warmup": "ipndm"}, 7 + 1),
         ("dpm_solver", {"steps": 7, "order": 3, "method": "fast"}, 7 + 1),
         ("dpm_solver", {"steps": 7, "order": 3, "method": "singlestep"}, 3 * 7 + 1),
         ("dpm_solver", {"steps": 7, "order": 2, "method": "singlestep", "eta": 1.0}, 2 * 7 + 1),
