@@ -50,14 +50,18 @@ def singlestep_update(
     return _singlestep(x, m0, lam_s, lam_t, order, solver_type, coef, pred, r, lower=False)[0]
 
 
-def ancestral_logsnr(lam: float, lam_next: float, eta: float) -> tuple[float, float]:
+def ancestral_logsnr(lam: float, lam_next: float, eta: float, lam_end: float | None = None) -> tuple[float, float]:
     """The ancestral split of a step from lambda to lambda_next > lambda in the noise level sigma~ = e^{-lambda} of
     y = x / alpha: a deterministic step down to lambda_down, then fresh noise of std `up` in y, with
     up^2 = eta^2 sigma~_next^2 (1 - e^{-2 h}) (eta^2 times the posterior variance of y_next given y, y_0; DDIM's eta
     in y, Song et al. 2021a) and sigma~_down^2 + up^2 = sigma~_next^2 (k-diffusion's get_ancestral_step, eta <= 1).
-    Returns (lambda_down, up); at eta = 1 lambda_down = lambda_next + h."""
+    Returns (lambda_down, up); at eta = 1 lambda_down = lambda_next + h. With `lam_end`, lambda_down is capped there
+    and up made up to sigma~_next again (k-diffusion's DPMSolver.dpm_solver_fast / dpm_solver_adaptive)."""
     frac = eta**2 * -math.expm1(-2.0 * (lam_next - lam))  # up^2 / sigma~_next^2 < 1 for eta <= 1
-    return lam_next - 0.5 * math.log1p(-frac), math.exp(-lam_next) * math.sqrt(frac)
+    lam_down, up = lam_next - 0.5 * math.log1p(-frac), math.exp(-lam_next) * math.sqrt(frac)
+    if lam_end is not None and lam_down > lam_end:
+        lam_down, up = lam_end, math.sqrt(max(math.exp(-2.0 * lam_next) - math.exp(-2.0 * lam_end), 0.0))
+    return lam_down, up
 
 
 def brownian_pair(z1: Tensor, z2: Tensor, level: float, level_mid: float, level_next: float) -> tuple[Tensor, Tensor]:
@@ -96,17 +100,8 @@ def ancestral_update(
     KDPM2AncestralDiscreteScheduler is the first); order 1 is DDIM with the same eta. pred(y, lam): the prediction
     at the path's time of lam for x = alpha y. With `lam_end` (k-diffusion's DPM-Solver-fast and adaptive solver,
     any order) lambda_down stops there and up^2 = sigma~_t^2 - sigma~_down^2, so no call passes lam_end."""
-    lam_down, up = ancestral_step(sign * lam_s, sign * lam_t, eta, None if lam_end is None else sign * lam_end)
+    lam_down, up = ancestral_logsnr(sign * lam_s, sign * lam_t, eta, None if lam_end is None else sign * lam_end)
     return singlestep_update(y, m0, lam_s, sign * lam_down, order, solver_type, level_coef(sign), pred) + up * noise
-
-
-def ancestral_step(lam: float, lam_next: float, eta: float, lam_end: float | None = None) -> tuple[float, float]:
-    """`ancestral_logsnr`, with lambda_down capped at lam_end (all in lambda) and the noise's std made up to
-    sigma~_next again (k-diffusion's DPMSolver.dpm_solver_fast / dpm_solver_adaptive)."""
-    lam_down, up = ancestral_logsnr(lam, lam_next, eta)
-    if lam_end is not None and lam_down > lam_end:
-        lam_down, up = lam_end, math.sqrt(max(math.exp(-2.0 * lam_next) - math.exp(-2.0 * lam_end), 0.0))
-    return lam_down, up
 
 
 def sde_update(
@@ -248,13 +243,13 @@ def pid_adaptive_solve(
     k-diffusion's is the noise form, sign = -1).
 
     Each try from lam_s to t = min(lam_end, lam_s + h) gives DPM-Solver-k and its embedded k - 1 (`solver_type`;
-    k-diffusion's is the midpoint form;
-    with eta > 0 both go down to `ancestral_step`'s lambda_down, capped at lam_end). The error is the RMS over the
-    whole batch of (y_k - y_{k-1}) / max(atol, rtol max(|y_{k-1}|, |y_prev|)); the controller (b1 = (p + i + d) / q,
-    b2 = -(p + 2 d) / q, b3 = d / q with q = order, or 1.5 with eta > 0) turns the last three inverse errors into a
-    factor, limits it by 1 + atan(factor - 1), accepts the try if it is >= accept_safety, and multiplies h by it
-    either way. An accepted try adds the ancestral noise (`noise()`: one draw) and moves on, until lam_end is within
-    1e-5. The prediction at lam_s is kept after a rejection (k-diffusion computes it again: same steps, fewer calls).
+    k-diffusion's is the midpoint form; with eta > 0 both go down to `ancestral_logsnr`'s lambda_down, capped at
+    lam_end). The error is the RMS over the whole batch of (y_k - y_{k-1}) / max(atol, rtol max(|y_{k-1}|,
+    |y_prev|)); the controller (b1 = (p + i + d) / q, b2 = -(p + 2 d) / q, b3 = d / q with q = order, or 1.5 with
+    eta > 0) turns the last three inverse errors into a factor, limits it by 1 + atan(factor - 1), accepts the try
+    if it is >= accept_safety, and multiplies h by it either way. An accepted try adds the ancestral noise
+    (`noise()`: one draw) and moves on, until lam_end is within 1e-5. The prediction at lam_s is kept after a
+    rejection (k-diffusion computes it again: same steps, fewer calls).
     Returns (y reached, the lam reached, calls); a non-finite error, a step below 1e-10 or more than
     `max_rejections` rejected tries (a tolerance float64 cannot meet: the error rounds to 0 on tiny steps, which are
     then accepted) raises FloatingPointError."""
@@ -271,7 +266,7 @@ def pid_adaptive_solve(
 
     while lam_s < lam_end - 1e-5:  # in lambda; the form's variable is sign * lambda
         lam_t = min(lam_end, lam_s + h)
-        lam_to, up = ancestral_step(lam_s, lam_t, eta, lam_end) if eta > 0 else (lam_t, 0.0)
+        lam_to, up = ancestral_logsnr(lam_s, lam_t, eta, lam_end) if eta > 0 else (lam_t, 0.0)
         if m0 is None:
             m0 = counted(y, sign * lam_s)
         y_high, y_low = _singlestep(y, m0, sign * lam_s, sign * lam_to, order, solver_type, coef, counted, None, True)
