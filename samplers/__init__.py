@@ -5,7 +5,8 @@ DDIM, DPM-Solver++, UniPC, PNDM, linear multistep (LMS) and EDM's stochastic sam
 Every sampler is a plain function `sampler(score_fn, sde, x_T, ts, *, generator=None, callback=None, **options)
 -> x_0` over a decreasing time grid ts (see `grids`); it sees only `score_fn(x, t)` and the SDE. After every
 step it calls `callback({"i": step index, "t": the step's new time, "x": the current samples})`; a callback may
-change info["x"] in place (a projection, e.g. inpainting). Adaptive solvers (ODE, DPM-Solver-12 / -23) call it
+change info["x"] in place (a projection, e.g. inpainting; RePaint, `repaint_sample`, is an inpainting sampler of
+its own, which walks the grid down and back up). Adaptive solvers (ODE, DPM-Solver-12 / -23) call it
 once, at the end. `run_sampler` builds the grid by name and checks every option before any work; the final Tweedie
 denoising (`denoise=True`, one more score evaluation) is every sampler's default.
 """
@@ -31,6 +32,7 @@ from .ode import ode_sample, solve_probability_flow
 from .options import DEFAULT_STEPS, SAMPLER_OPTIONS, check_sampler_options, options_from_config, steps_or_default
 from .pc import PREDICTORS, ancestral_sample, pc_sample
 from .pndm import pndm_sample
+from .repaint import repaint_levels, repaint_sample
 from .unipc import unipc_sample
 
 SAMPLERS = {
@@ -96,6 +98,8 @@ __all__ = [
     "options_from_config",
     "pc_sample",
     "pndm_sample",
+    "repaint_levels",
+    "repaint_sample",
     "run_sampler",
     "solve_probability_flow",
     "steps_or_default",

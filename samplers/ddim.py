@@ -17,11 +17,19 @@ from .base import check_grid, check_option, final_denoise, randn_like
 
 
 def ddim_step(
-    sde: SDE, x: Tensor, t: Tensor, s: Tensor, score: Tensor, eta: float, generator: torch.Generator | None
+    sde: SDE,
+    x: Tensor,
+    t: Tensor,
+    s: Tensor,
+    score: Tensor,
+    eta: float,
+    generator: torch.Generator | None,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """DDIM step t -> s: alpha_s x0_hat + sqrt(sigma_s^2 - c^2) noise_hat + c noise (Song et al. 2021a, Eq. 12).
 
-    c^2 = eta^2 times the posterior variance of q(x_s | x_t, x_0); eta = 1 is the ancestral step.
+    c^2 = eta^2 times the posterior variance of q(x_s | x_t, x_0); eta = 1 is the ancestral step. The fresh noise
+    is drawn from `generator` unless given.
     """
     alpha_s, sigma_s = sde.marginal(s)
     _, sigma_t = sde.marginal(t)
@@ -29,7 +37,9 @@ def ddim_step(
     noise_hat = -append_dims(sigma_t, x.ndim) * score
     c2 = eta**2 * sde.posterior(s, t)[2]
     x = append_dims(alpha_s, x.ndim) * x0_hat + append_dims((sigma_s**2 - c2).clamp_min(0).sqrt(), x.ndim) * noise_hat
-    return x + append_dims(c2.sqrt(), x.ndim) * randn_like(x, generator) if eta > 0 else x
+    if eta == 0:
+        return x
+    return x + append_dims(c2.sqrt(), x.ndim) * (randn_like(x, generator) if noise is None else noise)
 
 
 def ddim_sample(

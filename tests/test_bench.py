@@ -154,3 +154,15 @@ def test_gpu_benchmark_runs_at_tiny_size_on_cpu(tmp_path):
     assert [r["variant"] for r in record["rows"]] == ["fp32", "bf16"]
     assert all(r["train_img_per_s"] > 0 and r["sample_nfe"] == 20 for r in record["rows"])
     assert record["likelihood"]["likelihood_calls"] > 0
+
+
+def test_repaint_benchmark_writes_a_row_per_setting(tmp_path):
+    """The toy part at tiny size: one row per path, level count and jump_n_sample, with its NFE."""
+    from bench import repaint as bench_repaint
+    from sde import SDES
+
+    bench_repaint.main(["--toy-levels", "12", "--toy-resamples", "1,2", "--toy-samples", "50", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "repaint_toy.json").read_text())["rows"]
+    assert len(rows) == 2 * len(SDES)
+    assert {r["nfe"] for r in rows} == {12, 12 + 10}  # r = 2: one jump from level 0 up 10 levels and down again
+    assert (tmp_path / "repaint_toy.md").read_text().count("\n|") == len(rows) + 1

@@ -17,6 +17,7 @@ import torch
 
 from data.toy import make_mixture
 from samplers import SAMPLERS, time_grid
+from samplers.repaint import repaint_levels, repaint_sample
 from sde import make_sde
 
 diffusers = pytest.importorskip("diffusers", reason="the optional compat extra (diffusers) is not installed")
@@ -760,3 +761,84 @@ def test_two_call_schedulers_equal_singlestep_dpm_solver(name, options, steps):
         score_fn, SDE, x_T, ts, order=2, generator=torch.Generator().manual_seed(5), **options
     )
     torch.testing.assert_close(ours, theirs, **TOL)
+
+
+# ---- RePaint (samplers/repaint.py) against RePaintScheduler. ---------------------------------------------------------
+def run_repaint_scheduler(sched, x_T, x_known, mask, eps_fn, seed):
+    """diffusers' RePaintPipeline loop: a step where the timestep falls, undo_step where it rises."""
+    g = torch.Generator().manual_seed(seed)
+    x, t_last = x_T.clone(), sched.timesteps[0] + 1
+    for t in sched.timesteps:
+        if t < t_last:
+            x = sched.step(eps_fn(x, t), t, x, x_known, mask, generator=g).prev_sample
+        else:
+            x = sched.undo_step(x, t_last, generator=g)
+        t_last = t
+    return x
+
+
+def repaint_scheduler_walk(sched, n):
+    """diffusers' timesteps as our levels: the image sits at level k before the step at timestep k, and at k - 1
+    after it or after the undo_step that leads to timestep k."""
+    return [n - 1] + [int(k) - 1 for k in sched.timesteps]
+
+
+@pytest.mark.parametrize("eta, jump_length, jump_n_sample", [(1.0, 5, 3), (0.0, 5, 3), (0.5, 10, 4)])
+def test_repaint_equals_repaint_scheduler(eta, jump_length, jump_n_sample):
+    """RePaint with replace="after" (the paper's Alg. 1: one noise draw per step serving the known part at the new
+    level and the unknown part's DDIM-eta step) on diffusers' walk is its RePaintScheduler, no clipping, when its
+    inference steps are its training steps (a 50-step chain = our "ddpm" path at N = 50; undo_step then takes one
+    beta, our forward kernel)."""
+    n = 50
+    sde = make_sde("ddpm", N=n)
+
+    def chain_eps(x, k):
+        t = torch.full((x.shape[0],), (int(k) + 1) / n, dtype=torch.float64)
+        return (-sde.marginal(t)[1][:, None] * MIXTURE.score(x.double(), t, sde)).float()
+
+    sched = diffusers.RePaintScheduler(
+        num_train_timesteps=n, trained_betas=sde.betas.float().numpy(), eta=eta, clip_sample=False
+    )
+    sched.set_timesteps(n, jump_length=jump_length, jump_n_sample=jump_n_sample)
+    x_T, x_known = start(), start(seed=1)
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    theirs = run_repaint_scheduler(sched, x_T, x_known, mask, chain_eps, seed=5)
+    ts = torch.tensor([(k + 1) / n for k in range(n - 1, -1, -1)], dtype=torch.float64)
+    ours = repaint_sample(
+        lambda x, t: MIXTURE.score(x, t, sde),
+        sde,
+        x_T,
+        ts,
+        x_known,
+        mask,
+        eta=eta,
+        levels=repaint_scheduler_walk(sched, n),
+        generator=torch.Generator().manual_seed(5),
+    )
+    torch.testing.assert_close(ours, theirs, **TOL)
+
+
+def test_repaint_scheduler_walk_is_the_authors_one_level_lower():
+    """diffusers jumps right after the step at timestep j, from level j - 1, where the authors' get_schedule_jump
+    (our default) jumps on reaching level j: its walk is theirs shifted down one level (its first jump leaves from
+    the data itself)."""
+    sched = diffusers.RePaintScheduler(num_train_timesteps=50)
+    sched.set_timesteps(50, jump_length=5, jump_n_sample=3)
+    theirs, ours = repaint_scheduler_walk(sched, 50), repaint_levels(50, 5, 3)
+    assert theirs == [49] + [level - 1 for level in ours[:-1]]
+    assert theirs[10:12] == [39, 40] and ours[9:11] == [40, 41]  # the first jumps
+    assert -1 in theirs[1:-1] and -1 not in ours[1:-1]  # only diffusers' walk jumps from the data
+
+
+def test_repaint_scheduler_undo_lands_too_high_when_it_skips_timesteps():
+    """With n = num_train_timesteps // num_inference_steps > 1, undo_step(x, t) applies betas t .. t + n - 1 to an
+    image at level t - n, which needs betas t - n + 1 .. t: it lands n - 1 chain steps too high. From the data
+    (t = 0, n = 4) that is 1 - abar_3 instead of 1 - abar_0, 4.x times the noise variance (measured on 20,000
+    draws; the gap shrinks with the level)."""
+    sched = diffusers.RePaintScheduler(num_train_timesteps=1000)
+    sched.set_timesteps(250, jump_length=10, jump_n_sample=10)
+    x = torch.zeros(20000)
+    var = sched.undo_step(x, 0, generator=torch.Generator().manual_seed(0)).var().item()
+    abar = sched.alphas_cumprod.double()
+    assert abs(var / (1 - abar[3].item()) - 1) < 0.05
+    assert var / (1 - abar[0].item()) > 3.5
