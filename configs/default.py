@@ -128,7 +128,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.order = 2  # DPM-Solver++ and UniPC order (1, 2 or 3)
     sampling.third_order = "exact"  # DPM-Solver++(3M) quadratic term: "exact" (third order) or "reference" (libraries')
     sampling.solver_type = "midpoint"  # DPM-Solver++'s 2-point correction: "midpoint" or "heun" (phi_2; k's 3M)
-    sampling.solver_prediction = "data"  # dpm_solver, unipc: extrapolate "data" (x0_hat) or "noise" (eps)
+    sampling.solver_prediction = "data"  # dpm_solver, unipc, sa_solver: extrapolate "data" (x0_hat) or "noise" (eps)
     sampling.dpm_method = "multistep"  # dpm_solver: "multistep" (1 call / step), "singlestep" (order calls / step),
     # "fast" (DPM-Solver-fast: singlestep steps of orders 3, ..., then 2 / 1, exactly `steps` calls in all),
     # "adaptive" (DPM-Solver-12 / -23), "adaptive_pid" (k-diffusion's DPM adaptive: the same under its PID step
@@ -139,6 +139,13 @@ def get_default_config() -> ml_collections.ConfigDict:
     # (fast: only on a grid even in lambda; on another it calls at the grid's own times)
     sampling.lower_order_final = "none"  # multistep end: "none" (k-diffusion), "last" (Lu), "denoise" (diffusers)
     sampling.unipc_variant = "bh2"  # UniPC's B(h): "bh1" (B = h) or "bh2" (B = e^h - 1)
+    sampling.sa_predictor_order = 3  # SA-Solver (Xue et al. 2023): stochastic Adams predictor order 1-4 (the
+    sampling.sa_corrector_order = 4  # authors' 3 / 4; diffusers' default 2 / 2); corrector 0-4, at no extra call
+    sampling.sa_tau = 1.0  # SA-Solver: noise scale tau (0: the probability-flow ODE, 1: the reverse SDE)
+    sampling.sa_tau_sigma_min = 0.7236  # SA-Solver: tau only at noise levels sigma/alpha in [min, max] (diffusers'
+    sampling.sa_tau_sigma_max = 25.736  # default window: timesteps 200-800 of DDPM's 1000-step chain), 0 elsewhere
+    sampling.sa_lower_order_final = "none"  # SA-Solver: "last" lowers the orders at the end (diffusers'; second order)
+    sampling.sa_rescale = True  # SA-Solver: the authors' few-step rescaling of order-2 steps (their few_steps mode)
     sampling.lms_order = 4  # lms: Adams-Bashforth order 1-4 (k-diffusion's and diffusers' default 4)
     sampling.pndm_warmup = "prk"  # PNDM's first steps: "prk" (pseudo Runge-Kutta, F-PNDM), "plms" (pseudo Heun) or
     # "ipndm" (iPNDM: Adams-Bashforth of orders 1-3, no extra call)

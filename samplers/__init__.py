@@ -1,6 +1,7 @@
 """Samplers for score-based diffusion: ancestral, annealed Langevin, predictor-corrector, probability-flow ODE,
-DDIM, DPM-Solver++, UniPC, PNDM, linear multistep (LMS) and EDM's stochastic sampler (Ho et al. 2020; Song & Ermon
-2019; Song et al. 2021; Song et al. 2021a; Lu et al. 2022b; Zhao et al. 2023; Liu et al. 2022; Karras et al. 2022).
+DDIM, DPM-Solver++, UniPC, SA-Solver, PNDM, linear multistep (LMS) and EDM's stochastic sampler (Ho et al. 2020;
+Song & Ermon 2019; Song et al. 2021; Song et al. 2021a; Lu et al. 2022b; Zhao et al. 2023; Xue et al. 2023; Liu et
+al. 2022; Karras et al. 2022).
 
 Every sampler is a plain function `sampler(score_fn, sde, x_T, ts, *, generator=None, callback=None, **options)
 -> x_0` over a decreasing time grid ts (see `grids`); it sees only `score_fn(x, t)` and the SDE. After every
@@ -33,6 +34,7 @@ from .options import DEFAULT_STEPS, SAMPLER_OPTIONS, check_sampler_options, opti
 from .pc import PREDICTORS, ancestral_sample, pc_sample
 from .pndm import pndm_sample
 from .repaint import repaint_levels, repaint_sample
+from .sa_solver import sa_solver_sample
 from .unipc import unipc_sample
 
 SAMPLERS = {
@@ -43,6 +45,7 @@ SAMPLERS = {
     "ddim": ddim_sample,
     "dpm_solver": dpm_solver_sample,
     "unipc": unipc_sample,
+    "sa_solver": sa_solver_sample,
     "pndm": pndm_sample,
     "lms": lms_sample,
     "edm": edm_sample,
@@ -101,6 +104,7 @@ __all__ = [
     "repaint_levels",
     "repaint_sample",
     "run_sampler",
+    "sa_solver_sample",
     "solve_probability_flow",
     "steps_or_default",
     "time_grid",

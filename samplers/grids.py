@@ -73,7 +73,7 @@ CHAIN_GRIDS = {"respaced": respaced_grid}  # a discrete chain's own steps: for c
 
 
 # Samplers of 10-50 steps whose "default" grid is the path's `solver_grid` (the others use its `default_grid`).
-SOLVER_SAMPLERS = ("ode", "ddim", "dpm_solver", "unipc", "pndm", "lms", "edm")
+SOLVER_SAMPLERS = ("ode", "ddim", "dpm_solver", "unipc", "sa_solver", "pndm", "lms", "edm")
 
 
 def keeps_alpha_one(sde: SDE) -> bool:

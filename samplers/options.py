@@ -19,6 +19,7 @@ from .edm import check_edm_options
 from .grids import CHAIN_GRIDS, GRIDS, time_grid
 from .langevin import CORRECTORS, check_ald_step
 from .pc import PREDICTORS, check_pc_combination
+from .sa_solver import TAU_SIGMA_MAX, TAU_SIGMA_MIN, check_sa_options
 
 # Sampler option -> key of the config's `sampling` section that sets it. steps, grid and t_min are common.
 SAMPLER_OPTIONS = {
@@ -57,6 +58,17 @@ SAMPLER_OPTIONS = {
         "denoise": "denoise",
     },
     "pndm": {"warmup": "pndm_warmup", "denoise": "denoise"},
+    "sa_solver": {
+        "predictor_order": "sa_predictor_order",
+        "corrector_order": "sa_corrector_order",
+        "tau": "sa_tau",
+        "tau_sigma_min": "sa_tau_sigma_min",
+        "tau_sigma_max": "sa_tau_sigma_max",
+        "prediction": "solver_prediction",
+        "lower_order_final": "sa_lower_order_final",
+        "rescale": "sa_rescale",
+        "denoise": "denoise",
+    },
     "lms": {"order": "lms_order", "denoise": "denoise"},
     "edm": {
         "s_churn": "s_churn",
@@ -70,8 +82,8 @@ SAMPLER_OPTIONS = {
 GRID_OPTIONS = ("steps", "grid", "t_min")
 # Steps of each sampler when the config leaves `sampling.steps` at 0 (docs/samplers.md, "Default step counts"):
 # DDPM's 1,000-step chain; NCSN's 100 noise levels (x ald_steps); the PC recipe's 500; 50 fixed ODE steps; DDIM's
-# 50; 20 for the multistep solvers (21 network calls); PNDM's 50 (Liu et al.'s setting) and LMS's 50; EDM's 18 (35
-# network calls).
+# 50; 20 for the multistep solvers and SA-Solver (21 network calls); PNDM's 50 (Liu et al.'s setting) and LMS's 50;
+# EDM's 18 (35 network calls).
 DEFAULT_STEPS = {
     "ancestral": 1000,
     "ald": 100,
@@ -80,6 +92,7 @@ DEFAULT_STEPS = {
     "ddim": 50,
     "dpm_solver": 20,
     "unipc": 20,
+    "sa_solver": 20,
     "pndm": 50,
     "lms": 50,
     "edm": 18,
@@ -102,6 +115,7 @@ SAMPLER_NEEDS = {
     "ddim": ("posterior", "logsnr"),
     "dpm_solver": ("logsnr",),
     "unipc": ("logsnr",),
+    "sa_solver": ("logsnr",),
     "pndm": ("posterior", "logsnr"),
     "lms": ("logsnr",),
     "edm": ("logsnr", "t_from_logsnr"),
@@ -111,6 +125,8 @@ SAMPLER_NEEDS = {
 def _check_option(sampler: str, key: str, value) -> None:
     """Validate one sampler option's value (the registries of predictors and correctors live with the solvers;
     DPM-Solver's `method` is its step structure, the ODE sampler's an ODE method)."""
+    if sampler == "sa_solver" and key != "prediction":
+        return  # checked together below (check_sa_options), with the defaults of what is not given
     if sampler == "dpm_solver" and key == "method":
         check_option("dpm_method", value)
     elif sampler == "lms" and key == "order":
@@ -163,6 +179,12 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
     if sampler == "edm":  # the pair S_tmin <= S_tmax, with the sampler's defaults for what is not given
         edm = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0}
         check_edm_options(**{key: options.get(key, value) for key, value in edm.items()})
+    if sampler == "sa_solver":
+        sa = {"predictor_order": 3, "corrector_order": 4, "tau": 1.0, "tau_sigma_min": TAU_SIGMA_MIN,
+              "tau_sigma_max": TAU_SIGMA_MAX, "lower_order_final": "none", "rescale": True}  # fmt: skip
+        check_sa_options(**{key: options.get(key, value) for key, value in sa.items()})
+        if "denoise" in options:
+            check_option("denoise", options["denoise"])
     if options.get("predictor") == "none" and options.get("corrector") == "none":
         raise ValueError("predictor 'none' with corrector 'none' does nothing; choose at least one")
     if sampler == "dpm_solver":

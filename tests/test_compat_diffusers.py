@@ -842,3 +842,62 @@ def test_repaint_scheduler_undo_lands_too_high_when_it_skips_timesteps():
     abar = sched.alphas_cumprod.double()
     assert abs(var / (1 - abar[3].item()) - 1) < 0.05
     assert var / (1 - abar[0].item()) > 3.5
+
+
+# ---- SA-Solver (samplers/sa_solver.py) against SASolverScheduler. ----------------------------------------------------
+def sa_window() -> dict:
+    """diffusers' default tau window (timesteps 200..800) as our noise levels, a hair wider for float rounding."""
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, N, dtype=torch.float64), 0)
+    level = lambda k: float(((1 - abar[k]) / abar[k]).sqrt())  # noqa: E731
+    return {"tau_sigma_min": level(200) * (1 - 1e-9), "tau_sigma_max": level(800) * (1 + 1e-9)}
+
+
+def run_sa_scheduler(p, c, steps, tau, algorithm, float64=False):
+    sched = diffusers.SASolverScheduler(**CHAIN, predictor_order=p, corrector_order=c, algorithm_type=algorithm,
+                                        tau_func=(lambda t: 0) if tau == 0 else None)  # fmt: skip
+    sched.set_timesteps(steps)
+    x, g = start(), torch.Generator().manual_seed(3)
+    if float64:  # its chain in float64: its sigmas are all it reads
+        abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, N, dtype=torch.float64), 0)
+        sched.sigmas = ((1 - abar) / abar).sqrt()[sched.timesteps.tolist() + [0]]
+        x = x.double()
+    x_T = x.clone()
+    for k in sched.timesteps:
+        t = torch.full((x.shape[0],), (int(k) + 1) / N, dtype=torch.float64)
+        model = -SDE.marginal(t)[1][:, None] * MIXTURE.score(x.double(), t, SDE)
+        x = sched.step(model.to(x.dtype), k, x, generator=g).prev_sample
+    ts = torch.cat([grid(sched.timesteps), torch.tensor([1 / N], dtype=torch.float64)])
+    return x_T, x, ts
+
+
+def our_sa(x_T, ts, p, c, tau, prediction):
+    return SAMPLERS["sa_solver"](score_fn, SDE, x_T, ts, predictor_order=p, corrector_order=c, tau=tau,
+                                 prediction=prediction, lower_order_final="last", denoise=False,
+                                 generator=torch.Generator().manual_seed(3), **sa_window())  # fmt: skip
+
+
+SA_CASES = [(1, 1, 20, 0.0), (2, 2, 20, 0.0), (2, 2, 20, 1.0), (2, 1, 15, 1.0), (3, 4, 20, 1.0), (4, 4, 25, 1.0)]
+
+
+@pytest.mark.parametrize("p, c, steps, tau", SA_CASES)
+def test_sa_solver_equals_sa_solver_scheduler(p, c, steps, tau):
+    """Data prediction (its default), float32 as it runs: its default tau window, its lower_order_final, its
+    few-step order-2 rescaling; its last step lands on timestep 0's level (our denoise=False). Orders 3-4 agree to
+    1e-4 (its Lagrange weights are expanded in powers of lambda in float32)."""
+    x_T, theirs, ts = run_sa_scheduler(p, c, steps, tau, "data_prediction")
+    ours = our_sa(x_T, ts, p, c, tau, "data")
+    torch.testing.assert_close(ours, theirs, **(TOL if p <= 2 else {"rtol": 1e-4, "atol": 2e-4}))
+
+
+@pytest.mark.parametrize("p, c, steps, tau", [(2, 2, 20, 1.0), (3, 4, 20, 1.0), (4, 4, 25, 1.0)])
+def test_sa_solver_noise_form_equals_its_float64_run_where_its_float32_one_drifts(p, c, steps, tau):
+    """The noise-prediction form equals SASolverScheduler run on its chain in float64 (1e-8). In float32 its
+    weights, polynomials in lambda ~ -10..6 times e^{-lambda}, cancel: at orders 3-4 its own float32 run is 1e-3 to
+    0.6 away from its float64 one, ours (float64 weights) within 1e-4."""
+    x_T, theirs64, ts = run_sa_scheduler(p, c, steps, tau, "noise_prediction", float64=True)
+    torch.testing.assert_close(our_sa(x_T.double(), ts, p, c, tau, "noise"), theirs64, rtol=1e-8, atol=1e-8)
+    _, theirs32, _ = run_sa_scheduler(p, c, steps, tau, "noise_prediction")
+    ours32 = our_sa(x_T, ts, p, c, tau, "noise")
+    assert (ours32.double() - theirs64).abs().max() < 1e-4
+    if p >= 3:
+        assert (theirs32.double() - theirs64).abs().max() > 1e-3

@@ -70,6 +70,11 @@ def test_third_order_dpm_solver_is_third_order_and_the_reference_coefficient_sec
         ("unipc", {"order": 1}, 1.7, 2.4),  # UniP-1 + UniC-1: order 2 at one NFE per step
         ("unipc", {"order": 2}, 2.7, 4.5),  # UniP-2 + UniC-2: order 3
         ("unipc", {"order": 2, "prediction": "noise"}, 2.7, 4.5),
+        ("sa_solver", {"tau": 0.0, "predictor_order": 2, "corrector_order": 0}, 1.8, 2.3),  # SA-Predictor: p
+        ("sa_solver", {"tau": 0.0, "predictor_order": 1, "corrector_order": 2}, 1.8, 2.4),  # min(p + 1, c)
+        ("sa_solver", {"tau": 0.0, "predictor_order": 2, "corrector_order": 3}, 2.7, 3.5),
+        ("sa_solver", {"tau": 0.0, "predictor_order": 2, "corrector_order": 3, "prediction": "noise"}, 2.7, 3.5),
+        ("sa_solver", {"tau": 0.0, "predictor_order": 3, "corrector_order": 4}, 3.0, 4.5),
         ("ode", {"method": "heun"}, 1.8, 2.4),
         ("ode", {"method": "heun", "variable": "sigma"}, 1.8, 2.4),
         ("ode", {"method": "rk4"}, 3.5, 4.6),

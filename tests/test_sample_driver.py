@@ -236,6 +236,9 @@ def test_an_option_can_make_a_combination_biased(caplog):
     assert bias_warning("dpm_solver", "cosine", "quadratic", {"prediction": "data", "method": "fast"}) is None
     assert bias_warning("dpm_solver", "cosine", "quadratic", {"prediction": "noise", "method": "singlestep"}) is None
     assert bias_warning("dpm_solver", "cosine", "logsnr", noise_fast) is None
+    assert "need many steps" in bias_warning("sa_solver", "vp", "logsnr", {"prediction": "noise", "tau": 1.0})
+    assert bias_warning("sa_solver", "vp", "logsnr", {"prediction": "noise", "tau": 0.0}) is None
+    assert bias_warning("sa_solver", "vp", "logsnr", {"prediction": "data", "tau": 1.0}) is None
     dpm2_a = {"prediction": "noise", "method": "singlestep", "eta": 1.0}  # the ancestral DPM-Solver-2 at eta = 1
     assert "twice this grid's first step" in bias_warning("dpm_solver", "cosine", "quadratic", dpm2_a)
     assert bias_warning("dpm_solver", "cosine", "quadratic", {**dpm2_a, "eta": 0.7}) is None

@@ -110,6 +110,9 @@ ORACLE_CASES = [
     ("dpm_solver", {"steps": 30, "order": 3, "third_order": "reference", "grid": "logsnr"}),
     ("unipc", {"steps": 20, "order": 2, "grid": "logsnr"}),
     ("unipc", {"steps": 20, "order": 3, "variant": "bh1", "grid": "logsnr"}),
+    ("sa_solver", {"steps": 30}),  # SA-Solver 3 / 4, tau = 1 in diffusers' window
+    ("sa_solver", {"steps": 30, "predictor_order": 2, "corrector_order": 3, "tau": 0.0}),
+    ("sa_solver", {"steps": 80, "prediction": "noise", "predictor_order": 2, "corrector_order": 3}),
     ("pndm", {"steps": 40, "grid": "logsnr"}),  # F-PNDM
     ("lms", {"steps": 50}),  # its default grid: quadratic, Karras on VE and EDM
     ("pndm", {"steps": 40, "warmup": "plms", "grid": "logsnr"}),
@@ -455,6 +458,8 @@ def test_subvp_with_langevin_corrector_works():
         ("dpm_solver", {"steps": 7, "order": 3}, 7 + 1),
         ("unipc", {"steps": 7, "order": 3}, 7 + 1),
         ("unipc", {"steps": 7, "denoise": False}, 7),
+        ("sa_solver", {"steps": 7}, 7 + 1),
+        ("sa_solver", {"steps": 7, "corrector_order": 0, "denoise": False}, 7),
         ("pndm", {"steps": 7}, 7 + 9 + 1),
         ("lms", {"steps": 7}, 7 + 1),
         ("pndm", {"steps": 7, "warmup": "plms", "denoise": False}, 7 + 1),
@@ -560,6 +565,13 @@ def never_called(x, t):
         ("ddim", "ddpm", {"steps": 10, "t_min": 0.0}, r"cannot stop at t_min = 0.0 on DiscreteVPSDE"),
         ("dpm_solver", "edm", {"steps": 10, "t_min": 0.0}, r"cannot stop at t_min = 0.0 on EDMSDE"),
         ("ald", "subvp", {"steps": 10, "eps": 2e-5}, "ALD step eps = 2e-05 is unstable"),
+        ("sa_solver", "vp", {"steps": 10, "predictor_order": 5}, r"unknown SA-Solver predictor_order 5; valid"),
+        ("sa_solver", "vp", {"steps": 10, "corrector_order": -1}, r"unknown SA-Solver corrector_order -1; valid"),
+        ("sa_solver", "vp", {"steps": 10, "tau": -1.0}, r"SA-Solver tau must be a number >= 0, got -1.0"),
+        ("sa_solver", "vp", {"steps": 10, "tau_sigma_min": 30.0}, r"tau_sigma_min must lie in \[0, tau_sigma_max"),
+        ("sa_solver", "vp", {"steps": 10, "lower_order_final": "denoise"}, r"SA-Solver lower_order_final 'denoise'"),
+        ("sa_solver", "vp", {"steps": 10, "rescale": "yes"}, r"SA-Solver rescale must be True or False"),
+        ("sa_solver", "vp", {"steps": 10, "prediction": "v"}, r"unknown solver prediction 'v'"),
     ],
 )
 def test_bad_options_raise_clear_errors_before_any_work(sampler, sde_name, options, message):
