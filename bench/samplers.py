@@ -72,6 +72,14 @@ FAST_SWEEP = [
         [2, 5],
     ),
     ("fast: dpm_solver++ SDE (k-diffusion) eta=1", "dpm_solver", {"method": "sde", "eta": 1.0}, [2, 5]),
+    ("fast: sa_solver 3/4 tau=1", "sa_solver", {}, [5, 10, 15, 20]),
+    ("fast: sa_solver 3/4 tau=0", "sa_solver", {"tau": 0.0}, [5, 10, 15, 20]),
+    (
+        "fast: sa_solver 2/2 last (diffusers' default)",
+        "sa_solver",
+        {"predictor_order": 2, "corrector_order": 2, "lower_order_final": "last"},
+        [5, 10, 15, 20],
+    ),
     (
         "fast: dpm_solver-fast 3 ancestral eta=1 (noise)",
         "dpm_solver",

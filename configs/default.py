@@ -146,6 +146,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.sa_tau_sigma_max = 25.736  # default window: timesteps 200-800 of DDPM's 1000-step chain), 0 elsewhere
     sampling.sa_lower_order_final = "none"  # SA-Solver: "last" lowers the orders at the end (diffusers'; second order)
     sampling.sa_rescale = True  # SA-Solver: the authors' few-step rescaling of order-2 steps (their few_steps mode)
+    sampling.sa_tau_at = "end"  # SA-Solver: tau by the level a step ends at, the last step none (the authors' code),
+    # or "start": by the level it starts from (diffusers')
     sampling.lms_order = 4  # lms: Adams-Bashforth order 1-4 (k-diffusion's and diffusers' default 4)
     sampling.pndm_warmup = "prk"  # PNDM's first steps: "prk" (pseudo Runge-Kutta, F-PNDM), "plms" (pseudo Heun) or
     # "ipndm" (iPNDM: Adams-Bashforth of orders 1-3, no extra call)

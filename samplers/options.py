@@ -67,6 +67,7 @@ SAMPLER_OPTIONS = {
         "prediction": "solver_prediction",
         "lower_order_final": "sa_lower_order_final",
         "rescale": "sa_rescale",
+        "tau_at": "sa_tau_at",
         "denoise": "denoise",
     },
     "lms": {"order": "lms_order", "denoise": "denoise"},
@@ -181,7 +182,8 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
         check_edm_options(**{key: options.get(key, value) for key, value in edm.items()})
     if sampler == "sa_solver":
         sa = {"predictor_order": 3, "corrector_order": 4, "tau": 1.0, "tau_sigma_min": TAU_SIGMA_MIN,
-              "tau_sigma_max": TAU_SIGMA_MAX, "lower_order_final": "none", "rescale": True}  # fmt: skip
+              "tau_sigma_max": TAU_SIGMA_MAX, "lower_order_final": "none", "rescale": True,
+              "tau_at": "end"}  # fmt: skip
         check_sa_options(**{key: options.get(key, value) for key, value in sa.items()})
         if "denoise" in options:
             check_option("denoise", options["denoise"])

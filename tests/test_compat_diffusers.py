@@ -872,7 +872,7 @@ def run_sa_scheduler(p, c, steps, tau, algorithm, float64=False):
 
 def our_sa(x_T, ts, p, c, tau, prediction):
     return SAMPLERS["sa_solver"](score_fn, SDE, x_T, ts, predictor_order=p, corrector_order=c, tau=tau,
-                                 prediction=prediction, lower_order_final="last", denoise=False,
+                                 prediction=prediction, lower_order_final="last", tau_at="start", denoise=False,
                                  generator=torch.Generator().manual_seed(3), **sa_window())  # fmt: skip
 
 
@@ -881,9 +881,10 @@ SA_CASES = [(1, 1, 20, 0.0), (2, 2, 20, 0.0), (2, 2, 20, 1.0), (2, 1, 15, 1.0), 
 
 @pytest.mark.parametrize("p, c, steps, tau", SA_CASES)
 def test_sa_solver_equals_sa_solver_scheduler(p, c, steps, tau):
-    """Data prediction (its default), float32 as it runs: its default tau window, its lower_order_final, its
-    few-step order-2 rescaling; its last step lands on timestep 0's level (our denoise=False). Orders 3-4 agree to
-    1e-4 (its Lagrange weights are expanded in powers of lambda in float32)."""
+    """Data prediction (its default), float32 as it runs: its default tau window, decided at each step's start
+    (tau_at="start"), its lower_order_final, its few-step order-2 rescaling; its last step lands on timestep 0's
+    level (our denoise=False). Orders 3-4 agree to 1e-4 (its Lagrange weights are expanded in powers of lambda in
+    float32)."""
     x_T, theirs, ts = run_sa_scheduler(p, c, steps, tau, "data_prediction")
     ours = our_sa(x_T, ts, p, c, tau, "data")
     torch.testing.assert_close(ours, theirs, **(TOL if p <= 2 else {"rtol": 1e-4, "atol": 2e-4}))

@@ -376,3 +376,20 @@ def test_bad_solver_options_are_refused_before_any_work(sampler, options, messag
 
     with pytest.raises(ValueError, match=message):
         run_sampler(sampler, never_called, make_sde("vp"), torch.zeros(4, 2), steps=5, **options)
+
+
+@pytest.mark.parametrize("prediction", ["data", "noise"])
+@pytest.mark.parametrize("sde_name", ["vp", "ve"])
+def test_sa_predictor_of_order_one_with_tau_one_is_the_first_order_sde_dpm_solver(sde_name, prediction):
+    """tau = 1 at every level (tau_at="start": the last step too), predictor order 1, no corrector:
+    SDE-DPM-Solver++(1) in the data form,
+    SDE-DPM-Solver-1 in the noise form (Lu et al. 2022b), the same draws."""
+    sde = make_sde(sde_name)
+    ts = time_grid(sde, 12, 1e-3, "logsnr")
+    x_T = sde.prior_sampling((64, 3), torch.Generator().manual_seed(0), dtype=torch.float64)
+    sa = SAMPLERS["sa_solver"](GAUSSIAN.score_fn(sde), sde, x_T, ts, predictor_order=1, corrector_order=0, tau=1.0,
+                               tau_sigma_min=0.0, tau_sigma_max=math.inf, tau_at="start", prediction=prediction,
+                               generator=torch.Generator().manual_seed(1))  # fmt: skip
+    sde_dpm = SAMPLERS["dpm_solver"](GAUSSIAN.score_fn(sde), sde, x_T, ts, order=1, eta=1.0, prediction=prediction,
+                                     generator=torch.Generator().manual_seed(1))  # fmt: skip
+    torch.testing.assert_close(sa, sde_dpm, rtol=1e-10, atol=1e-10)

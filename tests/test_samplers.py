@@ -571,6 +571,7 @@ def never_called(x, t):
         ("sa_solver", "vp", {"steps": 10, "tau_sigma_min": 30.0}, r"tau_sigma_min must lie in \[0, tau_sigma_max"),
         ("sa_solver", "vp", {"steps": 10, "lower_order_final": "denoise"}, r"SA-Solver lower_order_final 'denoise'"),
         ("sa_solver", "vp", {"steps": 10, "rescale": "yes"}, r"SA-Solver rescale must be True or False"),
+        ("sa_solver", "vp", {"steps": 10, "tau_at": "middle"}, r"unknown SA-Solver tau_at 'middle'"),
         ("sa_solver", "vp", {"steps": 10, "prediction": "v"}, r"unknown solver prediction 'v'"),
     ],
 )
