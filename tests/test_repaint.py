@@ -141,3 +141,22 @@ def test_bad_input_is_refused_before_any_call(options, match):
     with pytest.raises(ValueError, match=match):
         repaint_sample(counted, sde, torch.zeros(2, 2), time_grid(sde, 9), torch.zeros(2, 2), mask, **options)
     assert counted.nfe == 0
+
+
+def test_image_shaped_data_and_a_broadcast_mask():
+    """Events shaped (1, 2, 2), a mask (1, 2, 2) shared by the batch, on a path whose alpha_t is 1 (EDM) and on the
+    chain: the known pixels are x_known's, and the imputed ones take the mode the known ones decide (two modes at
+    all -1 and all +1, std 0.3: the exact conditional puts them there with weight 1 - 1e-20)."""
+    for sde_name in ("edm", "ddpm"):
+        sde = make_sde(sde_name)
+        mixture = GaussianMixture(torch.tensor([0.5, 0.5]), torch.tensor([[-1.0] * 4, [1.0] * 4]),
+                                  torch.tensor([0.3, 0.3]), shape=(1, 2, 2))  # fmt: skip
+        g = torch.Generator().manual_seed(0)
+        x_known = mixture.sample(16, g)
+        mask = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+        x = repaint_sample(mixture.score_fn(sde), sde, sde.prior_sampling((16, 1, 2, 2), g), time_grid(sde, 19),
+                           x_known, mask, jump_length=5, jump_n_sample=2, generator=g)  # fmt: skip
+        assert x.shape == (16, 1, 2, 2) and torch.isfinite(x).all()
+        assert torch.equal(x[:, 0, 0, 0], x_known[:, 0, 0, 0]) and torch.equal(x[:, 0, 1, 1], x_known[:, 0, 1, 1])
+        mode = torch.sign(x_known[:, 0, 0, 0] + x_known[:, 0, 1, 1])
+        assert (torch.sign(x[:, 0, 0, 1]) == mode).all() and (torch.sign(x[:, 0, 1, 0]) == mode).all()
