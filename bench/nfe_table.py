@@ -10,6 +10,7 @@ exact log-density to its expectation in units of its Monte-Carlo standard error 
 sliced W2 to the truth as a multiple of an exact sample set's (its floor).
 
     python bench/nfe_table.py > bench/results/fast_nfe.md
+    python bench/nfe_table.py bench/results sa_nfe > bench/results/sa_nfe.md   # the SA-Solver rows, run apart
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ PATHS = ("vp", "subvp", "ve", "ddpm", "cosine", "edm", "rectified_flow")
 BUDGETS = (5, 10, 15, 20, 50)
 
 
-def load(folder: str) -> dict:
-    """{path: JSON record} of the fast_nfe_<path>.json files in `folder`."""
+def load(folder: str, prefix: str = "fast_nfe") -> dict:
+    """{path: JSON record} of the <prefix>_<path>.json files in `folder`."""
     found = {}
-    for name in glob.glob(os.path.join(folder, "fast_nfe_*.json")):
+    for name in glob.glob(os.path.join(folder, f"{prefix}_*.json")):
         record = json.load(open(name))
         found[record["sde"]] = record
     return found
@@ -53,5 +54,5 @@ def table(records: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    print(table(load(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results"))))
+if __name__ == "__main__":  # [folder [file prefix]], e.g. `bench/results sa_nfe` for the SA-Solver rows
+    print(table(load(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results"), *sys.argv[2:3])))
