@@ -13,13 +13,13 @@ and the noise-prediction form (`prediction="noise"`, eps = -sigma score)
 
 (their Eqs. 13-14 in lambda). The SA-Predictor (order p) interpolates the last p evaluations; the SA-Corrector
 (order c) redoes the step with the evaluation just made at its end among c points and the predictor's own noise xi,
-so the corrector costs no extra call (as UniPC's). At order 2 in the data form both use the authors'
-few-step modification (diffusers' SASolverScheduler, which its authors contributed): the linear term's weight
-int e^{kappa u} u du is replaced by h^2 / 2 (the corrector: h / 2 per unit step), the same to second order. tau
-applies where the step's starting noise level sigma_t / alpha_t lies in [tau_sigma_min, tau_sigma_max] (the
-defaults are diffusers' default window, timesteps 200-800 of DDPM's 1000-step chain), 0 elsewhere. The level that
-decides is the step's end (`tau_at="end"`, the authors' code, whose last step is also deterministic) or its start
-(`"start"`, diffusers').
+so the corrector costs no extra call (as UniPC's). At order 2 in the data form both use the authors' few-step
+modification (their code's few_steps mode, and diffusers' SASolverScheduler; `rescale=False` turns it off): the
+linear term's weight int e^{kappa u} (u + h) du is replaced by h^2 / 2 (divided by the earlier step's length in the
+predictor, by h in the corrector), the same to second order. tau applies where the noise level sigma_t / alpha_t lies
+in [tau_sigma_min, tau_sigma_max] (the defaults are diffusers' default window, timesteps 200-800 of DDPM's
+1000-step chain), 0 elsewhere; the level that decides is the step's end (`tau_at="end"`, the authors' code, whose
+last step is also deterministic) or its start (`"start"`, diffusers').
 """
 
 from __future__ import annotations
