@@ -11,7 +11,8 @@ and the noise-prediction form (`prediction="noise"`, eps = -sigma score)
 
     x_t = (alpha_t / alpha_s) x_s - kappa sigma_t int_{-h}^0 e^{-u} L(u) du + tau sigma_t sqrt(e^{2h} - 1) xi
 
-(their Eqs. 13-14 in lambda). The SA-Predictor (order p) interpolates the last p evaluations; the SA-Corrector
+(their SA-Predictor and SA-Corrector, written in lambda). The SA-Predictor (order p) interpolates the last p
+evaluations; the SA-Corrector
 (order c) redoes the step with the evaluation just made at its end among c points and the predictor's own noise xi,
 so the corrector costs no extra call (as UniPC's). At order 2 in the data form both use the authors' few-step
 modification (their code's few_steps mode, and diffusers' SASolverScheduler; `rescale=False` turns it off): the
@@ -134,7 +135,7 @@ def sa_solver_sample(
     generator: torch.Generator | None = None,
     callback=None,
 ) -> Tensor:
-    """SA-Solver with predictor order p and corrector order c (0: no corrector), Xue et al. 2023, Alg. 1; NFE =
+    """SA-Solver with predictor order p and corrector order c (0: no corrector), Xue et al. 2023; NFE =
     steps (+1 denoise). Warm-up: orders min(p, i + 1) and min(c, i + 2). With tau = 0 it converges at order
     min(p + 1, c) (c = 0: p), measured against the exact flow map. lower_order_final="last" (the authors' few-step
     mode and diffusers' default) also caps them by the steps left (p: steps - i, c: steps - i + 1); its last step,
