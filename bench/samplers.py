@@ -37,6 +37,9 @@ FAST_SWEEP = [
     ("fast: dpm_solver++ 3M reference", "dpm_solver", {"order": 3, "third_order": "reference"}, [5, 10, 15, 20]),
     ("fast: dpm_solver++ 2M SDE eta=1", "dpm_solver", {"order": 2, "eta": 1.0}, [5, 10, 15, 20]),
     ("fast: edm churn", "edm", {"s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0}, [3, 5, 7, 10]),
+    ("fast: edm heun (no churn)", "edm", {}, [3, 5, 7, 10]),
+    ("fast: restart [3, 2, 0.06, 0.3]", "restart", {}, [5, 7, 10, 17]),  # the authors' CIFAR-10 interval
+    ("fast: restart [3, 4, 0.06, 0.3]", "restart", {"intervals": [[3, 4, 0.06, 0.3]]}, [5, 7, 10, 13]),
     ("fast: dpm_solver 2M (noise)", "dpm_solver", {"order": 2, "prediction": "noise"}, [5, 10, 15, 20]),
     ("fast: dpm_solver 3M exact (noise)", "dpm_solver", {"order": 3, "prediction": "noise"}, [5, 10, 15, 20]),
     (

@@ -35,7 +35,7 @@ RULES = [
         "uniform in t = sigma spends almost no steps at small noise (measured max |z| 60-15,000)",
     ),
     (
-        ("edm",),
+        ("edm", "restart"),
         ("cosine",),
         "quadratic",
         "EDM's sampler on the cosine chain's quadratic grid (measured max |z| 99 at 20 steps, 2450 without churn)",

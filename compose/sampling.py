@@ -30,6 +30,7 @@ from samplers import (
     steps_or_default,
 )
 from samplers.dpm_solver_singlestep import fast_orders
+from samplers.restart import DEFAULT_INTERVALS, parse_intervals
 from sde import ScoreFn, sde_from_config
 from sde.ode_methods import FIXED_METHODS
 
@@ -105,6 +106,10 @@ def steps_bar(sampling: Mapping, score_fn, desc: str = "steps") -> tqdm:
     total = None if adaptive else steps + per_level
     if name == "dpm_solver" and sampling.get("dpm_method") == "fast":  # its steps of orders 3, ..., 2 / 1
         total = len(fast_orders(steps, int(sampling.get("order", 2))))
+    if name == "restart":  # every interval restarts K times with N_restart - 1 steps
+        intervals = sampling.get("restart_intervals", "default")
+        intervals = DEFAULT_INTERVALS if intervals == "default" else intervals
+        total += sum(k * (n - 1) for n, k, _, _ in parse_intervals(intervals))
     return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, postfix={"nfe": score_fn.nfe})
 
 

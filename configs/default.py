@@ -155,6 +155,13 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.s_tmin = 0.0  # EDM: churn only at noise levels sigma/alpha in [s_tmin, s_tmax]
     sampling.s_tmax = 1e9  # EDM: upper noise level for churn (1e9: no limit)
     sampling.s_noise = 1.0  # EDM: noise inflation S_noise
+    sampling.restart_intervals = "[[3, 2, 0.06, 0.3]]"  # Restart (Xu et al. 2023): JSON list of [N_restart, K,
+    # t_min, t_max] (noise levels sigma/alpha; the authors' --restart_info dict also reads): K times noise t_min ->
+    # t_max, then N_restart - 1 Heun steps back (default: their CIFAR-10 setting)
+    sampling.restart_gamma = 0.05  # Restart: churn of each restart step, in [restart_s_tmin, restart_s_tmax]
+    sampling.restart_s_tmin = 0.01  # Restart: churn window (the main run's s_churn too, as in the authors' code)
+    sampling.restart_s_tmax = 1.0
+    sampling.restart_s_noise = 1.0  # Restart: noise inflation (the authors' 1.0 on CIFAR-10, 1.003 on ImageNet)
     sampling.edm_step = "heun"  # EDM: the step after the churn, "heun" (Alg. 2), "euler" or "dpm_2" (k-diffusion's)
     sampling.grid = "default"  # "uniform", "quadratic", "logsnr", "karras", "default" (samplers.default_grid), or
     # "respaced" on a chain (improved DDPM's respacing: the chain's own steps, down to t_min = T / N)

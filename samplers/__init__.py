@@ -34,6 +34,7 @@ from .options import DEFAULT_STEPS, SAMPLER_OPTIONS, check_sampler_options, opti
 from .pc import PREDICTORS, ancestral_sample, pc_sample
 from .pndm import pndm_sample
 from .repaint import repaint_levels, repaint_sample
+from .restart import restart_sample
 from .sa_solver import sa_solver_sample
 from .unipc import unipc_sample
 
@@ -49,6 +50,7 @@ SAMPLERS = {
     "pndm": pndm_sample,
     "lms": lms_sample,
     "edm": edm_sample,
+    "restart": restart_sample,
 }
 
 
@@ -103,6 +105,7 @@ __all__ = [
     "pndm_sample",
     "repaint_levels",
     "repaint_sample",
+    "restart_sample",
     "run_sampler",
     "sa_solver_sample",
     "solve_probability_flow",

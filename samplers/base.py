@@ -73,9 +73,9 @@ def check_option(key: str, value) -> None:
             raise ValueError(f"eta must lie in [0, 1] (DDIM and DPM-Solver++ stochasticity), got {value!r}")
     elif key == "variant":
         check_choice("UniPC variant", value, UNIPC_VARIANTS)
-    elif key in ("s_churn", "s_tmin", "s_tmax"):
+    elif key in ("s_churn", "s_tmin", "s_tmax", "gamma"):
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and value == value):
-            raise ValueError(f"{key} must be a number >= 0 (EDM's stochastic sampler), got {value!r}")
+            raise ValueError(f"{key} must be a number >= 0 (EDM's and Restart's churn), got {value!r}")
     elif key in ("snr", "eps", "rtol", "atol", "s_noise"):
         check_positive(key, value)
     elif key in ("n_steps", "n_corrector_steps"):

@@ -38,6 +38,17 @@ def check_edm_options(s_churn, s_tmin, s_tmax, s_noise) -> None:
         raise ValueError(f"s_tmin must not exceed s_tmax, got s_tmin = {s_tmin}, s_tmax = {s_tmax}")
 
 
+def heun_step(
+    score_fn: ScoreFn, sde: SDE, y: Tensor, d: Tensor, level: float, level_next: float, t_next: float | None = None
+) -> Tensor:
+    """Heun's step in EDM's variables from (y, level), where the slope d = (y - D(y; level)) / level is known, to
+    level_next (Karras et al. 2022, Alg. 1, lines 5-8; t_next: the time of level_next, if known)."""
+    h = level_next - level
+    y_next = y + h * d
+    d_next = (y_next - denoise_at_level(score_fn, sde, y_next, level_next, t_next)) / level_next
+    return y + h / 2 * (d + d_next)
+
+
 def edm_sample(
     score_fn: ScoreFn,
     sde: SDE,
@@ -92,11 +103,7 @@ def edm_sample(
             y_mid = y_hat + (level_mid - level_hat) * d
             y = y_hat + h * (y_mid - denoise_at_level(score_fn, sde, y_mid, level_mid)) / level_mid
         else:
-            y_next = y_hat + h * d
-            d_next = (
-                y_next - denoise_at_level(score_fn, sde, y_next, noise_levels[i + 1], float(ts[i + 1]))
-            ) / noise_levels[i + 1]
-            y = y_hat + h / 2 * (d + d_next)
+            y = heun_step(score_fn, sde, y_hat, d, level_hat, noise_levels[i + 1], float(ts[i + 1]))
         if callback is not None:  # a callback may change info["x"] (in place or not): y follows it
             info = {"i": i, "t": ts[i + 1], "x": alpha[i + 1] * y}
             callback(info)

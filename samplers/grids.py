@@ -39,10 +39,15 @@ def logsnr_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
 def karras_grid(sde: SDE, steps: int, t_min: float, t_max: float, rho: float = 7.0) -> Tensor:
     """Noise levels s = sigma_t / alpha_t evenly spaced in s^(1/rho) (Karras et al. 2022, Eq. 5, rho = 7)."""
     ends = torch.tensor([t_max, t_min], dtype=torch.float64)
-    s_max, s_min = torch.exp(-sde.logsnr(ends)).unbind()
-    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-    s = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+    s_max, s_min = torch.exp(-sde.logsnr(ends)).tolist()
+    s = karras_levels(s_max, s_min, steps, rho)
     return pin_ends(sde.t_from_logsnr(-torch.log(s)), t_max, t_min)
+
+
+def karras_levels(s_max: float, s_min: float, steps: int, rho: float = 7.0) -> Tensor:
+    """steps + 1 noise levels from s_max down to s_min, evenly spaced in s^(1/rho) (Karras et al. 2022, Eq. 5)."""
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    return (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
 
 
 def respaced_grid(sde: SDE, steps: int, t_min: float, t_max: float) -> Tensor:
@@ -73,7 +78,7 @@ CHAIN_GRIDS = {"respaced": respaced_grid}  # a discrete chain's own steps: for c
 
 
 # Samplers of 10-50 steps whose "default" grid is the path's `solver_grid` (the others use its `default_grid`).
-SOLVER_SAMPLERS = ("ode", "ddim", "dpm_solver", "unipc", "sa_solver", "pndm", "lms", "edm")
+SOLVER_SAMPLERS = ("ode", "ddim", "dpm_solver", "unipc", "sa_solver", "pndm", "lms", "edm", "restart")
 
 
 def keeps_alpha_one(sde: SDE) -> bool:
@@ -83,14 +88,15 @@ def keeps_alpha_one(sde: SDE) -> bool:
 
 
 def default_grid(sde: SDE, sampler: str | None = None) -> str:
-    """The grid "default" means for this sampler on this path: log-SNR for EDM's stochastic sampler (geometric in
+    """The grid "default" means for this sampler on this path: log-SNR for EDM's stochastic sampler and Restart's main
+    run (geometric in
     its noise level; measured: the quadratic grid is badly biased with it on the cosine chain) and for PNDM (its
     Adams-Bashforth weights are those of equal steps; measured: on the quadratic grid of the cosine chain and
     rectified flow its samples are far off even at 50 calls), `sde.solver_grid` for the other few-step solvers
     (SOLVER_SAMPLERS), `sde.default_grid` otherwise. LMS, whose variable is EDM's noise level: Karras on paths with
     alpha_t = 1, quadratic in t on the others (measured best of the quadratic, log-SNR and Karras grids on the 2-D
     mixture at 10-50 steps on all 7 paths)."""
-    if sampler in ("edm", "pndm"):
+    if sampler in ("edm", "restart", "pndm"):
         return "logsnr"
     if sampler == "lms":
         return "karras" if keeps_alpha_one(sde) else "quadratic"

@@ -19,6 +19,7 @@ from .edm import check_edm_options
 from .grids import CHAIN_GRIDS, GRIDS, time_grid
 from .langevin import CORRECTORS, check_ald_step
 from .pc import PREDICTORS, check_pc_combination
+from .restart import RESTART_GAMMA, RESTART_S_TMAX, RESTART_S_TMIN, parse_intervals, snap_intervals
 from .sa_solver import TAU_SIGMA_MAX, TAU_SIGMA_MIN, check_sa_options
 
 # Sampler option -> key of the config's `sampling` section that sets it. steps, grid and t_min are common.
@@ -79,13 +80,22 @@ SAMPLER_OPTIONS = {
         "step": "edm_step",
         "denoise": "denoise",
     },
+    "restart": {
+        "intervals": "restart_intervals",
+        "gamma": "restart_gamma",
+        "s_churn": "s_churn",
+        "s_tmin": "restart_s_tmin",
+        "s_tmax": "restart_s_tmax",
+        "s_noise": "restart_s_noise",
+        "denoise": "denoise",
+    },
 }
 GRID_OPTIONS = ("steps", "grid", "t_min")
 # Steps of each sampler when the config leaves `sampling.steps` at 0 (docs/samplers.md, "Default step counts"):
 # DDPM's 1,000-step chain; NCSN's 100 noise levels (x ald_steps); the PC recipe's 500; 50 fixed ODE steps; DDIM's
 # 50; 20 for the multistep solvers and SA-Solver (21 network calls); PNDM's 50 (Liu et al.'s setting) and LMS's 50;
 # EDM's N = 18 of its CIFAR-10 setting (17 Heun steps and the final denoising, its last Euler step to sigma = 0:
-# 35 network calls).
+# 35 network calls); Restart's main run the same (its default interval adds 8: 43, the authors' CIFAR-10 setting).
 DEFAULT_STEPS = {
     "ancestral": 1000,
     "ald": 100,
@@ -98,6 +108,7 @@ DEFAULT_STEPS = {
     "pndm": 50,
     "lms": 50,
     "edm": 17,
+    "restart": 17,
 }
 
 
@@ -121,13 +132,14 @@ SAMPLER_NEEDS = {
     "pndm": ("posterior", "logsnr"),
     "lms": ("logsnr",),
     "edm": ("logsnr", "t_from_logsnr"),
+    "restart": ("logsnr", "t_from_logsnr"),
 }
 
 
 def _check_option(sampler: str, key: str, value) -> None:
     """Validate one sampler option's value (the registries of predictors and correctors live with the solvers;
     DPM-Solver's `method` is its step structure, the ODE sampler's an ODE method)."""
-    if sampler == "sa_solver" and key != "prediction":
+    if sampler == "sa_solver" and key != "prediction" or sampler == "restart" and key != "denoise":
         return  # checked together below (check_sa_options), with the defaults of what is not given
     if sampler == "dpm_solver" and key == "method":
         check_option("dpm_method", value)
@@ -181,6 +193,17 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
     if sampler == "edm":  # the pair S_tmin <= S_tmax, with the sampler's defaults for what is not given
         edm = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0}
         check_edm_options(**{key: options.get(key, value) for key, value in edm.items()})
+    if sampler == "restart":  # the churn window and the intervals, against the grid when its size is known
+        churn = {"s_churn": 0.0, "s_tmin": RESTART_S_TMIN, "s_tmax": RESTART_S_TMAX, "s_noise": 1.0}
+        check_edm_options(**{key: options.get(key, value) for key, value in churn.items()})
+        check_option("gamma", options.get("gamma", RESTART_GAMMA))
+        if "intervals" in options:
+            parse_intervals(options["intervals"])
+            if steps is not None:
+                ts = time_grid(sde, steps, 1e-3 if t_min is None else t_min, grid or "default", t_max, "restart")
+                levels = torch.exp(-sde.logsnr(ts)).tolist()
+                top = float(torch.exp(-sde.logsnr(torch.tensor([float(sde.T)], dtype=torch.float64))))
+                snap_intervals(options["intervals"], levels, top)
     if sampler == "sa_solver":
         sa = {"predictor_order": 3, "corrector_order": 4, "tau": 1.0, "tau_sigma_min": TAU_SIGMA_MIN,
               "tau_sigma_max": TAU_SIGMA_MAX, "lower_order_final": "none", "rescale": True,

@@ -136,6 +136,18 @@ CASES = [
         {"sampling.sampler": "dpm_solver", "sampling.solver_type": "euler"},
         "unknown solver_type (DPM-Solver++'s second-order form) 'euler'; valid: ['heun', 'midpoint']",
     ),
+    (
+        "toy",
+        {"sampling.sampler": "restart", "sampling.restart_intervals": "[[1, 2, 0.06, 0.3]]"},
+        "restart interval [1, 2, 0.06, 0.3]: N_restart must be an integer >= 2",
+    ),
+    (
+        "toy",
+        {"sampling.sampler": "restart", "sampling.restart_intervals": "[[3, 2, 1e-07, 0.3]]"},
+        "t_min snaps to sigma = 0, below the grid's last level",
+    ),
+    ("toy", {"sampling.sampler": "restart", "sampling.restart_intervals": "3, 2"}, "restart intervals must be JSON"),
+    ("toy", {"sampling.sampler": "restart", "sampling.restart_gamma": -0.1}, "gamma must be a number >= 0"),
 ]
 
 

@@ -287,6 +287,8 @@ def test_steps_zero_means_each_samplers_own_default():
         ({"sampler": "dpm_solver", "steps": 9, "dpm_method": "adaptive_pid"}, None),
         ({"sampler": "dpm_solver", "steps": 9, "dpm_method": "fast", "order": 3}, 4),  # orders 3, 3, 2, 1
         ({"sampler": "dpm_solver", "steps": 9, "dpm_method": "sde"}, 9),
+        ({"sampler": "restart", "steps": 9, "restart_intervals": "[[3, 2, 0.06, 0.3], [4, 1, 1.0, 2.0]]"}, 9 + 4 + 3),
+        ({"sampler": "restart", "steps": 9}, 9 + 4),  # the default interval
     ],
 )
 def test_progress_bar_total_is_the_number_of_callbacks(settings, total):
@@ -302,6 +304,8 @@ def test_progress_bar_total_is_the_number_of_callbacks(settings, total):
         options = {"loop": settings["pc_loop"], "predictor": "euler_maruyama"} if settings["sampler"] == "pc" else {}
         if settings["sampler"] == "dpm_solver":
             options = {"method": settings["dpm_method"], "order": settings.get("order", 2)}
+        if "restart_intervals" in settings:
+            options = {"intervals": settings["restart_intervals"]}
         run_sampler(settings["sampler"], make_mixture("gmm2d").score_fn(sde), sde, torch.zeros(4, 2), steps=9,
                     callback=calls.append, **options)  # fmt: skip
         assert len(calls) == total

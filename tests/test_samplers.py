@@ -126,6 +126,7 @@ ORACLE_CASES = [
     ("edm", {"steps": 40, "s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0}),  # its default grid: log-SNR
     ("edm", {"steps": 30, "s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0, "step": "dpm_2"}),  # k-diffusion's
     ("ode", {"steps": 20, "method": "heun", "grid": "logsnr"}),  # the path's variable: sigma on VE and EDM, t else
+    ("restart", {"steps": 25, "intervals": [[4, 2, 0.06, 0.3], [3, 1, 1.0, 2.0]]}),  # Restart, 2 intervals, churn
 ]
 
 
@@ -472,6 +473,8 @@ def test_subvp_with_langevin_corrector_works():
         ("edm", {"steps": 7, "s_churn": 5.0, "step": "euler"}, 7 + 1),
         ("edm", {"steps": 7, "s_churn": 5.0, "step": "dpm_2"}, 2 * 7 + 1),
         ("ode", {"steps": 7, "method": "heun", "variable": "sigma"}, 2 * 7 + 1),
+        ("restart", {"steps": 7, "intervals": [[3, 2, 0.06, 0.3], [4, 1, 0.5, 1.0]]}, 2 * 7 + 1 + 2 * 2 * 2 + 3 * 2),
+        ("restart", {"steps": 7, "intervals": [[5, 3, 0.06, 0.3]], "denoise": False}, 2 * 7 + 3 * 4 * 2),
     ],
 )
 def test_nfe_is_exact(sampler, options, expected):
@@ -506,7 +509,10 @@ def test_reproducible_with_a_generator_and_calls_back(sampler):
     b, _ = draw(sampler, "ve", MIXTURE, n=16, seed=3, **options)
     c, _ = draw(sampler, "ve", MIXTURE, n=16, seed=4, **options)
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert seen == (list(range(1)) if sampler == "ode" else list(range(5 if sampler == "ald" else 4)))
+    expected = list(range(1)) if sampler == "ode" else list(range(5 if sampler == "ald" else 4))
+    if sampler == "restart":  # its default interval (t_min 0.06 snaps to the level after step 2): 2 x 2 more steps
+        expected = [0, 1, 2, 2, 2, 2, 2, 3]
+    assert seen == expected
 
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
