@@ -36,6 +36,8 @@ from sde.ode_methods import FIXED_METHODS
 
 from .checkpoints import load_classifier
 
+NO_LIMIT = 1e9  # sampling.guidance_sigma_hi at or above it: guidance at every noise level (the config's default)
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,7 +47,8 @@ class SamplingStopped(RuntimeError):
 
 def build_score_fn(model, sampling: Mapping | None, labels: torch.Tensor | None = None) -> ScoreFn:
     """The score_fn(x, t) every sampler sees: the model's score for the labels, with classifier-free guidance
-    (sampling.guidance_scale) and classifier guidance (sampling.classifier_scale) from models/guidance.py."""
+    (sampling.guidance_scale; limited to the noise levels (guidance_sigma_lo, guidance_sigma_hi], rescaled by
+    guidance_rescale) and classifier guidance (sampling.classifier_scale) from models/guidance.py."""
     if sampling is None:
         return model.score_fn(labels)
     classifier = classifier_for_sampling(sampling, model)
@@ -55,7 +58,17 @@ def build_score_fn(model, sampling: Mapping | None, labels: torch.Tensor | None 
         raise ValueError("sampling.classifier_scale > 0 needs a class: set sampling.label or sampling.class_grid")
     if labels is None:
         return model.score_fn(None)
-    return guided_score_fn(model, labels, sampling["guidance_scale"], classifier, sampling["classifier_scale"])
+    lo, hi = sampling.get("guidance_sigma_lo", 0.0), sampling.get("guidance_sigma_hi", NO_LIMIT)
+    interval = None if lo == 0 and hi >= NO_LIMIT else (lo, hi)
+    return guided_score_fn(
+        model,
+        labels,
+        sampling["guidance_scale"],
+        classifier,
+        sampling["classifier_scale"],
+        guidance_interval=interval,
+        guidance_rescale=sampling.get("guidance_rescale", 0.0),
+    )
 
 
 def label_classes(model, sampling: Mapping) -> int:

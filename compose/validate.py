@@ -445,6 +445,13 @@ def _check_guidance(cfg) -> list[str]:
     s, num_classes = cfg.sampling, cfg.model.num_classes
     problems = _in_range("sampling.guidance_scale", s.guidance_scale, 0, math.inf, hi_open=True)
     problems += _in_range("sampling.classifier_scale", s.classifier_scale, 0, math.inf, hi_open=True)
+    problems += _in_range("sampling.guidance_rescale", s.guidance_rescale, 0, 1)
+    lo, hi = s.guidance_sigma_lo, s.guidance_sigma_hi
+    if not (_is_num(lo) and _is_num(hi) and 0 <= lo < hi):
+        problems.append(
+            f"sampling.guidance_sigma_lo = {lo!r}, sampling.guidance_sigma_hi = {hi!r}: the guidance interval needs "
+            "noise levels 0 <= lo < hi"
+        )
     if isinstance(s.label, int) and s.label >= 0 and num_classes and s.label >= num_classes:
         problems.append(f"sampling.label = {s.label} out of range; allowed: -1 (unconditional) or 0..{num_classes - 1}")
     if _is_num(s.classifier_scale) and s.classifier_scale > 0 and not s.classifier_workdir:

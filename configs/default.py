@@ -172,6 +172,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.label = -1  # class to sample (-1: unconditional; "all" rows via sampling.class_grid)
     sampling.class_grid = False  # one row per class
     sampling.guidance_scale = 1.0  # classifier-free guidance weight (1: plain conditional)
+    sampling.guidance_sigma_lo = 0.0  # classifier-free guidance only at noise levels sigma/alpha in (lo, hi], the
+    sampling.guidance_sigma_hi = 1e9  # plain conditional score elsewhere (Kynkaanniemi et al. 2024; 1e9: no limit)
+    sampling.guidance_rescale = 0.0  # rescaled guidance phi in [0, 1] (Lin et al. 2024; diffusers' guidance_rescale)
     sampling.classifier_scale = 0.0  # classifier-guidance scale (0: off)
     sampling.classifier_workdir = ""  # work dir of the noisy classifier for classifier guidance
     sampling.checkpoint = ""  # checkpoint file to sample from ("": the latest in workdir)

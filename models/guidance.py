@@ -5,7 +5,8 @@ which sees only `score_fn(x, t)` and an `sde`, runs them unchanged.
 
 - Classifier-free guidance (Ho & Salimans 2022, Eq. 6): one network trained with label dropout gives both
   s(x, t | y) and s(x, t) = s(x, t | null); the guided score is w s(x, t | y) + (1 - w) s(x, t). Here w = 0 is
-  unconditional and w = 1 conditional (Ho & Salimans' w is our w - 1).
+  unconditional and w = 1 conditional (Ho & Salimans' w is our w - 1). Optionally only inside an interval of noise
+  levels (Kynkaanniemi et al. 2024) and rescaled to the conditional score's spread (Lin et al. 2024).
 - Classifier guidance (Dhariwal & Nichol 2021, Eq. 12; Song et al. 2021, Eq. 14): a classifier of noisy data
   p_t(c | x_t) gives s(x, t) + lambda grad_x log p_t(y | x); with lambda = 1 and the exact classifier this is
   exactly the conditional score s(x, t | y) (Bayes' rule).
@@ -20,6 +21,7 @@ score networks (`ScoreModel.eps`): x_in = x / sqrt(alpha^2 + sigma^2) and noise_
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 
 import torch
@@ -63,26 +65,68 @@ def _batch_labels(y: Tensor, x: Tensor) -> Tensor:
     return y
 
 
-def cfg_score_fn(model: nn.Module, y: int | Tensor, scale: float) -> ScoreFn:
+def check_guidance_options(interval, rescale) -> tuple[float, float]:
+    """The guidance interval as (lo, hi) noise levels with 0 <= lo < hi (None: every level) and the rescale phi in
+    [0, 1]; ValueError naming the bad value."""
+    lo, hi = (0.0, math.inf) if interval is None else interval
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)) or not 0 <= lo < hi:
+        raise ValueError(f"the guidance interval must be noise levels 0 <= lo < hi (sigma / alpha), got {interval!r}")
+    if not (isinstance(rescale, (int, float)) and not isinstance(rescale, bool) and 0 <= rescale <= 1):
+        raise ValueError(f"the guidance rescale phi must lie in [0, 1], got {rescale!r}")
+    return float(lo), float(hi)
+
+
+def rescale_guided(guided: Tensor, cond: Tensor, phi: float) -> Tensor:
+    """Lin et al. 2024's rescaled guidance: the guided prediction scaled to the conditional one's standard deviation
+    (per example, over all other dimensions), mixed back with weight phi. Applied to the score, as diffusers'
+    `rescale_noise_cfg` applies it to the noise prediction: the two differ by a factor -sigma per example, which the
+    ratio of standard deviations cancels."""
+    dims = list(range(1, guided.ndim))
+    ratio = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
+    return phi * guided * ratio + (1 - phi) * guided
+
+
+def cfg_score_fn(
+    model: nn.Module, y: int | Tensor, scale: float, interval: tuple[float, float] | None = None, rescale: float = 0.0
+) -> ScoreFn:
     """Classifier-free guidance w s(x,t|y) + (1-w) s(x,t) (Ho & Salimans 2022, Eq. 6, with w = 1 + their w).
 
     `model` is a class-conditional `ScoreModel`-like module: `model(x, t, y) -> score`, `.num_classes`, null
-    label = num_classes. One batched network call on [x; x] with labels [y; null] per score evaluation, so the
-    samplers' NFE counts stay one per call (w = 1 and w = 0 need only one half).
+    label = num_classes, and `.sde` where an interval is given. One batched network call on [x; x] with labels
+    [y; null] per score evaluation, so the samplers' NFE counts stay one per call (w = 1 and w = 0 need only one
+    half). `interval` = (lo, hi): guidance only where the noise level sigma_t / alpha_t lies in (lo, hi], the plain
+    conditional score elsewhere (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval"; EDM2's
+    sigma). `rescale` = phi > 0: Lin et al. 2024's rescaled guidance (`rescale_guided`), where guidance applies.
     """
     num_classes = int(getattr(model, "num_classes", 0))
     y = check_guidance_labels(y, num_classes)
     w = float(scale)
+    lo, hi = check_guidance_options(interval, rescale)
+    limited = interval is not None
+
+    def guided(x: Tensor, t: Tensor, labels: Tensor, null: Tensor) -> Tensor:
+        if w == 0.0:
+            return model(x, t, null)
+        score_cond, score_uncond = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
+        score = w * score_cond + (1 - w) * score_uncond
+        return rescale_guided(score, score_cond, rescale) if rescale else score
 
     def score_fn(x: Tensor, t: Tensor) -> Tensor:
         t, labels = as_time(t, x), _batch_labels(y, x)
         null = torch.full_like(labels, num_classes)
         if w == 1.0:
             return model(x, t, labels)
-        if w == 0.0:
-            return model(x, t, null)
-        score_cond, score_uncond = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
-        return w * score_cond + (1 - w) * score_uncond
+        if not limited:
+            return guided(x, t, labels, null)
+        level = torch.exp(-model.sde.logsnr(t.double()))
+        inside = (level > lo) & (level <= hi)
+        if bool(inside.all()):
+            return guided(x, t, labels, null)
+        if not bool(inside.any()):
+            return model(x, t, labels)
+        out = model(x, t, labels)  # examples at different levels (per-example times): guide those inside
+        out[inside] = guided(x[inside], t[inside], labels[inside], null[inside])
+        return out
 
     return score_fn
 
@@ -196,11 +240,14 @@ def guided_score_fn(
     guidance_scale: float = 1.0,
     classifier: nn.Module | None = None,
     classifier_scale: float = 0.0,
+    guidance_interval: tuple[float, float] | None = None,
+    guidance_rescale: float = 0.0,
 ) -> ScoreFn:
     """The sampling score for labels y: classifier-free guidance with weight w on a conditional model (plain
-    s(x|y) at w = 1; an unconditional model gives s(x)), plus lambda grad log p_t(y|x) if a classifier is given."""
+    s(x|y) at w = 1; an unconditional model gives s(x)), limited to a noise-level interval and rescaled if asked
+    (`cfg_score_fn`), plus lambda grad log p_t(y|x) if a classifier is given."""
     if int(getattr(model, "num_classes", 0)) > 0:
-        score_fn = cfg_score_fn(model, y, guidance_scale)
+        score_fn = cfg_score_fn(model, y, guidance_scale, guidance_interval, guidance_rescale)
     elif classifier is None or not classifier_scale:
         raise ValueError(
             "class labels were requested from an unconditional model (num_classes=0): train a "

@@ -148,6 +148,12 @@ CASES = [
     ),
     ("toy", {"sampling.sampler": "restart", "sampling.restart_intervals": "3, 2"}, "restart intervals must be JSON"),
     ("toy", {"sampling.sampler": "restart", "sampling.restart_gamma": -0.1}, "gamma must be a number >= 0"),
+    ("toy", {"sampling.guidance_rescale": 1.5}, "sampling.guidance_rescale = 1.5 must be a number in [0, 1]"),
+    (
+        "toy",
+        {"sampling.guidance_sigma_lo": 2.0, "sampling.guidance_sigma_hi": 1.0},
+        "sampling.guidance_sigma_lo = 2.0, sampling.guidance_sigma_hi = 1.0: the guidance interval needs",
+    ),
 ]
 
 

@@ -902,3 +902,20 @@ def test_sa_solver_noise_form_equals_its_float64_run_where_its_float32_one_drift
     assert (ours32.double() - theirs64).abs().max() < 1e-4
     if p >= 3:
         assert (theirs32.double() - theirs64).abs().max() > 1e-3
+
+
+def test_rescaled_guidance_equals_diffusers_rescale_noise_cfg():
+    """diffusers' `rescale_noise_cfg` (its CFG guider's and pipelines' guidance_rescale) works on the noise
+    prediction eps = -sigma score; ours on the score. Per example the factor -sigma cancels in the ratio of standard
+    deviations, so the two agree, image-shaped and with a different sigma for each example."""
+    guider_utils = pytest.importorskip("diffusers.guiders.guider_utils", reason="this diffusers has no guiders")
+    from models.guidance import rescale_guided
+
+    g = torch.Generator().manual_seed(0)
+    score_cond = torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64)
+    score_uncond = torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64)
+    sigma = torch.rand(6, 1, 1, 1, generator=g, dtype=torch.float64) + 0.1
+    guided = 5 * score_cond - 4 * score_uncond
+    for phi in (0.0, 0.5, 0.7, 1.0):
+        theirs = guider_utils.rescale_noise_cfg(-sigma * guided, -sigma * score_cond, guidance_rescale=phi)
+        torch.testing.assert_close(-sigma * rescale_guided(guided, score_cond, phi), theirs, rtol=1e-12, atol=1e-12)

@@ -108,6 +108,53 @@ def test_cfg_scales_0_and_1_are_the_unconditional_and_conditional_scores(sde):
 
 
 @pytest.mark.parametrize("sde", SDES, ids=lambda s: s.name)
+def test_guidance_interval_guides_only_inside_its_noise_levels(sde):
+    """Kynkaanniemi et al. 2024: w where sigma_t / alpha_t lies in (lo, hi], the conditional score elsewhere; per
+    example when the batch has several times, one network call for a batch wholly outside."""
+    mix = labelled_mixture()
+    net = OracleConditionalEpsNet(mix, sde)
+    model = ScoreModel(net, sde).double()
+    x, t, y = _points(seed=2)
+    level = torch.exp(-sde.logsnr(t))
+    lo, hi = float(level.quantile(0.3)), float(level.quantile(0.7))
+    inside = (level > lo) & (level <= hi)
+    assert 0 < int(inside.sum()) < len(t)
+    uncond, cond = mix.score(x, t, sde), mix.score(x, t, sde, y)
+    expected = torch.where(inside[:, None], 3 * cond - 2 * uncond, cond)
+    torch.testing.assert_close(cfg_score_fn(model, y, 3.0, interval=(lo, hi))(x, t), expected, rtol=1e-8, atol=1e-8)
+    everywhere = cfg_score_fn(model, y, 3.0, interval=(0.0, math.inf))(x, t)
+    assert torch.equal(everywhere, cfg_score_fn(model, y, 3.0)(x, t))
+    net.calls = 0
+    t_out = torch.full_like(t, float(t[~inside][0]))  # one shared time outside: the conditional half only
+    torch.testing.assert_close(
+        cfg_score_fn(model, y, 3.0, interval=(lo, hi))(x, t_out), mix.score(x, t_out, sde, y), rtol=1e-8, atol=1e-9
+    )
+    assert net.calls == 1
+
+
+def test_rescaled_guidance_keeps_the_conditional_spread():
+    """Lin et al. 2024, Sec. 3.4: phi = 1 gives the guided score the conditional one's standard deviation per example;
+    phi mixes it with the plain guided score; phi = 0 is plain guidance."""
+    sde = VPSDE()
+    mix = labelled_mixture()
+    model = ScoreModel(OracleConditionalEpsNet(mix, sde), sde).double()
+    x, t, y = _points(seed=3)
+    uncond, cond = mix.score(x, t, sde), mix.score(x, t, sde, y)
+    plain = 4 * cond - 3 * uncond
+    full = cfg_score_fn(model, y, 4.0, rescale=1.0)(x, t)
+    torch.testing.assert_close(full.std(dim=1), cond.std(dim=1), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(full / full.norm(dim=1, keepdim=True), plain / plain.norm(dim=1, keepdim=True))
+    mixed = cfg_score_fn(model, y, 4.0, rescale=0.7)(x, t)
+    torch.testing.assert_close(mixed, 0.7 * full + 0.3 * plain, rtol=1e-8, atol=1e-8)
+    assert torch.equal(cfg_score_fn(model, y, 4.0, rescale=0.0)(x, t), cfg_score_fn(model, y, 4.0)(x, t))
+    for bad, message in [((1.0, 0.5), "0 <= lo < hi"), ((-1.0, 2.0), "0 <= lo < hi")]:
+        with pytest.raises(ValueError, match=message):
+            cfg_score_fn(model, y, 2.0, interval=bad)
+    with pytest.raises(ValueError, match=r"the guidance rescale phi must lie in \[0, 1\], got 1.5"):
+        cfg_score_fn(model, y, 2.0, rescale=1.5)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=lambda s: s.name)
 def test_classifier_guidance_with_exact_classifier_is_the_conditional_score(sde):
     """Bayes: s(x) + grad log p_t(y|x) = s(x|y) exactly; the gradient is taken even under torch.no_grad()."""
     mix = labelled_mixture()
