@@ -8,7 +8,8 @@ Part 1 trains `MNISTFeatureNet` on the offline real digits (unless --evalnet-wor
 its accuracy on the real test set, and calibrates FID/KID on known sets of the sample count (real digits, noisy
 digits, a single digit class). Part 2 (with --workdir, a class-conditional checkpoint) draws unconditional
 samples and class-cycling samples for every classifier-free guidance scale (and, with --classifier-workdir, every
-classifier-guidance scale) and reports FID, KID, accuracy and the class histogram. An unconditional --workdir
+classifier-guidance scale; with --intervals / --rescales also each scale limited to a noise-level interval / with
+rescaled guidance) and reports FID, KID, accuracy and the class histogram. An unconditional --workdir
 with --classifier-workdir benchmarks classifier guidance alone (Song et al. 2021's class-conditional sampling).
 Results: <out>/guidance_bench.json, .md (table) and .png (plot). Run with OMP_NUM_THREADS=1 on a shared machine.
 """
@@ -47,6 +48,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--classifier-workdir", default="", help="noisy classifier work dir (classifier guidance)")
     p.add_argument("--scales", default="0,1,2,3,5", help="classifier-free guidance scales w")
     p.add_argument("--classifier-scales", default="1,3", help="classifier-guidance scales (with --classifier-workdir)")
+    p.add_argument(
+        "--intervals",
+        default="",
+        help="guidance intervals lo:hi of the noise level sigma/alpha, comma-separated: each CFG scale also runs "
+        "limited to each (Kynkaanniemi et al. 2024)",
+    )
+    p.add_argument("--rescales", default="", help="rescaled-guidance phi values: each CFG scale also runs with each")
     p.add_argument("--num-samples", type=int, default=500, help="samples per setting")
     p.add_argument("--num-real", type=int, default=10000, help="real test digits as the FID/KID reference")
     p.add_argument("--sampler", default="ddim", help="sampler name (samplers.SAMPLERS)")
@@ -142,7 +150,16 @@ def part_guidance(cfg, args, net, reference) -> list[dict]:
     rows = []
     settings = [("unconditional", {"label": -1, "classifier_scale": 0.0}, None)]
     if model.num_classes:  # classifier-free guidance needs the conditional network
-        settings += [(f"CFG w={w:g}", {"guidance_scale": w}, labels) for w in map(float, args.scales.split(","))]
+        scales = [float(w) for w in args.scales.split(",")]
+        settings += [(f"CFG w={w:g}", {"guidance_scale": w}, labels) for w in scales]
+        guided = [w for w in scales if w != 1.0]  # w = 1 is the conditional score, whatever the interval
+        for pair in filter(None, args.intervals.split(",")):
+            lo, hi = (float(v) for v in pair.split(":"))
+            limits = {"guidance_sigma_lo": lo, "guidance_sigma_hi": hi}
+            settings += [(f"CFG w={w:g} in ({lo:g}, {hi:g}]", {"guidance_scale": w, **limits}, labels) for w in guided]
+        for phi in (float(v) for v in filter(None, args.rescales.split(","))):
+            settings += [(f"CFG w={w:g} rescaled {phi:g}", {"guidance_scale": w, "guidance_rescale": phi}, labels)
+                         for w in guided]  # fmt: skip
     if args.classifier_workdir:
         settings += [
             (
@@ -194,14 +211,19 @@ def write_report(out: Path, summary: dict, rows: list[dict]) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        w = [r["guidance_scale"] for r in cfg_rows]
+        series = {}  # plain CFG, and each guidance interval / rescale: FID and accuracy against w
+        for r in cfg_rows:
+            variant = r["setting"].split(" ", 2)[2] if r["setting"].count(" ") > 1 else "guided"
+            series.setdefault(variant, []).append(r)
         fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-        ax[0].plot(w, [r["fid"] for r in cfg_rows], "o-", label="guided")
+        for variant, runs in series.items():
+            w = [r["guidance_scale"] for r in runs]
+            ax[0].plot(w, [r["fid"] for r in runs], "o-", label=variant)
+            ax[1].plot(w, [r["accuracy"] for r in runs], "o-", label=variant)
         for r, style in zip([rows[0], *[r for r in rows if r["setting"] == "unconditional"]], ("--", ":")):
             ax[0].axhline(r["fid"], ls=style, c="gray", label=r["setting"])
         ax[0].set(xlabel="guidance scale w", ylabel="FID (evaluation-net features)")
         ax[0].legend()
-        ax[1].plot(w, [r["accuracy"] for r in cfg_rows], "o-")
         ax[1].set(xlabel="guidance scale w", ylabel="accuracy of conditional samples", ylim=(0, 1.02))
         fig.tight_layout()
         fig.savefig(out / "guidance_bench.png", dpi=110)

@@ -38,6 +38,14 @@ def check_edm_options(s_churn, s_tmin, s_tmax, s_noise) -> None:
         raise ValueError(f"s_tmin must not exceed s_tmax, got s_tmin = {s_tmin}, s_tmax = {s_tmax}")
 
 
+def level_grid(sde: SDE, ts: Tensor, device) -> tuple[Tensor, list[float], list[float], float]:
+    """The grid in EDM's variables: ts (float64, on device), alpha_t and the noise levels sigma_t / alpha_t at its
+    times, and the path's level at T (where the network was trained up to)."""
+    ts = ts.to(device, torch.float64)
+    top = torch.exp(-sde.logsnr(torch.tensor([float(sde.T)], dtype=torch.float64)))
+    return ts, sde.marginal(ts)[0].tolist(), torch.exp(-sde.logsnr(ts)).tolist(), float(top)
+
+
 def heun_step(
     score_fn: ScoreFn, sde: SDE, y: Tensor, d: Tensor, level: float, level_next: float, t_next: float | None = None
 ) -> Tensor:
@@ -73,12 +81,9 @@ def edm_sample(
     check_edm_options(s_churn, s_tmin, s_tmax, s_noise)
     check_option("step", step)
     check_grid(sde, ts)
-    ts = ts.to(x.device, torch.float64)
-    alpha = sde.marginal(ts)[0].tolist()
-    noise_levels = torch.exp(-sde.logsnr(ts)).tolist()
+    ts, alpha, noise_levels, level_top = level_grid(sde, ts, x.device)
     steps = len(ts) - 1
     gamma_max = min(s_churn / (steps + 1), math.sqrt(2.0) - 1.0)
-    level_top = float(torch.exp(-sde.logsnr(torch.tensor([float(sde.T)], dtype=torch.float64))))
 
     def churn(y: Tensor, i: int) -> tuple[Tensor, float, float | None]:
         """Raise the noise level at grid point i by gamma_i (Alg. 2, lines 4-6)."""

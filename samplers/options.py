@@ -15,7 +15,7 @@ from sde import SDE, require
 
 from .base import check_choice, check_option, check_positive
 from .dpm_solver import check_dpm_solver_combination
-from .edm import check_edm_options
+from .edm import check_edm_options, level_grid
 from .grids import CHAIN_GRIDS, GRIDS, time_grid
 from .langevin import CORRECTORS, check_ald_step
 from .pc import PREDICTORS, check_pc_combination
@@ -201,8 +201,7 @@ def check_sampler_options(sampler: str, sde: SDE, *, steps=None, grid=None, t_mi
             parse_intervals(options["intervals"])
             if steps is not None:
                 ts = time_grid(sde, steps, 1e-3 if t_min is None else t_min, grid or "default", t_max, "restart")
-                levels = torch.exp(-sde.logsnr(ts)).tolist()
-                top = float(torch.exp(-sde.logsnr(torch.tensor([float(sde.T)], dtype=torch.float64))))
+                _, _, levels, top = level_grid(sde, ts, "cpu")
                 snap_intervals(options["intervals"], levels, top)
     if sampler == "sa_solver":
         sa = {"predictor_order": 3, "corrector_order": 4, "tau": 1.0, "tau_sigma_min": TAU_SIGMA_MIN,

@@ -30,7 +30,7 @@ from torch import Tensor
 from sde import SDE, ScoreFn
 
 from .base import check_grid, check_option, denoise_at_level, randn_like
-from .edm import check_edm_options, heun_step
+from .edm import check_edm_options, heun_step, level_grid
 from .grids import karras_levels
 
 # The authors' defaults (their README's and hyperparam.py's command lines, CIFAR-10): one interval
@@ -122,10 +122,7 @@ def restart_sample(
     check_edm_options(s_churn, s_tmin, s_tmax, s_noise)
     check_option("gamma", gamma)
     check_grid(sde, ts)
-    ts = ts.to(x.device, torch.float64)
-    alpha = sde.marginal(ts)[0].tolist()
-    levels = torch.exp(-sde.logsnr(ts)).tolist()
-    level_top = float(torch.exp(-sde.logsnr(torch.tensor([float(sde.T)], dtype=torch.float64))))
+    ts, alpha, levels, level_top = level_grid(sde, ts, x.device)
     restarts = snap_intervals(intervals, levels, level_top)
     steps = len(ts) - 1
     churn_main = min(s_churn / (steps + 1), math.sqrt(2.0) - 1.0)
