@@ -35,7 +35,7 @@ from compose.checkpoints import (
 from compose.features import real_reference  # noqa: E402
 from configs.default import get_default_config  # noqa: E402
 from evaluation.quality import draw_samples, quality_of  # noqa: E402
-from infra.checkpoint import latest_checkpoint  # noqa: E402
+from infra.checkpoint import EVALNET, latest_checkpoint  # noqa: E402
 from training.evalnet import train_evalnet  # noqa: E402
 
 
@@ -85,7 +85,7 @@ def make_config(args):
 def part_evalnet(cfg, args) -> dict:
     """Train (if needed) the evaluation net; its accuracy on the real test set."""
     start = time.perf_counter()
-    trained = latest_checkpoint(args.evalnet_workdir) is None
+    trained = latest_checkpoint(args.evalnet_workdir, EVALNET) is None  # an evaluation net's, not a score model's
     if trained:
         train_evalnet(cfg, args.evalnet_workdir)
     net, info = load_evalnet(args.evalnet_workdir)
