@@ -170,3 +170,18 @@ def test_bad_intervals_are_refused_before_any_score_evaluation(intervals, messag
         check_sampler_options("restart", sde, steps=17, grid="logsnr", intervals=intervals)
     with pytest.raises(ValueError, match=message):
         restart_sample(never_called, sde, torch.randn(4, 2), ts, intervals=intervals)
+
+
+def test_callback_sees_every_step_and_says_which_restart():
+    sde = make_sde("ve")
+    mix = GaussianMixture(FIXTURE["weights"], FIXTURE["means"], FIXTURE["stds"])
+    ts = time_grid(sde, 6, 1e-3, "logsnr")
+    levels = torch.exp(-sde.logsnr(ts))
+    seen = []
+    x_T = 50.0 * torch.randn(8, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    restart_sample(mix.score_fn(sde), sde, x_T, ts, intervals=[[3, 2, float(levels[4]), float(levels[3])]],
+                   callback=lambda info: seen.append((info["i"], info["restart"], float(info["t"]))))  # fmt: skip
+    assert [(i, r) for i, r, _ in seen] == [(0, None), (1, None), (2, None), (3, None)] + [
+        (3, (4, k)) for k in (0, 0, 1, 1)
+    ] + [(4, None), (5, None)]
+    assert all(abs(t - float(ts[4])) < 1e-12 for _, r, t in seen[5::2][:2])  # each restart ends at its t_min
