@@ -40,6 +40,13 @@ FAST_SWEEP = [
     ("fast: edm heun (no churn)", "edm", {}, [3, 5, 7, 10]),
     ("fast: restart [3, 2, 0.06, 0.3]", "restart", {}, [5, 7, 10, 17]),  # the authors' CIFAR-10 interval
     ("fast: restart [3, 4, 0.06, 0.3]", "restart", {"intervals": [[3, 4, 0.06, 0.3]]}, [5, 7, 10, 13]),
+    ("fast: restart [3, 2, 0.3, 2.0]", "restart", {"intervals": [[3, 2, 0.3, 2.0]]}, [5, 7, 10, 17]),
+    (
+        "fast: restart [3, 1, 1.0, 3.0] + [3, 2, 0.06, 0.3]",
+        "restart",
+        {"intervals": [[3, 1, 1.0, 3.0], [3, 2, 0.06, 0.3]]},
+        [5, 7, 10, 15],
+    ),
     ("fast: dpm_solver 2M (noise)", "dpm_solver", {"order": 2, "prediction": "noise"}, [5, 10, 15, 20]),
     ("fast: dpm_solver 3M exact (noise)", "dpm_solver", {"order": 3, "prediction": "noise"}, [5, 10, 15, 20]),
     (
