@@ -62,6 +62,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eta", type=float, default=None, help="DDIM / DPM-Solver++ stochasticity (default: config's)")
     p.add_argument("--grid", default=None, help="time grid (default: the config's sampling.grid)")
     p.add_argument("--batch-size", type=int, default=100, help="samples per batch")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the config's)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
     p.add_argument("--out", default="runs/bench_guidance", help="output folder")
     return p.parse_args()
@@ -79,6 +80,8 @@ def make_config(args):
         s.eta = args.eta
     if args.grid is not None:
         s.grid = args.grid
+    if args.seed is not None:
+        cfg.seed = args.seed
     return cfg
 
 
