@@ -122,6 +122,9 @@ def main(argv):
         if FLAGS.verbose or not is_out_of_memory(err):
             raise
         sys.exit(f"error: {out_of_memory_message(FLAGS.mode, cfg)} ({' '.join(str(err).split())[:200]})")
+    from infra.distributed import finish
+
+    finish()  # under torchrun: leave the process group and exit 0 now (docs/distributed.md, "Exiting")
 
 
 def is_out_of_memory(err: BaseException) -> bool:

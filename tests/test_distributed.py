@@ -115,6 +115,7 @@ def worker(workdir: str, out: str) -> None:
         np.savez(out, **result.pop("per_image"))
         record = {"summary": result, "order": order, "samples": sampled["npz"]}
         Path(out).with_suffix(".json").write_text(json.dumps(record, default=float))
+    distributed.finish()  # as main.py ends a torchrun worker
 
 
 # ---- Launching. ------------------------------------------------------------------------------------------------------
