@@ -434,7 +434,8 @@ def test_out_of_memory_is_one_line_naming_the_batch_size(tmp_path):
 def test_labels_and_guidance_are_checked_against_the_checkpoint_before_sampling(tmp_path):
     """--mode sample refuses, before anything is written, labels and guidance the checkpoint cannot honour: a label
     or a class grid on an unconditional checkpoint, a label out of range or below -1, classifier-free guidance
-    without classes, classifier guidance from a folder without a classifier or with one trained on another path."""
+    (or its interval or rescale) without classes, classifier guidance from a folder without a classifier or with one
+    trained on another path."""
     from configs.toy_cond import get_config as cond_config
     from configs.toy_gmm import get_config as toy_config
     from training.classifier import train_classifier
@@ -453,6 +454,8 @@ def test_labels_and_guidance_are_checked_against_the_checkpoint_before_sampling(
         ("uncond", {"label": 3}, "sampling.label = 3 needs a class-conditional checkpoint or classifier guidance"),
         ("uncond", {"guidance_scale": 3.0}, "sampling.guidance_scale = 3.0 is classifier-free guidance"),
         ("uncond", {"class_grid": True}, "sampling.class_grid = True needs a class-conditional checkpoint or"),
+        ("uncond", {"guidance_sigma_hi": 5.0}, "guidance_rescale shape classifier-free guidance, which needs a"),
+        ("uncond", {"guidance_rescale": 0.7}, "guidance_rescale shape classifier-free guidance, which needs a"),
         ("cond", {"label": 10}, "sampling.label = 10 is out of range for ckpt_000002.pt, a 4-class model"),
         ("cond", {"label": -2}, "sampling.label = -2: use -1"),
         ("uncond", {**guided, "classifier_workdir": str(tmp_path / "none")}, "no checkpoint file or work dir at"),
