@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from compose.biased import bias_warning, option_defaults
 from configs.default import get_default_config
-from models.guidance import guided_score_fn
+from models.guidance import NO_LIMIT, guidance_interval, guided_score_fn
 from samplers import (
     SAMPLER_OPTIONS,
     check_sampler_options,
@@ -35,8 +35,6 @@ from sde import ScoreFn, sde_from_config
 from sde.ode_methods import FIXED_METHODS
 
 from .checkpoints import load_classifier
-
-NO_LIMIT = 1e9  # sampling.guidance_sigma_hi at or above it: guidance at every noise level (the config's default)
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +56,7 @@ def build_score_fn(model, sampling: Mapping | None, labels: torch.Tensor | None 
         raise ValueError("sampling.classifier_scale > 0 needs a class: set sampling.label or sampling.class_grid")
     if labels is None:
         return model.score_fn(None)
-    lo, hi = sampling.get("guidance_sigma_lo", 0.0), sampling.get("guidance_sigma_hi", NO_LIMIT)
-    interval = None if lo == 0 and hi >= NO_LIMIT else (lo, hi)
+    interval = guidance_interval(sampling.get("guidance_sigma_lo", 0.0), sampling.get("guidance_sigma_hi", NO_LIMIT))
     return guided_score_fn(
         model,
         labels,

@@ -497,7 +497,9 @@ def _check_labels_against_checkpoint(cfg, workdir: str) -> list[str]:
             f"sampling.guidance_scale = {s.guidance_scale} is classifier-free guidance, which needs a "
             f"class-conditional checkpoint; {path.name} is unconditional (use sampling.classifier_scale)"
         )
-    limited = s.get("guidance_sigma_lo", 0.0) != 0.0 or s.get("guidance_sigma_hi", 1e9) < 1e9
+    from models.guidance import NO_LIMIT, guidance_interval
+
+    limited = guidance_interval(s.get("guidance_sigma_lo", 0.0), s.get("guidance_sigma_hi", NO_LIMIT)) is not None
     if not classes and (limited or s.get("guidance_rescale", 0.0)):
         problems.append(
             "sampling.guidance_sigma_lo / guidance_sigma_hi / guidance_rescale shape classifier-free guidance, which "

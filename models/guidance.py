@@ -65,6 +65,14 @@ def _batch_labels(y: Tensor, x: Tensor) -> Tensor:
     return y
 
 
+NO_LIMIT = 1e9  # a config's guidance_sigma_hi at or above it: no upper limit (configs/default.py's value)
+
+
+def guidance_interval(lo: float, hi: float) -> tuple[float, float] | None:
+    """The config's guidance_sigma_lo / _hi as `cfg_score_fn`'s interval: None where they leave every level guided."""
+    return None if lo == 0 and hi >= NO_LIMIT else (lo, hi)
+
+
 def check_guidance_options(interval, rescale) -> tuple[float, float]:
     """The guidance interval as (lo, hi) noise levels with 0 <= lo < hi (None: every level) and the rescale phi in
     [0, 1]; ValueError naming the bad value."""

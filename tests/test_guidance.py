@@ -453,3 +453,20 @@ def test_classifier_training_stops_gracefully_on_sigterm_and_resumes_exactly(tmp
             clf_training.train_classifier(cfg, tmp_path / "nan")
     finally:
         clf_training.classifier_log_probs = real
+
+
+def test_the_sampling_driver_passes_the_guidance_interval_and_rescale():
+    """compose.sampling.build_score_fn reads sampling.guidance_sigma_lo / _hi / guidance_rescale from the config."""
+    from compose.sampling import build_score_fn
+    from configs.default import get_default_config
+
+    sde = VPSDE()
+    mix = labelled_mixture()
+    model = ScoreModel(OracleConditionalEpsNet(mix, sde), sde).double()
+    x, t, y = _points(seed=4)
+    sampling = get_default_config().sampling.to_dict()
+    sampling.update(guidance_scale=3.0, guidance_sigma_lo=0.5, guidance_sigma_hi=5.0, guidance_rescale=0.5)
+    expected = cfg_score_fn(model, y, 3.0, interval=(0.5, 5.0), rescale=0.5)(x, t)
+    assert torch.equal(build_score_fn(model, sampling, y)(x, t), expected)
+    sampling.update(guidance_sigma_lo=0.0, guidance_sigma_hi=1e9, guidance_rescale=0.0)  # the defaults: plain CFG
+    assert torch.equal(build_score_fn(model, sampling, y)(x, t), cfg_score_fn(model, y, 3.0)(x, t))
