@@ -116,11 +116,12 @@ def teardown() -> None:
 
 def finish() -> None:
     """End a torchrun worker whose work is done: leave the process group now (`teardown`), flush the logs and the
-    standard streams, and exit with code 0 at once, skipping the interpreter's finalization. Objects that still
-    referenced the group were destroyed there after it and aborted a finished process ("terminate called without
-    an active exception", exit -6; torchrun then reports the job failed): after the DDP fix (`release_ddp`) still
-    2 of ~30 runs of tests/test_distributed.py on 2 loaded CPU cores (2026-12-08), both on the rank that had
-    finished first. A no-op without a process group (one process exits normally)."""
+    standard streams, and exit with code 0 at once, skipping the interpreter's finalization. A finished process
+    still aborted there now and then ("terminate called without an active exception", exit -6; torchrun then
+    reports the job failed): after the DDP fix (`release_ddp`), 2 of ~30 runs of tests/test_distributed.py on 2
+    loaded CPU cores (2026-12-08; the one inspected: rank 1, after all its work). The cause is presumed to be the
+    DDP reducer's kind (an object destroyed after the group), not shown. A no-op without a process group (one
+    process exits normally)."""
     if not (td.is_available() and td.is_initialized()):
         return
     teardown()
